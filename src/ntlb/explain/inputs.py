@@ -1,0 +1,44 @@
+"""Turn what users pass (paths, PIL images, tensors; strings, token ids) into model inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..errors import NtlbError
+from ..io import load_image
+from ..models.adapter import ClipAdapter
+from ..models.tokenizer import TokenizedTexts
+
+ImageInput = Union[Tensor, Image.Image, str, Path, Sequence[Image.Image | str | Path]]
+TextInput = Union[str, Sequence[str], Tensor, TokenizedTexts]
+
+
+def prepare_images(adapter: ClipAdapter, images: ImageInput) -> tuple[Tensor, list[Image.Image] | None]:
+    """Preprocessed pixels (B, 3, H, W) and, when given as files or PIL images, the original pictures."""
+    if isinstance(images, Tensor):
+        pixels = images.unsqueeze(0) if images.ndim == 3 else images
+        if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.shape[0] == 0:
+            raise NtlbError(f"image tensor has shape {tuple(images.shape)}: pass (B, 3, H, W) preprocessed images")
+        return pixels, None
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    if len(images) == 0:
+        raise NtlbError("no images given: pass at least one image")
+    originals = [item.convert("RGB") if isinstance(item, Image.Image) else load_image(item) for item in images]
+    pixels = torch.stack([adapter.preprocess(image) for image in originals])
+    return pixels, originals
+
+
+def prepare_texts(adapter: ClipAdapter, texts: TextInput) -> TokenizedTexts:
+    """Tokenised texts with word spans; token-id tensors are read back into tokens and words."""
+    if isinstance(texts, TokenizedTexts):
+        return texts
+    if isinstance(texts, Tensor):
+        return adapter.tokenizer.from_ids(texts)
+    return adapter.tokenizer(texts)

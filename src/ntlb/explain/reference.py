@@ -1,0 +1,55 @@
+"""The reference algorithm as released: one pair at a time, written straight from the formula.
+
+The image is re-encoded for every text, every text is encoded at full context length, every layer's
+attention is kept, one gradient call is made per layer, and the full N x N relevance matrix is built.
+It is the slow path the fast explainer is tested against and benchmarked against; it is not for use.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..models.adapter import ClipAdapter
+from ..models.tokenizer import TokenizedTexts
+from .relevance import clip_scores
+
+
+def _relevance_matrix(score: Tensor, attentions: list[Tensor], start: int, create_graph: bool) -> Tensor:
+    n = attentions[0].shape[-1]
+    dtype = torch.promote_types(attentions[0].dtype, torch.float32)
+    r = torch.eye(n, dtype=dtype, device=score.device)
+    for layer, attention in enumerate(attentions):
+        if layer < start:
+            continue
+        grad = torch.autograd.grad(score, [attention], retain_graph=True, create_graph=create_graph)[0]
+        cam = (grad[0].to(dtype) * attention[0].to(dtype)).clamp(min=0).mean(dim=0)
+        r = r + cam @ r
+    return r
+
+
+def reference_relevance(
+    adapter: ClipAdapter,
+    pixels: Tensor,
+    tokens: TokenizedTexts,
+    start_layer_image: int = 0,
+    start_layer_text: int = 0,
+    logit_mode: str = "scaled",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(image (B, T, N-1), text (B, T, L), logits (B, T)) computed pair by pair."""
+    b_count, t_count = pixels.shape[0], tokens.ids.shape[0]
+    image_rows, text_rows, logits = [], [], []
+    with torch.enable_grad():
+        for b in range(b_count):
+            for t in range(t_count):
+                image = adapter.encode_image(pixels[b : b + 1], keep_from=0)
+                text = adapter.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1], keep_from=0)
+                score = clip_scores(image.features, text.features, adapter.logit_scale, logit_mode)[0, 0]
+                r_image = _relevance_matrix(score, image.attentions, start_layer_image, False)
+                r_text = _relevance_matrix(score, text.attentions, start_layer_text, False)
+                image_rows.append(r_image[0, 1:].detach())
+                text_rows.append(r_text[int(tokens.eot[t])].detach())
+                logits.append(score.detach())
+    image_out = torch.stack(image_rows).reshape(b_count, t_count, -1)
+    text_out = torch.stack(text_rows).reshape(b_count, t_count, -1)
+    return image_out, text_out, torch.stack(logits).reshape(b_count, t_count)

@@ -1,0 +1,146 @@
+"""The one interface every explainer talks to, whatever library the CLIP came from.
+
+An adapter describes a CLIP's two towers (embedding, transformer blocks, pooling) through the model's own
+modules, so `encode_image` / `encode_text` reproduce the library's forward exactly while keeping the
+attention probabilities of the layers an explainer asks for.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import NtlbError
+from .blocks import BlockView, causal_mask, run_blocks
+from .tokenizer import ClipTokenizer
+
+
+@dataclass
+class Encoded:
+    """Features (n, D), attention probabilities of the kept layers, and the tokens after the last block."""
+
+    features: Tensor
+    attentions: list[Tensor] = field(default_factory=list)
+    keep_from: int | None = None
+    tokens: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What the image pipeline does: needed to put a patch map back on the original picture."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+
+
+class ClipAdapter(ABC):
+    """A CLIP model seen the same way for open_clip and Hugging Face: towers, tokenizer, preprocessing."""
+
+    model: nn.Module
+    tokenizer: ClipTokenizer
+    preprocess: Callable[[Any], Tensor]
+    preprocess_config: PreprocessConfig
+    name: str = "clip"
+
+    # ---- image tower -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def has_patch_attention(self) -> bool:
+        """True for ViT image towers; False for ResNet towers (no patch attention to explain)."""
+
+    @property
+    @abstractmethod
+    def image_blocks(self) -> list[BlockView]:
+        """The image transformer's blocks (empty for a ResNet tower)."""
+
+    @property
+    @abstractmethod
+    def grid_size(self) -> tuple[int, int]:
+        """(h, w) of the patch grid."""
+
+    @abstractmethod
+    def embed_image(self, pixels: Tensor) -> Tensor:
+        """Pixels (B, 3, H, W) -> tokens (B, 1 + h*w, width) entering the first block."""
+
+    @abstractmethod
+    def pool_image(self, tokens: Tensor) -> Tensor:
+        """Tokens after the last block -> image features (B, D)."""
+
+    def encode_resnet_image(self, pixels: Tensor) -> Tensor:
+        """Features of a tower without patch attention (ResNet)."""
+        raise NotImplementedError
+
+    # ---- text tower --------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def text_blocks(self) -> list[BlockView]:
+        """The text transformer's blocks."""
+
+    @abstractmethod
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """Token ids (T, L) -> token embeddings (T, L, width), before positions are added."""
+
+    @abstractmethod
+    def add_positions(self, embeddings: Tensor) -> Tensor:
+        """Token embeddings (T, L, width) -> with positional embeddings for the first L positions."""
+
+    @abstractmethod
+    def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
+        """Tokens after the last block (T, L, width) and EOT positions -> text features (T, D)."""
+
+    @property
+    @abstractmethod
+    def logit_scale(self) -> Tensor:
+        """s = exp(logit_scale), the temperature of CLIP's scores."""
+
+    # ---- shared forward ----------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        return self.tokenizer.context_length
+
+    def encode_image(self, pixels: Tensor, keep_from: int | None = None) -> Encoded:
+        """Image features; attention probabilities of layers >= keep_from as live graph tensors."""
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        if not self.has_patch_attention:
+            return Encoded(self.encode_resnet_image(pixels))
+        tokens, attentions = run_blocks(self.image_blocks, self.embed_image(pixels), None, keep_from)
+        return Encoded(self.pool_image(tokens), attentions, keep_from, tokens)
+
+    def encode_text(
+        self, ids: Tensor, eot: Tensor, keep_from: int | None = None, embeddings: Tensor | None = None
+    ) -> Encoded:
+        """Text features of ids (T, L); `embeddings` (T, L, width) replaces the token lookup (prompt learning)."""
+        ids = ids.to(self.device)
+        if embeddings is None:
+            embeddings = self.embed_tokens(ids)
+        x = self.add_positions(embeddings.to(self.dtype))
+        mask = causal_mask(x.shape[1], x.dtype, x.device)
+        tokens, attentions = run_blocks(self.text_blocks, x, mask, keep_from)
+        return Encoded(self.pool_text(tokens, eot.to(self.device)), attentions, keep_from, tokens)
+
+    def resolve_layer(self, start_layer: int, tower: str) -> int:
+        """A start layer as a non-negative index; negative values count from the end (-1 = last layer)."""
+        depth = len(self.image_blocks if tower == "image" else self.text_blocks)
+        index = start_layer + depth if start_layer < 0 else start_layer
+        if not 0 <= index < depth:
+            raise NtlbError(
+                f"start_layer_{tower}={start_layer} is outside the {depth}-layer {tower} tower: "
+                f"use 0..{depth - 1} or -1..-{depth}"
+            )
+        return index

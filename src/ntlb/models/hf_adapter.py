@@ -1,0 +1,108 @@
+"""Adapter for a Hugging Face transformers `CLIPModel` (ViT towers, CLIP's BPE vocabulary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.transform import image_transform
+from torch import Tensor, nn
+
+from ..errors import NtlbError
+from .adapter import ClipAdapter, PreprocessConfig
+from .blocks import BlockView
+from .tokenizer import ClipTokenizer
+
+
+def _block_view(layer: nn.Module) -> BlockView:
+    attn = layer.self_attn
+
+    def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+
+    return BlockView(ln_1=layer.layer_norm1, qkv=qkv, out=attn.out_proj, ln_2=layer.layer_norm2,
+                     mlp=layer.mlp, heads=attn.num_heads)
+
+
+def _read_preprocess(directory: str | Path | None, size: int) -> PreprocessConfig:
+    mean, std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    path = Path(directory) / "preprocessor_config.json" if directory else None
+    if path is not None and path.is_file():
+        cfg = json.loads(path.read_text())
+        mean = tuple(cfg.get("image_mean", mean))
+        std = tuple(cfg.get("image_std", std))
+    return PreprocessConfig(size=(size, size), mean=tuple(mean), std=tuple(std))
+
+
+class HFClipAdapter(ClipAdapter):
+    """Wraps a transformers CLIPModel without changing it."""
+
+    def __init__(self, model: nn.Module, name: str = "hf", tokenizer: ClipTokenizer | None = None,
+                 preprocess=None, directory: str | Path | None = None):
+        self.model = model
+        self.name = name
+        self.vision = model.vision_model
+        self.text = model.text_model
+        config = model.config
+        self.tokenizer = tokenizer or ClipTokenizer(context_length=config.text_config.max_position_embeddings)
+        if config.text_config.vocab_size != self.tokenizer.vocab_size:
+            raise NtlbError(
+                f"the model's vocabulary has {config.text_config.vocab_size} tokens but CLIP's tokenizer has "
+                f"{self.tokenizer.vocab_size}: ntlb needs CLIP's BPE vocabulary"
+            )
+        self._image_blocks = [_block_view(layer) for layer in self.vision.encoder.layers]
+        self._text_blocks = [_block_view(layer) for layer in self.text.encoder.layers]
+        vc = config.vision_config
+        self._grid = (vc.image_size // vc.patch_size, vc.image_size // vc.patch_size)
+        self.preprocess_config = _read_preprocess(directory, vc.image_size)
+        c = self.preprocess_config
+        self.preprocess = preprocess or image_transform(c.size, is_train=False, mean=c.mean, std=c.std)
+
+    @property
+    def has_patch_attention(self) -> bool:
+        return True
+
+    @property
+    def image_blocks(self) -> list[BlockView]:
+        return self._image_blocks
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self._grid
+
+    def embed_image(self, pixels: Tensor) -> Tensor:
+        if tuple(pixels.shape[-2:]) != self.preprocess_config.size:
+            raise NtlbError(
+                f"images are {tuple(pixels.shape[-2:])} but the model takes {self.preprocess_config.size}: "
+                "pass PIL images or paths and ntlb preprocesses them"
+            )
+        emb = self.vision.embeddings
+        x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
+        cls = emb.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + emb.position_embedding.weight.to(x.dtype)
+        return self.vision.pre_layrnorm(x)
+
+    def pool_image(self, tokens: Tensor) -> Tensor:
+        return self.model.visual_projection(self.vision.post_layernorm(tokens[:, 0]))
+
+    @property
+    def text_blocks(self) -> list[BlockView]:
+        return self._text_blocks
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        return self.text.embeddings.token_embedding(ids)
+
+    def add_positions(self, embeddings: Tensor) -> Tensor:
+        positions = self.text.embeddings.position_embedding.weight[: embeddings.shape[1]]
+        return embeddings + positions.to(embeddings.dtype)
+
+    def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
+        tokens = self.text.final_layer_norm(tokens)
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+        return self.model.text_projection(pooled)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.model.logit_scale.exp()

@@ -1,0 +1,216 @@
+"""`load_model` and `wrap`: from a name, config file, Hugging Face directory or held model to an adapter."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+from torch import nn
+
+from ..errors import NtlbError
+from .adapter import ClipAdapter
+from .open_clip_adapter import OpenClipAdapter
+from .tokenizer import ClipTokenizer
+
+PACKAGE_DIR = Path(__file__).parent
+CONFIG_DIR = PACKAGE_DIR / "configs"
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+DEFAULT_MODEL = "ntlb-world"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """Models shipped inside the package: name -> config path, weights path (None if not trained yet)."""
+    found = {}
+    for config in sorted(CONFIG_DIR.glob("*.json")):
+        weights = WEIGHTS_DIR / f"{config.stem}.safetensors"
+        found[config.stem] = {"config": config, "weights": weights if weights.is_file() else None}
+    return found
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .pt/.pth/.bin or .safetensors checkpoint, unwrapped and checked for NaN/Inf."""
+    path = Path(path)
+    if not path.is_file():
+        raise NtlbError(f"checkpoint not found: {path}: check the path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every reader error becomes one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NtlbError(f"cannot read checkpoint {path}: {first}: is it a PyTorch or safetensors file?") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise NtlbError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict: save model.state_dict()")
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    check_finite(state, str(path))
+    return state
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """One-line error naming the first tensor with NaN or Inf."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise NtlbError(
+                f"checkpoint {source} has NaN/Inf values in '{key}': the file is corrupt or training diverged; "
+                "use another checkpoint"
+            )
+
+
+def load_weights(model: nn.Module, path: str | Path, architecture: str) -> None:
+    """Load a checkpoint into `model`, with one-line errors for keys or shapes that do not fit."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. '{unexpected[0]}')")
+        raise NtlbError(
+            f"checkpoint {path} does not fit {architecture}: {', '.join(parts)}: pass the checkpoint's own "
+            "architecture or config"
+        )
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise NtlbError(
+                f"checkpoint {path} does not fit {architecture}: '{key}' is {tuple(value.shape)} in the checkpoint "
+                f"but {tuple(own[key].shape)} in the model: pass the checkpoint's own architecture or config"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
+    if config_path is not None:
+        open_clip.add_model_config(config_path)
+        name = config_path.stem
+    elif name not in open_clip.list_models():
+        raise NtlbError(f"unknown model '{name}': run `ntlb models` to list architectures, or pass a config .json")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip logs "initialized randomly"; ntlb says it once, itself
+    try:
+        return open_clip.create_model(name, pretrained=None)
+    finally:
+        root.setLevel(level)
+
+
+def _load_open_clip(name: str, pretrained: str | None) -> tuple[nn.Module, bool]:
+    config_path = None
+    if name.endswith(".json"):
+        config_path = Path(name)
+        if not config_path.is_file():
+            raise NtlbError(f"model config not found: {name}: check the path")
+    if pretrained is None:
+        return _create_open_clip(name, config_path), True
+    if Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).exists() or "/" in pretrained:
+        model = _create_open_clip(name, config_path)
+        load_weights(model, pretrained, config_path.stem if config_path else name)
+        return model, False
+    if config_path is not None:
+        raise NtlbError(f"checkpoint not found: {pretrained}: a config .json needs a checkpoint file")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise NtlbError(f"unknown pretrained tag '{pretrained}' for {name}: known tags are {', '.join(tags) or 'none'}")
+    try:
+        return open_clip.create_model(name, pretrained=pretrained), False
+    except Exception:  # noqa: BLE001 - network errors vary; the fix is the same
+        raise NtlbError(
+            f"could not get pretrained weights '{pretrained}' for {name} (no network or cache?): download the "
+            "checkpoint where you can and pass its path with --pretrained"
+        ) from None
+
+
+def _load_hf(directory: str) -> nn.Module:
+    path = Path(directory)
+    if not path.is_dir():
+        raise NtlbError(f"Hugging Face model directory not found: {directory}: pass hf:<dir of save_pretrained>")
+    try:
+        from transformers import CLIPModel
+    except ImportError:
+        raise NtlbError("Hugging Face models need transformers: pip install 'ntlb[hf]'") from None
+    try:
+        model = CLIPModel.from_pretrained(str(path))
+    except Exception as err:  # noqa: BLE001
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NtlbError(f"cannot load a CLIPModel from {directory}: {first}") from None
+    check_finite(model.state_dict(), directory)
+    return model
+
+
+def load_model(
+    name: str | None = None,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> ClipAdapter:
+    """Load a CLIP for explaining: frozen, in eval mode, on `device`.
+
+    name: None (the bundled default), a bundled name, an open_clip architecture ("ViT-B-32"), a path to an
+    open_clip model-config JSON, or "hf:<directory>" of a saved transformers CLIPModel.
+    pretrained: an open_clip tag or a checkpoint path (.pt/.safetensors); None gives random weights, except for
+    bundled models, which bring their own.
+    """
+    name = name or DEFAULT_MODEL
+    bundled = bundled_models()
+    random_weights = False
+    if name.startswith("hf:"):
+        directory = name[3:]
+        model = _load_hf(directory)
+        adapter: ClipAdapter = wrap(model, directory=directory)
+    else:
+        if name in bundled:
+            entry = bundled[name]
+            if pretrained is None and entry["weights"] is not None:
+                pretrained = str(entry["weights"])
+            model, random_weights = _load_open_clip(str(entry["config"]), pretrained)
+        else:
+            model, random_weights = _load_open_clip(name, pretrained)
+        adapter = wrap(model)
+        adapter.name = name
+    model.requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    adapter.random_weights = random_weights
+    if random_weights:
+        warnings.warn(f"{name} has random weights (no checkpoint given): maps show numerics, not meaning",
+                      stacklevel=2)
+    return adapter
+
+
+def wrap(
+    model: nn.Module | ClipAdapter,
+    tokenizer: ClipTokenizer | SimpleTokenizer | None = None,
+    preprocess: Any = None,
+    directory: str | Path | None = None,
+) -> ClipAdapter:
+    """An adapter around an open_clip CLIP or a transformers CLIPModel you already hold (not modified)."""
+    if isinstance(model, ClipAdapter):
+        return model
+    if isinstance(tokenizer, SimpleTokenizer):
+        tokenizer = ClipTokenizer(context_length=tokenizer.context_length or 77, bpe=tokenizer)
+    model.eval()
+    if hasattr(model, "vision_model") and hasattr(model, "text_model"):
+        from .hf_adapter import HFClipAdapter
+
+        adapter: ClipAdapter = HFClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, directory=directory)
+    elif hasattr(model, "visual") and hasattr(model, "encode_text"):
+        adapter = OpenClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess)
+    else:
+        raise NtlbError(
+            f"cannot wrap {type(model).__name__}: pass an open_clip CLIP or a transformers CLIPModel"
+        )
+    adapter.random_weights = False
+    return adapter

@@ -1,0 +1,147 @@
+"""Adapter for open_clip's CLIP and CustomTextCLIP (ViT or ResNet image tower, transformer text tower)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.transform import image_transform
+from torch import Tensor, nn
+
+from ..errors import NtlbError
+from .adapter import ClipAdapter, PreprocessConfig
+from .blocks import BlockView
+from .tokenizer import ClipTokenizer
+
+
+def _block_view(block: nn.Module) -> BlockView:
+    attn = getattr(block, "attn", None)
+    if not isinstance(attn, nn.MultiheadAttention) or hasattr(block, "ln_1_kv") or hasattr(block, "ln_attn"):
+        raise NtlbError(
+            f"unsupported open_clip block {type(block).__name__}: ntlb explains standard "
+            "ResidualAttentionBlock towers (ViT-*, RN* text towers)"
+        )
+
+    def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+
+    return BlockView(
+        ln_1=block.ln_1, qkv=qkv, out=attn.out_proj, ln_2=block.ln_2, mlp=block.mlp,
+        heads=attn.num_heads, ls_1=block.ls_1, ls_2=block.ls_2,
+    )
+
+
+def _project(x: Tensor, projection: nn.Module | Tensor | None) -> Tensor:
+    if projection is None:
+        return x
+    if isinstance(projection, nn.Module):
+        return projection(x)
+    return x @ projection
+
+
+class OpenClipAdapter(ClipAdapter):
+    """Wraps an open_clip model without changing it."""
+
+    def __init__(self, model: nn.Module, name: str = "open_clip", tokenizer: ClipTokenizer | None = None,
+                 preprocess=None):
+        self.model = model
+        self.name = name
+        self.visual = model.visual
+        self.text = getattr(model, "text", model)  # CustomTextCLIP keeps its text tower in .text
+        if not hasattr(self.text, "token_embedding"):
+            raise NtlbError(
+                f"{type(model).__name__} has a non-CLIP text tower (e.g. a Hugging Face text encoder): "
+                "ntlb explains CLIP-style transformer text towers"
+            )
+        if getattr(self.text, "cls_emb", None) is not None:
+            raise NtlbError("CoCa-style text towers (appended CLS token) are not supported: use a CLIP model")
+        self._is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
+        if self._is_vit and getattr(self.visual, "attn_pool", None) is not None:
+            raise NtlbError("image towers with an attentional pooler (CoCa) are not supported: use a CLIP model")
+        self._image_blocks = (
+            [_block_view(b) for b in self.visual.transformer.resblocks] if self._is_vit else []
+        )
+        self._text_blocks = [_block_view(b) for b in self.text.transformer.resblocks]
+        context = int(getattr(self.text, "context_length", 77))
+        self.tokenizer = tokenizer or ClipTokenizer(context_length=context)
+        vocab = self.text.token_embedding.num_embeddings
+        if vocab != self.tokenizer.vocab_size:
+            raise NtlbError(
+                f"the model's vocabulary has {vocab} tokens but CLIP's tokenizer has "
+                f"{self.tokenizer.vocab_size}: ntlb needs CLIP's BPE vocabulary"
+            )
+        cfg = dict(getattr(self.visual, "preprocess_cfg", {}) or {})
+        size = self.visual.image_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.preprocess_config = PreprocessConfig(
+            size=size,
+            mean=tuple(cfg.get("mean", OPENAI_DATASET_MEAN)),
+            std=tuple(cfg.get("std", OPENAI_DATASET_STD)),
+            resize_mode=cfg.get("resize_mode", "shortest"),
+            interpolation=cfg.get("interpolation", "bicubic"),
+        )
+        c = self.preprocess_config
+        self.preprocess = preprocess or image_transform(
+            c.size, is_train=False, mean=c.mean, std=c.std, resize_mode=c.resize_mode,
+            interpolation=c.interpolation,
+        )
+
+    # image tower
+    @property
+    def has_patch_attention(self) -> bool:
+        return self._is_vit
+
+    @property
+    def image_blocks(self) -> list[BlockView]:
+        return self._image_blocks
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        if self._is_vit:
+            return tuple(self.visual.grid_size)
+        h, w = self.preprocess_config.size
+        return (h // 32, w // 32)
+
+    def embed_image(self, pixels: Tensor) -> Tensor:
+        v = self.visual
+        if tuple(pixels.shape[-2:]) != self.preprocess_config.size:
+            raise NtlbError(
+                f"images are {tuple(pixels.shape[-2:])} but the model takes {self.preprocess_config.size}: "
+                "pass PIL images or paths and ntlb preprocesses them"
+            )
+        x = v.conv1(pixels).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(x)
+
+    def pool_image(self, tokens: Tensor) -> Tensor:
+        v = self.visual
+        pool = (lambda t: t[:, 1:].mean(dim=1)) if v.pool_type == "avg" else (lambda t: t[:, 0])
+        if getattr(v, "final_ln_after_pool", False):
+            pooled = v.ln_post(pool(tokens))
+        else:
+            pooled = pool(v.ln_post(tokens))
+        return _project(pooled, v.proj)
+
+    def encode_resnet_image(self, pixels: Tensor) -> Tensor:
+        return self.visual(pixels)
+
+    # text tower
+    @property
+    def text_blocks(self) -> list[BlockView]:
+        return self._text_blocks
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        return self.text.token_embedding(ids)
+
+    def add_positions(self, embeddings: Tensor) -> Tensor:
+        return embeddings + self.text.positional_embedding[: embeddings.shape[1]].to(embeddings.dtype)
+
+    def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
+        tokens = self.text.ln_final(tokens)
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+        return _project(pooled, self.text.text_projection)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.model.logit_scale.exp()

@@ -1,0 +1,110 @@
+"""CLIP's byte-pair tokenizer with exact word spans (SPEC section 3).
+
+Words are the pieces that CLIP's own cleaning and splitting produce ("a red-hot star." -> a, red, -, hot,
+star, .); each piece's last BPE token ends in "</w>", so the spans are recovered from the ids alone and are
+the same whether the text came in as a string or as token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+from torch import Tensor
+
+from ..errors import NtlbError
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word and its token positions [start, end) in the tokenised text."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
+class TokenizedTexts:
+    """Token ids (T, L), EOT positions (T,), token strings and word spans for each text."""
+
+    ids: Tensor
+    eot: Tensor
+    tokens: list[list[str]]
+    words: list[list[Word]]
+
+    def truncated(self) -> TokenizedTexts:
+        """The same texts cut to max(EOT)+1 positions: exact under the causal mask (SPEC 1, speed-up 4)."""
+        length = int(self.eot.max()) + 1
+        return TokenizedTexts(self.ids[:, :length], self.eot, self.tokens, self.words)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+
+class ClipTokenizer:
+    """Tokenises to fixed-length id tensors and gives token strings and word spans."""
+
+    def __init__(self, context_length: int = 77, bpe: SimpleTokenizer | None = None):
+        self.bpe = bpe if bpe is not None else SimpleTokenizer(context_length=context_length)
+        self.context_length = context_length
+        self.sot_id = self.bpe.sot_token_id
+        self.eot_id = self.bpe.eot_token_id
+        self.vocab_size = self.bpe.vocab_size
+
+    def encode_one(self, text: str) -> list[int]:
+        """Ids of one text with SOT and EOT; a one-line error if it does not fit the context."""
+        ids = [self.sot_id, *self.bpe.encode(text), self.eot_id]
+        if len(ids) > self.context_length:
+            short = text if len(text) <= 40 else text[:37] + "..."
+            raise NtlbError(
+                f"text {short!r} has {len(ids)} tokens but the model's context is {self.context_length}: "
+                "shorten it"
+            )
+        return ids
+
+    def __call__(self, texts: str | list[str]) -> TokenizedTexts:
+        """Tokenise one text or a list of texts."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise NtlbError("no texts given: pass at least one text")
+        ids = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            encoded = self.encode_one(text)
+            ids[row, : len(encoded)] = torch.tensor(encoded)
+        return self.from_ids(ids)
+
+    def from_ids(self, ids: Tensor) -> TokenizedTexts:
+        """Token strings, EOT positions and word spans of given token ids (T, L)."""
+        if ids.ndim == 1:
+            ids = ids.unsqueeze(0)
+        ids = ids.long().cpu()
+        if ids.shape[1] > self.context_length:
+            raise NtlbError(
+                f"token ids have length {ids.shape[1]} but the model's context is {self.context_length}: "
+                "tokenise with the model's tokenizer"
+            )
+        is_eot = ids == self.eot_id
+        if not bool(is_eot.any(dim=1).all()):
+            raise NtlbError("a row of token ids has no end-of-text token: tokenise with the model's tokenizer")
+        eot = is_eot.int().argmax(dim=1)
+        tokens, words = [], []
+        for row, end in zip(ids.tolist(), eot.tolist()):
+            pieces = [self.bpe.decoder.get(i, "<unk>") for i in row[: end + 1]]
+            tokens.append(pieces)
+            words.append(self._word_spans(pieces, end))
+        return TokenizedTexts(ids, eot, tokens, words)
+
+    def _word_spans(self, pieces: list[str], eot: int) -> list[Word]:
+        spans, start = [], 1
+        for position in range(1, eot):
+            if pieces[position].endswith("</w>") or position == eot - 1:
+                raw = "".join(pieces[start : position + 1]).replace("</w>", "")
+                text = bytearray(self.bpe.byte_decoder.get(c, ord("?")) for c in raw).decode(
+                    "utf-8", errors="replace"
+                )
+                spans.append(Word(text, start, position + 1))
+                start = position + 1
+        return spans

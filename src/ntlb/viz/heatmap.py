@@ -1,0 +1,62 @@
+"""Relevance heatmaps laid over the original picture, where the model actually looked."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..explain.normalize import minmax, upsample
+from ..models.adapter import PreprocessConfig
+
+
+def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours."""
+    return (matplotlib.colormaps[cmap](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
+
+
+def view_box(image_size: tuple[int, int], config: PreprocessConfig) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the original image that the model's input shows."""
+    width, height = image_size
+    out_h, out_w = config.size
+    if config.resize_mode == "squash":
+        return 0.0, 0.0, float(width), float(height)
+    if config.resize_mode == "longest":  # resize the long side, then pad
+        scale = min(out_w / width, out_h / height)
+    else:  # "shortest": resize the short side, then centre-crop
+        scale = max(out_w / width, out_h / height)
+    view_w, view_h = out_w / scale, out_h / scale
+    left, top = (width - view_w) / 2, (height - view_h) / 2
+    return left, top, left + view_w, top + view_h
+
+
+def overlay(image: Image.Image, patch_map: Tensor, config: PreprocessConfig | None = None,
+            alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """The image with the (h, w) map upsampled over the part the model saw; the rest is dimmed."""
+    image = image.convert("RGB")
+    base = np.asarray(image).astype(np.float32)
+    box = view_box(image.size, config) if config is not None else (0, 0, *image.size)
+    left, top, right, bottom = (int(round(v)) for v in box)
+    size = (bottom - top, right - left)
+    heat = minmax(upsample(patch_map.detach().float().cpu(), size)).numpy()
+    colours = colorize(heat, cmap).astype(np.float32)
+    out = base * 0.35  # outside the model's view: dimmed
+    canvas = np.zeros((size[0], size[1], 3), dtype=np.float32)
+    src_top, src_left = max(0, -top), max(0, -left)
+    dst_top, dst_left = max(0, top), max(0, left)
+    h = min(base.shape[0] - dst_top, size[0] - src_top)
+    w = min(base.shape[1] - dst_left, size[1] - src_left)
+    canvas[src_top : src_top + h, src_left : src_left + w] = base[dst_top : dst_top + h, dst_left : dst_left + w]
+    blended = (1 - alpha) * canvas + alpha * colours
+    out[dst_top : dst_top + h, dst_left : dst_left + w] = blended[src_top : src_top + h, src_left : src_left + w]
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def to_pil(pixels: Tensor, config: PreprocessConfig) -> Image.Image:
+    """A preprocessed (3, H, W) tensor back to a picture (undoing the normalisation)."""
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    rgb = (pixels.detach().float().cpu() * std + mean).clamp(0, 1)
+    return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
