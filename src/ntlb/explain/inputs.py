@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import torch
 from PIL import Image
@@ -15,8 +14,8 @@ from ..io import load_image
 from ..models.adapter import ClipAdapter
 from ..models.tokenizer import TokenizedTexts
 
-ImageInput = Union[Tensor, Image.Image, str, Path, Sequence[Image.Image | str | Path]]
-TextInput = Union[str, Sequence[str], Tensor, TokenizedTexts]
+ImageInput = Tensor | Image.Image | str | Path | Sequence[Image.Image | str | Path]
+TextInput = str | Sequence[str] | Tensor | TokenizedTexts
 
 
 def prepare_images(adapter: ClipAdapter, images: ImageInput) -> tuple[Tensor, list[Image.Image] | None]:

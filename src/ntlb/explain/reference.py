@@ -35,8 +35,12 @@ def reference_relevance(
     start_layer_image: int = 0,
     start_layer_text: int = 0,
     logit_mode: str = "scaled",
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(image (B, T, N-1), text (B, T, L), logits (B, T)) computed pair by pair."""
+    create_graph: bool = False,
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """(image (B, T, N-1) or None for ResNet towers, text (B, T, L), logits (B, T)) computed pair by pair.
+
+    The outputs keep their graph, so gradients through them can be compared with the fast path's.
+    """
     b_count, t_count = pixels.shape[0], tokens.ids.shape[0]
     image_rows, text_rows, logits = [], [], []
     with torch.enable_grad():
@@ -45,11 +49,12 @@ def reference_relevance(
                 image = adapter.encode_image(pixels[b : b + 1], keep_from=0)
                 text = adapter.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1], keep_from=0)
                 score = clip_scores(image.features, text.features, adapter.logit_scale, logit_mode)[0, 0]
-                r_image = _relevance_matrix(score, image.attentions, start_layer_image, False)
-                r_text = _relevance_matrix(score, text.attentions, start_layer_text, False)
-                image_rows.append(r_image[0, 1:].detach())
-                text_rows.append(r_text[int(tokens.eot[t])].detach())
-                logits.append(score.detach())
-    image_out = torch.stack(image_rows).reshape(b_count, t_count, -1)
+                if image.attentions:
+                    r_image = _relevance_matrix(score, image.attentions, start_layer_image, create_graph)
+                    image_rows.append(r_image[0, 1:])
+                r_text = _relevance_matrix(score, text.attentions, start_layer_text, create_graph)
+                text_rows.append(r_text[int(tokens.eot[t])])
+                logits.append(score)
+    image_out = torch.stack(image_rows).reshape(b_count, t_count, -1) if image_rows else None
     text_out = torch.stack(text_rows).reshape(b_count, t_count, -1)
     return image_out, text_out, torch.stack(logits).reshape(b_count, t_count)

@@ -1,0 +1,51 @@
+"""The command line end to end: outputs written, JSON consistent, errors one line, --help everywhere."""
+
+import json
+
+import pytest
+from conftest import EXAMPLE
+
+from ntlb.cli import main
+
+
+def test_explain_writes_pictures_report_and_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["explain", str(EXAMPLE), str(EXAMPLE), "--text", "a red circle", "--text", "a blue square",
+                 "--out", str(out), "--batch-size", "1"])
+    assert code == 0
+    data = json.loads((out / "explanations.json").read_text())
+    assert data["model"] == "ntlb-world" and len(data["pairs"]) == 4
+    first = data["pairs"][0]
+    assert [w for w, _ in first["words"]] == ["a", "red", "circle"]
+    assert sum(r for _, r in first["words"]) == pytest.approx(1.0, abs=1e-5)
+    assert len(first["patch_map"]) == 8 and len(first["patch_map"][0]) == 8
+    assert first["probability"] + data["pairs"][1]["probability"] == pytest.approx(1.0, abs=1e-5)
+    for record in data["pairs"]:
+        assert (out / record["overlay"]).is_file()
+    assert "a blue square" in (out / "report.html").read_text()
+    assert "wrote 4 pairs" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_explain_missing_image_is_one_line_error(tmp_path, capsys):
+    code = main(["explain", str(tmp_path / "nope.png"), "--text", "a cat", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ntlb: error: image not found") and err.count("\n") == 1
+
+
+def test_explain_without_text(tmp_path, capsys):
+    assert main(["explain", str(EXAMPLE), "--out", str(tmp_path)]) == 2
+    assert "add at least one --text" in capsys.readouterr().err
+
+
+def test_models_lists_bundled_and_open_clip(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "ntlb-world" in out and "ViT-B-32" in out and "hf:<dir>" in out
+
+
+@pytest.mark.parametrize("command", [[], ["explain"], ["models"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out

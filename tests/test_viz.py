@@ -1,0 +1,46 @@
+"""Pictures: overlays sit on the part of the original the model saw; words are highlighted by relevance."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ntlb.models import PreprocessConfig
+from ntlb.viz import explanation_grid, overlay, view_box, words_ansi, words_html
+
+CONFIG = PreprocessConfig(size=(64, 64), mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_view_box_of_a_centre_crop():
+    assert view_box((200, 100), CONFIG) == (50.0, 0.0, 150.0, 100.0)
+    squash = PreprocessConfig(size=(64, 64), mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")
+    assert view_box((200, 100), squash) == (0.0, 0.0, 200.0, 100.0)
+
+
+def test_overlay_puts_the_hot_patch_where_it_belongs():
+    image = Image.new("RGB", (200, 100), (128, 128, 128))
+    patch = torch.zeros(2, 2)
+    patch[0, 1] = 1.0  # top-right patch of the centre crop
+    out = np.asarray(overlay(image, patch, CONFIG)).astype(int)
+    assert out.shape == (100, 200, 3)
+    hot, cold = out[10, 140], out[90, 60]
+    assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where relevant, blue where not
+    assert (out[:, :40] < 60).all()  # outside the model's view: dimmed
+
+
+def test_words_html_and_ansi():
+    words = [("a", 0.1), ("<red>", 0.8), ("circle", 0.4)]
+    page = words_html(words)
+    assert "&lt;red&gt;" in page and "rgba(220, 30, 30, 1.00)" in page and "rgba(220, 30, 30, 0.50)" in page
+    ansi = words_ansi(words)
+    assert "\x1b[48;2;255;0;0m" in ansi and ansi.count("\x1b[0m") == 3
+
+
+def test_grid_figure(world_model, tmp_path):
+    from conftest import EXAMPLE
+
+    import ntlb
+
+    explanation = ntlb.explain(world_model, [EXAMPLE, EXAMPLE], ["a red circle", "a blue square"])
+    path = explanation_grid(explanation, tmp_path / "grid.png")
+    with Image.open(path) as picture:
+        assert picture.size[0] > 400 and picture.size[1] > 400
