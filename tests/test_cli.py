@@ -20,8 +20,8 @@ def test_explain_writes_pictures_report_and_json(tmp_path, capsys):
     assert sum(r for _, r in first["words"]) == pytest.approx(1.0, abs=1e-5)
     assert len(first["patch_map"]) == 8 and len(first["patch_map"][0]) == 8
     assert first["probability"] + data["pairs"][1]["probability"] == pytest.approx(1.0, abs=1e-5)
-    for record in data["pairs"]:
-        assert (out / record["overlay"]).is_file()
+    overlays = {record["overlay"] for record in data["pairs"]}
+    assert len(overlays) == 4 and all((out / name).is_file() for name in overlays)
     assert "a blue square" in (out / "report.html").read_text()
     assert "wrote 4 pairs" in capsys.readouterr().out
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries

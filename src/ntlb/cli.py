@@ -25,64 +25,78 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    from .models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(args.model, args.pretrained, device=args.device)
+
+
+def _explain_in_batches(explainer, adapter, images: list[str], texts: list[str], batch_size: int):
+    """(paths, explanation) per batch of images, each image encoded once for all texts."""
     import torch
 
+    tokens = adapter.tokenizer(texts)
+    chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        return [(chunk, explainer(adapter, chunk, tokens))
+                for chunk in tqdm(chunks, desc="explaining", unit="batch", disable=len(chunks) < 2)]
+
+
+def _pair_record(explanation, b: int, t: int, image_path: str, index: int, text: str, out: Path) -> dict:
+    """One pair's JSON record; writes its overlay PNG when the model gives image maps."""
+    from .io import save_image_atomic
+    from .viz import overlay
+
+    words = explanation.words(b, t, normalize="visual")
+    record = {
+        "image": str(image_path), "text": text,
+        "logit": float(explanation.logits[b, t]), "probability": float(explanation.probabilities()[b, t]),
+        "words": [[w, r] for w, r in words], "overlay": None, "patch_map": None,
+    }
+    if explanation.has_image_maps():
+        name = f"{index:03d}_{_slug(Path(image_path).stem, 24)}__{t:02d}_{_slug(text)}.png"
+        save_image_atomic(out / name, overlay(explanation.originals[b], explanation.image[b, t],
+                                              explanation.preprocess))
+        record["overlay"] = name
+        record["patch_map"] = [[round(float(v), 6) for v in row] for row in explanation.image[b, t]]
+    return record
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import create
-    from .io import save_image_atomic, write_json_atomic
-    from .models import load_model
-    from .viz import explanation_grid, overlay, words_ansi
+    from .io import write_json_atomic
+    from .viz import explanation_grid, words_ansi
     from .viz.report import write_report
 
     if not args.text:
         raise NtlbError("no texts given: add at least one --text \"...\"")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adapter = load_model(args.model, args.pretrained, device=args.device)
+    adapter = _load(args)
+    explainer = create(args.method, start_layer_image=args.start_layer_image,
+                       start_layer_text=args.start_layer_text, logit_mode=args.logit_mode)
+    batches = _explain_in_batches(explainer, adapter, args.images, args.text, args.batch_size)
     notes = []
     if adapter.random_weights:
         notes.append(f"model {adapter.name} has random weights: the maps show the numerics, not meaning")
-    explainer = create(args.method, start_layer_image=args.start_layer_image,
-                       start_layer_text=args.start_layer_text, logit_mode=args.logit_mode)
-    tokens = adapter.tokenizer(args.text)
-    out = Path(args.out)
-    records, explanations = [], []
-    chunks = [args.images[i : i + args.batch_size] for i in range(0, len(args.images), args.batch_size)]
-    with torch.no_grad():
-        for chunk in tqdm(chunks, desc="explaining", unit="batch", disable=len(chunks) < 2):
-            explanation = explainer(adapter, chunk, tokens)
-            explanations.append((chunk, explanation))
-    if not explanations[0][1].has_image_maps():
-        notes.append(explanations[0][1].image_note)
-    for chunk, explanation in explanations:
-        probs = explanation.probabilities()
+    if not batches[0][1].has_image_maps():
+        notes.append(batches[0][1].image_note)
+    out, records, offset = Path(args.out), [], 0
+    for chunk, explanation in batches:
         for b, t in explanation.pair_indices():
-            image_path = chunk[b]
-            index = args.images.index(image_path)
-            words = explanation.words(b, t, normalize="visual")
-            record = {
-                "image": str(image_path), "text": args.text[t],
-                "logit": float(explanation.logits[b, t]), "probability": float(probs[b, t]),
-                "words": [[w, r] for w, r in words], "overlay": None, "patch_map": None,
-            }
-            if explanation.has_image_maps():
-                name = f"{index:03d}_{_slug(Path(image_path).stem, 24)}__{t:02d}_{_slug(args.text[t])}.png"
-                picture = overlay(explanation.originals[b], explanation.image[b, t], explanation.preprocess)
-                save_image_atomic(out / name, picture)
-                record["overlay"] = name
-                record["patch_map"] = [[round(float(v), 6) for v in row] for row in explanation.image[b, t]]
+            record = _pair_record(explanation, b, t, chunk[b], offset + b, args.text[t], out)
             records.append(record)
             if not args.quiet:
-                print(f"{Path(image_path).name} | {words_ansi(words)} | logit {record['logit']:.2f} "
-                      f"p {record['probability']:.2f}")
-        if len(args.images) * len(args.text) <= 64 and len(explanations) == 1:
-            explanation_grid(explanation, out / "grid.png", texts=args.text)
-    summary = {
+                print(f"{Path(chunk[b]).name} | {words_ansi(explanation.words(b, t))} | "
+                      f"logit {record['logit']:.2f} p {record['probability']:.2f}")
+        offset += len(chunk)
+    if len(batches) == 1 and len(records) <= 64:
+        explanation_grid(batches[0][1], out / "grid.png", texts=args.text)
+    write_json_atomic(out / "explanations.json", {
         "model": adapter.name, "random_weights": adapter.random_weights, "method": args.method,
         "logit_mode": args.logit_mode, "start_layer_image": args.start_layer_image,
         "start_layer_text": args.start_layer_text, "texts": args.text, "notes": notes, "pairs": records,
-    }
-    write_json_atomic(out / "explanations.json", summary)
+    })
     write_report(out / "report.html", f"ntlb {args.method} on {adapter.name}", records, notes)
     for note in notes:
         print(f"note: {note}")

@@ -39,10 +39,13 @@ def reference_relevance(
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """(image (B, T, N-1) or None for ResNet towers, text (B, T, L), logits (B, T)) computed pair by pair.
 
-    The outputs keep their graph, so gradients through them can be compared with the fast path's.
+    With gradients enabled the outputs keep their graph, so gradients through them can be compared with the
+    fast path's; under torch.no_grad() each pair's results are detached as soon as they are computed.
     """
     b_count, t_count = pixels.shape[0], tokens.ids.shape[0]
     image_rows, text_rows, logits = [], [], []
+    keep = torch.is_grad_enabled()
+    done = (lambda x: x) if keep else (lambda x: x.detach())
     with torch.enable_grad():
         for b in range(b_count):
             for t in range(t_count):
@@ -51,10 +54,10 @@ def reference_relevance(
                 score = clip_scores(image.features, text.features, adapter.logit_scale, logit_mode)[0, 0]
                 if image.attentions:
                     r_image = _relevance_matrix(score, image.attentions, start_layer_image, create_graph)
-                    image_rows.append(r_image[0, 1:])
+                    image_rows.append(done(r_image[0, 1:]))
                 r_text = _relevance_matrix(score, text.attentions, start_layer_text, create_graph)
-                text_rows.append(r_text[int(tokens.eot[t])])
-                logits.append(score)
+                text_rows.append(done(r_text[int(tokens.eot[t])]))
+                logits.append(done(score))
     image_out = torch.stack(image_rows).reshape(b_count, t_count, -1) if image_rows else None
     text_out = torch.stack(text_rows).reshape(b_count, t_count, -1)
     return image_out, text_out, torch.stack(logits).reshape(b_count, t_count)
