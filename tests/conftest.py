@@ -15,8 +15,8 @@ SHARED = ROOT.parent / "shared"
 EXAMPLE = ROOT / "examples" / "scene.png"
 
 
-def load_random(name: str, dtype=torch.float64, seed: int = 0):
-    torch.manual_seed(seed)
+def load_random(name: str | None, dtype=torch.float64):
+    """A model with ntlb's seeded random initialisation."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ntlb.load_model(name, dtype=dtype)

@@ -21,6 +21,7 @@ PACKAGE_DIR = Path(__file__).parent
 CONFIG_DIR = PACKAGE_DIR / "configs"
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 DEFAULT_MODEL = "ntlb-world"
+RANDOM_INIT_SEED = 0
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
@@ -103,7 +104,9 @@ def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip logs "initialized randomly"; ntlb says it once, itself
     try:
-        return open_clip.create_model(name, pretrained=None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)  # random weights repeat from run to run
+            return open_clip.create_model(name, pretrained=None)
     finally:
         root.setLevel(level)
 
