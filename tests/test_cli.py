@@ -49,3 +49,28 @@ def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out
+
+
+def test_world_render_writes_scenes_with_their_truth(tmp_path):
+    assert main(["world", "render", "--count", "2", "--objects", "2", "--out", str(tmp_path)]) == 0
+    scenes = json.loads((tmp_path / "scenes.json").read_text())
+    assert len(scenes) == 2 and len(scenes[0]["objects"]) == 2
+    named = {w[2] for w in scenes[0]["words"] if w[1] in ("colour", "shape")}
+    assert named <= {0, 1} and all(len(o["box"]) == 4 for o in scenes[0]["objects"])
+    assert (tmp_path / scenes[0]["image"]).is_file()
+
+
+def test_demo_explains_a_generated_scene(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    data = json.loads((tmp_path / "explanations.json").read_text())
+    assert len(data["pairs"]) == 4 and (tmp_path / "scene.png").is_file()
+    colours_in_scene = {data["pairs"][0]["words"][1][0], data["pairs"][1]["words"][1][0]}
+    assert data["pairs"][3]["words"][1][0] not in colours_in_scene  # the wrong caption names an absent colour
+
+
+@pytest.mark.parametrize("command", [["demo"], ["world"], ["world", "render"], ["world", "export"],
+                                     ["world", "train"]])
+def test_world_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0

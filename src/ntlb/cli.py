@@ -105,6 +105,70 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_render(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from .io import save_image_atomic, write_text_atomic
+    from .world import box_of, random_caption, random_scene, render
+
+    out = Path(args.out)
+    records = []
+    for seed in tqdm(range(args.seed, args.seed + args.count), desc="rendering", disable=args.count < 50):
+        scene = random_scene(seed, args.objects)
+        image, masks = render(scene, args.size)
+        name = f"scene_{seed:06d}.png"
+        save_image_atomic(out / name, Image.fromarray(image))
+        caption = random_caption(scene, np.random.default_rng(seed + 1))
+        records.append({
+            "image": name, "seed": seed, "caption": caption.text,
+            "words": [[w.text, w.role, w.obj] for w in caption.words],
+            "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size, "box": box_of(m)}
+                        for o, m in zip(scene.objects, masks)],
+        })
+    write_text_atomic(out / "scenes.json", json.dumps(records, indent=1) + "\n")
+    print(f"wrote {len(records)} scenes to {out}/ (scenes.json has captions, word roles and boxes)")
+    return 0
+
+
+def cmd_world_export(args: argparse.Namespace) -> int:
+    from .world import export_classification
+
+    root = export_classification(args.out, args.task, args.split, args.variant, args.per_class, args.size)
+    print(f"wrote {args.task} {args.variant}/{args.split} to {root}/ (one folder per class, classnames.txt)")
+    return 0
+
+
+def cmd_world_train(args: argparse.Namespace) -> int:
+    from .world.train import export_weights, train
+
+    checkpoint = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                       max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every)
+    weights = export_weights(checkpoint, Path(args.out) / "weights.safetensors")
+    print(f"checkpoint {checkpoint}, fp16 weights {weights}, loss curve {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Render a world scene and explain it with its own captions and a wrong one."""
+    from PIL import Image
+
+    from .io import save_image_atomic
+    from .world import COLOURS, describe, random_scene, relate, render
+
+    scene = random_scene(args.seed, 2)
+    image, _ = render(scene, 256)
+    picture = Path(args.out) / "scene.png"
+    save_image_atomic(picture, Image.fromarray(image))
+    absent = next(c for c in COLOURS if c not in {o.colour for o in scene.objects})
+    texts = [describe(scene, 0).text, describe(scene, 1).text, relate(scene, 0, 1, "left").text,
+             f"a {absent} {scene.objects[0].shape}"]  # a colour that is not in the picture
+    args.images, args.text = [str(picture)], texts
+    return cmd_explain(args)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import open_clip
 
@@ -122,9 +186,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     from .explain import available
 
+    parser.add_argument("--method", default="chefer2021", choices=available(), help="explainer (default chefer2021)")
+    parser.add_argument("--start-layer-image", type=int, default=0,
+                        help="first image layer used (negative counts from the end; -1 = last only)")
+    parser.add_argument("--start-layer-text", type=int, default=0, help="first text layer used")
+    parser.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"])
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--quiet", action="store_true", help="do not print highlighted words")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntlb", description="CLIP explains its own similarity scores.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -133,19 +208,49 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     explain.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
     _add_model_arguments(explain)
-    explain.add_argument("--method", default="chefer2021", choices=available(), help="explainer (default chefer2021)")
-    explain.add_argument("--start-layer-image", type=int, default=0,
-                         help="first image layer used (negative counts from the end; -1 = last only)")
-    explain.add_argument("--start-layer-text", type=int, default=0, help="first text layer used")
-    explain.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"])
-    explain.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    explain.add_argument("--out", default="out/explain", help="output folder (default out/explain)")
-    explain.add_argument("--quiet", action="store_true", help="do not print highlighted words")
+    _add_explain_options(explain, default_out="out/explain")
     explain.set_defaults(run=cmd_explain)
 
     models = commands.add_parser("models", help="list loadable and bundled models",
                                  description="List bundled models and open_clip architectures.")
     models.set_defaults(run=cmd_models)
+
+    demo = commands.add_parser("demo", help="render a world scene and explain it with the bundled model",
+                               description="Render a two-object world scene, explain it with its captions.")
+    demo.add_argument("--seed", type=int, default=7, help="scene seed (default 7)")
+    _add_explain_options(demo, default_out="out/demo")
+    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu")
+
+    world = commands.add_parser("world", help="the procedural world: scenes, datasets, training",
+                                description="Scenes with known truth, classification sets, CLIP training.")
+    world_commands = world.add_subparsers(dest="world_command", required=True)
+    render = world_commands.add_parser("render", help="write scenes with captions, word roles and boxes",
+                                       description="Write world scenes and a scenes.json with their truth.")
+    render.add_argument("--seed", type=int, default=0, help="first scene seed")
+    render.add_argument("--count", type=int, default=12, help="number of scenes")
+    render.add_argument("--objects", type=int, default=None, help="objects per scene (default 1 to 4)")
+    render.add_argument("--size", type=int, default=128, help="image side in pixels")
+    render.add_argument("--out", default="out/world", help="output folder")
+    render.set_defaults(run=cmd_world_render)
+    export = world_commands.add_parser("export", help="write an image-folder classification dataset",
+                                       description="Write a world classification set as one folder per class.")
+    export.add_argument("--task", default="colour-shape", choices=["colour-shape", "shape"])
+    export.add_argument("--split", default="test", choices=["train", "test"])
+    export.add_argument("--variant", default="base", choices=["base", "seed", "outline", "clutter", "palette"])
+    export.add_argument("--per-class", type=int, default=10, help="images per class")
+    export.add_argument("--size", type=int, default=64, help="image side in pixels")
+    export.add_argument("--out", required=True, help="output folder")
+    export.set_defaults(run=cmd_world_export)
+    train = world_commands.add_parser("train", help="train ntlb's small CLIP on world captions (resumes)",
+                                      description="Contrastive training; checkpoints and resumes from --out.")
+    train.add_argument("--out", default="runs/world", help="run folder (checkpoint, loss curve, weights)")
+    train.add_argument("--steps", type=int, default=2400)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--checkpoint-every", type=int, default=100)
+    train.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(run=cmd_world_train)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""The world as datasets: captioned scenes for CLIP training, classification sets and their shifted variants.
+
+Seed spaces never overlap, so no evaluation scene is ever a training scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ..errors import NtlbError
+from ..io import save_image_atomic, write_text_atomic
+from .captions import Caption, random_caption
+from .scene import COLOURS, SHAPES, Scene, Style, random_object, random_scene, render
+
+SEED_SPACES = {"clip-train": 0, "train": 10**8, "test": 2 * 10**8, "multi-test": 3 * 10**8}
+VARIANTS = {
+    "base": Style(),
+    "seed": Style(),  # the same world drawn from a fresh seed range (the ImageNet-V2 analogue)
+    "outline": Style(outline=True),  # the -Sketch analogue
+    "clutter": Style(distractors=10, texture="checker"),  # the -A analogue
+    "palette": Style(palette_shift=0.06, texture="stripes"),  # the -R analogue
+}
+VARIANT_OFFSET = {name: index * 10**7 for index, name in enumerate(VARIANTS)}
+TASKS = ("colour-shape", "shape")
+
+
+def class_names(task: str = "colour-shape") -> list[str]:
+    """48 "colour shape" classes, or the 6 shapes."""
+    if task == "colour-shape":
+        return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    if task == "shape":
+        return list(SHAPES)
+    raise NtlbError(f"unknown world task '{task}': use one of {', '.join(TASKS)}")
+
+
+def scene_seed(space: str, index: int, variant: str = "base") -> int:
+    if variant not in VARIANTS:
+        raise NtlbError(f"unknown world variant '{variant}': use one of {', '.join(VARIANTS)}")
+    return SEED_SPACES[space] + VARIANT_OFFSET[variant] + index
+
+
+@dataclass
+class Sample:
+    image: Image.Image
+    scene: Scene
+    masks: np.ndarray
+    caption: Caption | None = None
+    label: int | None = None
+
+
+def captioned_sample(index: int, space: str = "clip-train", size: int = 64, n_objects: int | None = None) -> Sample:
+    """Scene `index` of a seed space with a random caption, all determined by the seed."""
+    seed = scene_seed(space, index)
+    scene = random_scene(seed, n_objects)
+    image, masks = render(scene, size)
+    caption = random_caption(scene, np.random.default_rng(seed + 1))
+    return Sample(Image.fromarray(image), scene, masks, caption)
+
+
+def labelled_sample(index: int, task: str = "colour-shape", split: str = "test", variant: str = "base",
+                    size: int = 64) -> Sample:
+    """A single-object scene whose class is index mod the number of classes."""
+    names = class_names(task)
+    label = index % len(names)
+    seed = scene_seed(split, index, variant)
+    rng = np.random.default_rng(seed)
+    if task == "colour-shape":
+        colour, shape = names[label].split()
+    else:
+        colour, shape = None, names[label]
+    scene = Scene([random_object(rng, shape=shape, colour=colour)], seed, VARIANTS[variant])
+    image, masks = render(scene, size)
+    return Sample(Image.fromarray(image), scene, masks, label=label)
+
+
+class WorldCaptions(Dataset):
+    """(preprocessed image, caption text) pairs for contrastive training; item i is always the same."""
+
+    def __init__(self, length: int, preprocess, space: str = "clip-train", offset: int = 0, size: int = 64):
+        self.length, self.preprocess, self.space, self.offset, self.size = length, preprocess, space, offset, size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        sample = captioned_sample(self.offset + index, self.space, self.size)
+        return self.preprocess(sample.image), sample.caption.text
+
+
+def export_classification(out: str | Path, task: str = "colour-shape", split: str = "test",
+                          variant: str = "base", per_class: int = 10, size: int = 64) -> Path:
+    """Write an image-folder dataset (one folder per class, classnames.txt) like real datasets."""
+    names = class_names(task)
+    root = Path(out)
+    for index in tqdm(range(per_class * len(names)), desc=f"{variant}/{split}", unit="img"):
+        sample = labelled_sample(index, task, split, variant, size)
+        folder = names[sample.label].replace(" ", "_")
+        save_image_atomic(root / folder / f"{index:06d}.png", sample.image)
+    write_text_atomic(root / "classnames.txt",
+                      "".join(f"{name.replace(' ', '_')} {name}\n" for name in names))
+    return root

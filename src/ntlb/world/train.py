@@ -1,0 +1,138 @@
+"""Contrastive training of ntlb's small CLIP on the procedural world: checkpoints, resume, loss curve."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..errors import NtlbError
+from ..io import write_bytes_atomic
+from ..models.loading import CONFIG_DIR, load_model, read_state_dict
+from .datasets import WorldCaptions
+
+DEFAULT_CONFIG = CONFIG_DIR / "ntlb-world.json"
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
+                     captions: list[str]) -> torch.Tensor:
+    """Symmetric InfoNCE; pairs with identical captions all count as positives (no false negatives)."""
+    logits = scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+    ids = {text: i for i, text in enumerate(dict.fromkeys(captions))}
+    keys = torch.tensor([ids[c] for c in captions], device=logits.device)
+    targets = (keys[:, None] == keys[None, :]).float()
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    return 0.5 * (torch.sum(-targets * logits.log_softmax(dim=1), dim=1).mean()
+                  + torch.sum(-targets * logits.T.log_softmax(dim=1), dim=1).mean())
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(losses, lw=0.6, alpha=0.5, label="step")
+    window = max(1, len(losses) // 50)
+    if len(losses) >= window:
+        smooth = torch.tensor(losses).unfold(0, window, 1).mean(dim=1)
+        ax.plot(range(window - 1, len(losses)), smooth.tolist(), lw=1.5, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float = 5e-4, warmup: int = 150,
+          weight_decay: float = 0.05, checkpoint_every: int = 100, device: str = "cpu",
+          config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None) -> Path:
+    """Train (or resume) a CLIP of `config` on world captions; returns the checkpoint path.
+
+    Step s always sees scenes s*batch .. (s+1)*batch-1 of the clip-train seed space, so a resumed run
+    continues exactly where it stopped.
+    """
+    out = Path(out)
+    checkpoint = out / "checkpoint.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random initial weights are the point here
+        adapter = load_model(str(config), device=device)
+    model = adapter.model.train().requires_grad_(True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=lr)
+    start, losses = 0, []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["steps"] != steps or state["batch_size"] != batch_size:
+            raise NtlbError(f"{checkpoint} was made with steps={state['steps']}, batch={state['batch_size']}: "
+                            "pass the same values to resume, or use a new --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, losses = state["step"], state["losses"]
+    data = WorldCaptions((steps - start) * batch_size, adapter.preprocess, offset=start * batch_size)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=1, prefetch_factor=4)
+    began = time.monotonic()
+    step = start
+    progress = tqdm(loader, initial=start, total=steps, desc="training", unit="step")
+    for images, captions in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, warmup)
+        tokens = adapter.tokenizer(list(captions)).truncated()
+        image_features = adapter.encode_image(images).features
+        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+        loss = contrastive_loss(image_features, text_features, model.logit_scale.exp(), list(captions))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.detach()))
+        step += 1
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale.exp()):.1f}")
+        out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
+        if step % checkpoint_every == 0 or step == steps or out_of_time:
+            _save(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "steps": steps, "batch_size": batch_size, "losses": losses, "config": str(config)})
+            plot_losses(losses, out / "loss.png")
+        if out_of_time:
+            print(f"stopped after {max_minutes} minutes at step {step}/{steps}; run again to resume")
+            break
+    return checkpoint
+
+
+def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+    """The model weights of a training checkpoint as an fp16 safetensors file (what the package ships)."""
+    from safetensors.torch import save
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    write_bytes_atomic(path, save(half))
+    read_state_dict(path)  # checks the file reads back and is finite
+    return Path(path)
