@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (set up, explain a picture with the bundled model) and `make test`.
+# Two entry points: `make demo` (set up, explain a generated world scene with the bundled model) and `make test`.
 VENV ?= .venv
 PYTHON ?= python3
 
@@ -8,11 +8,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench card
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/ntlb explain examples/scene.png --text "a red circle" --text "a blue square" --out out/demo
+	$(VENV)/bin/ntlb demo --out out/demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -20,3 +20,6 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/explain_speed.py
+
+card: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/world_model_card.py

@@ -112,10 +112,17 @@ def test_a_perturbed_implementation_fails_the_comparison(world_model, monkeypatc
         _compare(world_model, random_pixels(world_model, 2), TEXTS)
 
 
-def test_no_grad_results_are_detached(world_model):
+def test_no_grad_results_are_detached_even_if_the_model_trains():
+    from conftest import load_random
+
+    adapter = load_random("ntlb-world")
+    adapter.model.requires_grad_(True)  # a model the user is training
+    pixels = random_pixels(adapter, 1)
     with torch.no_grad():
-        explanation = ntlb.explain(world_model, random_pixels(world_model, 1), TEXTS)
+        explanation = ntlb.explain(adapter, pixels, TEXTS)
     assert not explanation.image.requires_grad and not explanation.text.requires_grad
+    assert not explanation.logits.requires_grad
+    assert ntlb.explain(adapter, pixels, TEXTS).image.requires_grad  # with gradients on, the graph is kept
 
 
 def test_half_precision_accumulates_in_float32(world_model):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from ..errors import NtlbError
@@ -48,8 +47,12 @@ class Explainer:
         self.chunk_size = chunk_size
 
     def encode(self, model, images: ImageInput, texts: TextInput, pairs: str,
-               keep_image: int | None, keep_text: int | None) -> Batch:
-        """Preprocess, encode each image and each text once, score every pair."""
+               keep_image: int | None, keep_text: int | None, grad_requested: bool) -> Batch:
+        """Preprocess, encode each image and each text once, score every pair.
+
+        grad_requested: whether the caller had gradients enabled (read before any enable_grad), which with
+        something upstream requiring grad makes the results differentiable.
+        """
         if pairs not in PAIRS:
             raise NtlbError(f"unknown pairs '{pairs}': use 'all' or 'diagonal'")
         adapter = wrap(model)
@@ -59,7 +62,7 @@ class Explainer:
             raise NtlbError(
                 f"pairs='diagonal' needs as many texts as images, got {len(pixels)} images and {len(tokens)} texts"
             )
-        differentiable = torch.is_grad_enabled() and (
+        differentiable = grad_requested and (
             pixels.requires_grad or any(p.requires_grad for p in adapter.model.parameters())
         )
         image = adapter.encode_image(pixels, keep_from=keep_image)

@@ -28,13 +28,14 @@ class Chefer2021(Explainer):
     """
 
     def __call__(self, model, images, texts, pairs: str = "all") -> Explanation:
+        grad_requested = torch.is_grad_enabled()
         with torch.enable_grad():
             adapter = wrap(model)
             keep_image = (
                 adapter.resolve_layer(self.start_layer_image, "image") if adapter.has_patch_attention else None
             )
             keep_text = adapter.resolve_layer(self.start_layer_text, "text")
-            batch = self.encode(adapter, images, texts, pairs, keep_image, keep_text)
+            batch = self.encode(adapter, images, texts, pairs, keep_image, keep_text, grad_requested)
             if pairs == "diagonal":
                 image_rel, text_rel = self._diagonal(batch)
             else:
