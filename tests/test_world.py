@@ -119,3 +119,12 @@ def test_style_knobs_change_the_picture():
     plain = render(scene, 64)[0]
     for style in (Style(outline=True), Style(texture="stripes"), Style(distractors=5), Style(palette_shift=0.3)):
         assert not np.array_equal(render(Scene(scene.objects, scene.seed, style), 64)[0], plain)
+
+
+def test_classification_dataset_items_are_fixed_and_labelled():
+    from ntlb.world import WorldClassification
+
+    data = WorldClassification(lambda image: np.asarray(image), task="shape", per_class=3, variant="clutter")
+    assert len(data) == 18 and data.classes == list(SHAPES)
+    first, label = data[7]
+    assert label == 7 % 6 and np.array_equal(first, data[7][0]) and first.shape == (64, 64, 3)

@@ -93,6 +93,23 @@ class WorldCaptions(Dataset):
         return self.preprocess(sample.image), sample.caption.text
 
 
+class WorldClassification(Dataset):
+    """(preprocessed image, label) of a classification split and variant; item i is always the same."""
+
+    def __init__(self, preprocess, task: str = "colour-shape", split: str = "test", variant: str = "base",
+                 per_class: int = 10, size: int = 64):
+        self.classes = class_names(task)
+        self.preprocess, self.task, self.split, self.variant, self.size = preprocess, task, split, variant, size
+        self.length = per_class * len(self.classes)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        sample = labelled_sample(index, self.task, self.split, self.variant, self.size)
+        return self.preprocess(sample.image), sample.label
+
+
 def export_classification(out: str | Path, task: str = "colour-shape", split: str = "test",
                           variant: str = "base", per_class: int = 10, size: int = 64) -> Path:
     """Write an image-folder dataset (one folder per class, classnames.txt) like real datasets."""
