@@ -128,3 +128,12 @@ def test_classification_dataset_items_are_fixed_and_labelled():
     assert len(data) == 18 and data.classes == list(SHAPES)
     first, label = data[7]
     assert label == 7 % 6 and np.array_equal(first, data[7][0]) and first.shape == (64, 64, 3)
+
+
+def test_shape_twins_change_only_the_shapes():
+    base, twin = captioned_sample(40, twins=True), captioned_sample(41, twins=True)
+    assert [(o.colour, o.size, o.cx) for o in base.scene.objects] == [
+        (o.colour, o.size, o.cx) for o in twin.scene.objects]
+    assert all(a.shape != b.shape for a, b in zip(base.scene.objects, twin.scene.objects))
+    assert base.caption.template == twin.caption.template and base.caption.text != twin.caption.text
+    assert len({(o.colour, o.shape) for o in twin.scene.objects}) == len(twin.scene.objects)

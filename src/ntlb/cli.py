@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = world_commands.add_parser("train", help="train ntlb's small CLIP on world captions (resumes)",
                                       description="Contrastive training; checkpoints and resumes from --out.")
     train.add_argument("--out", default="runs/world", help="run folder (checkpoint, loss curve, weights)")
-    train.add_argument("--steps", type=int, default=2400)
+    train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=5e-4)
     train.add_argument("--checkpoint-every", type=int, default=100)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..errors import NtlbError
 from ..io import save_image_atomic, write_text_atomic
 from .captions import Caption, random_caption
-from .scene import COLOURS, SHAPES, Scene, Style, random_object, random_scene, render
+from .scene import COLOURS, SHAPES, Scene, Style, random_object, random_scene, render, shape_twin
 
 SEED_SPACES = {"clip-train": 0, "train": 10**8, "test": 2 * 10**8, "multi-test": 3 * 10**8}
 VARIANTS = {
@@ -54,10 +54,18 @@ class Sample:
     label: int | None = None
 
 
-def captioned_sample(index: int, space: str = "clip-train", size: int = 64, n_objects: int | None = None) -> Sample:
-    """Scene `index` of a seed space with a random caption, all determined by the seed."""
-    seed = scene_seed(space, index)
+def captioned_sample(index: int, space: str = "clip-train", size: int = 64, n_objects: int | None = None,
+                     twins: bool = False) -> Sample:
+    """Scene `index` of a seed space with a random caption, all determined by the seed.
+
+    With twins, every odd index is the shape twin of the scene before it (same colours, sizes, places and
+    caption template, other shapes), so a batch cannot be told apart by colour alone.
+    """
+    base = index - 1 if twins and index % 2 else index
+    seed = scene_seed(space, base)
     scene = random_scene(seed, n_objects)
+    if base != index:
+        scene = shape_twin(scene, np.random.default_rng(seed + 2))
     image, masks = render(scene, size)
     caption = random_caption(scene, np.random.default_rng(seed + 1))
     return Sample(Image.fromarray(image), scene, masks, caption)
@@ -82,14 +90,16 @@ def labelled_sample(index: int, task: str = "colour-shape", split: str = "test",
 class WorldCaptions(Dataset):
     """(preprocessed image, caption text) pairs for contrastive training; item i is always the same."""
 
-    def __init__(self, length: int, preprocess, space: str = "clip-train", offset: int = 0, size: int = 64):
+    def __init__(self, length: int, preprocess, space: str = "clip-train", offset: int = 0, size: int = 64,
+                 twins: bool = True):
         self.length, self.preprocess, self.space, self.offset, self.size = length, preprocess, space, offset, size
+        self.twins = twins
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int):
-        sample = captioned_sample(self.offset + index, self.space, self.size)
+        sample = captioned_sample(self.offset + index, self.space, self.size, twins=self.twins)
         return self.preprocess(sample.image), sample.caption.text
 
 

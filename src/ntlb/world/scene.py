@@ -179,3 +179,14 @@ def random_scene(seed: int, n_objects: int | None = None, style: Style | None = 
             taken.add((candidate.colour, candidate.shape))
     return Scene(objects, seed, style or Style())
 
+
+
+def shape_twin(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same scene with every object's shape changed (colour, size, place kept): a hard negative."""
+    objects, taken = [], set()
+    for obj in scene.objects:
+        choices = [s for s in SHAPES if s != obj.shape and (obj.colour, s) not in taken]
+        shape = choices[rng.integers(len(choices))]
+        taken.add((obj.colour, shape))
+        objects.append(SceneObject(shape, obj.colour, obj.size, obj.cx, obj.cy, obj.radius, obj.angle))
+    return Scene(objects, scene.seed, scene.style)
