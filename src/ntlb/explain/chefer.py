@@ -52,7 +52,7 @@ class Chefer2021(Explainer):
             pairs=pairs,
             method=self.name,
             logit_mode=self.logit_mode,
-            logit_scale=float(adapter.logit_scale),
+            logit_scale=float(adapter.logit_scale.detach()),
             input_size=adapter.preprocess_config.size,
             preprocess=adapter.preprocess_config,
             originals=batch.originals,
