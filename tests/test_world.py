@@ -33,7 +33,7 @@ def test_masks_match_boxes_and_colours():
     for seed in range(20):
         scene = random_scene(seed)
         image, masks = render(scene, 64)
-        assert 1 <= len(scene.objects) <= 4 and masks.shape == (len(scene.objects), 64, 64)
+        assert len(scene.objects) in range(1, 5) and masks.shape == (len(scene.objects), 64, 64)
         assert not (masks.sum(axis=0) > 1).any()  # visible parts never overlap
         for obj, mask in zip(scene.objects, masks):
             x0, y0, x1, y1 = box_of(mask)
