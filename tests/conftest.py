@@ -33,6 +33,11 @@ def vit_b16():
 
 
 @pytest.fixture(scope="session")
+def rn50():
+    return load_random("RN50")
+
+
+@pytest.fixture(scope="session")
 def world_model():
     return load_random("ntlb-world")
 

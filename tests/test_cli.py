@@ -74,3 +74,35 @@ def test_world_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize("model", [None, "RN50", "ViT-B-16"])
+def test_compare_runs_every_explainer(tmp_path, capsys, model):
+    out = tmp_path / "cmp"
+    arguments = ["compare", str(EXAMPLE), "--text", "a red circle", "--text", "a blue square", "--out", str(out)]
+    assert main(arguments + (["--model", model] if model else [])) == 0
+    data = json.loads((out / "compare.json").read_text())
+    ran = set(data["methods"])
+    if model == "RN50":  # no patch attention: clip_surgery says why; gradcam still maps the image
+        assert "clip_surgery" in data["skipped"] and "gradcam" in ran
+        assert not data["methods"]["gradcam"][0]["image_note"]
+    else:
+        assert ran == {"attention", "chefer2021", "clip_surgery", "gradcam", "rollout"}
+    assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_benchmark_explainers_writes_tables(tmp_path):
+    assert main(["benchmark", "explainers", "--count", "2", "--methods", "chefer2021,attention",
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "explainers.json").read_text())
+    assert set(data["methods"]) == {"chefer2021", "attention", "random (control)"}
+    for entry in data["methods"].values():
+        assert 0.0 <= entry["1_object"]["pointing_game"] <= 1.0
+    assert "| chefer2021 |" in (tmp_path / "explainers.md").read_text()
+
+
+@pytest.mark.parametrize("command", [["compare"], ["benchmark"], ["benchmark", "explainers"]])
+def test_compare_and_benchmark_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out

@@ -40,3 +40,61 @@ def test_empty_class_list(world_model):
 
     with pytest.raises(NtlbError, match="empty class list"):
         text_classifier(world_model, [])
+
+
+def test_otsu_splits_a_bimodal_case_where_computed_by_hand():
+    # values 1,1,2 | 8,9,9: between-class variance n0*n1*(m0-m1)^2 is largest for this split. By hand:
+    # after 2: 3*3*(4/3-26/3)^2 = 484; after 1,1: 2*4*(1-7)^2 = 288; after 8: 4*2*(3-9)^2 = 288
+    from ntlb.metrics.localization import otsu_mask, otsu_threshold
+
+    values = torch.tensor([[9.0, 1.0, 8.0], [2.0, 9.0, 1.0]])
+    assert otsu_threshold(values) == 8.0
+    assert otsu_mask(values).tolist() == [[True, False, True], [False, True, False]]
+    assert otsu_threshold(torch.full((3, 3), 0.5)) == 0.5  # a flat map is all foreground, not an error
+
+
+def test_otsu_iou_by_hand():
+    from ntlb.metrics.localization import otsu_iou
+
+    maps = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.9, 1.0], [0.1, 0.0, 0.0]]])
+    masks = torch.tensor([[[0, 1, 1], [0, 0, 1], [0, 0, 0]]], dtype=torch.bool)
+    # foreground {(0,2), (1,1), (1,2)}; mask {(0,1), (0,2), (1,2)}: intersection 2, union 4
+    assert otsu_iou(maps, masks).tolist() == pytest.approx([0.5])
+
+
+def test_patch_perturbation_blanks_patches_in_relevance_order(world_model):
+    from conftest import random_pixels
+
+    from ntlb.metrics.faithfulness import curve_area, patch_perturbation_curve
+
+    pixels = random_pixels(world_model, 1)[0]
+    text = torch.randn(world_model.model.text_projection.shape[1], dtype=torch.float64)
+    patch_map = torch.arange(64, dtype=torch.float64).reshape(8, 8)  # the last patches are the most relevant
+    curve = patch_perturbation_curve(world_model, pixels, text, patch_map, positive=True, fractions=(0.0, 0.1))
+    blanked = pixels.clone()
+    for index in (63, 62, 61, 60, 59, 58):  # round(0.1 * 64) = 6 most relevant patches
+        y, x = divmod(index, 8)
+        blanked[:, 8 * y : 8 * y + 8, 8 * x : 8 * x + 8] = 0
+    with torch.no_grad():
+        features = world_model.encode_image(torch.stack([pixels, blanked])).features
+    images = torch.nn.functional.normalize(features, dim=-1)
+    expected = world_model.logit_scale * images @ torch.nn.functional.normalize(text, dim=0)
+    assert torch.allclose(curve, expected, rtol=1e-9)
+    assert curve_area(curve) == pytest.approx(float(expected.mean()))
+
+
+def test_token_perturbation_deletes_the_least_relevant_tokens_first(world_model):
+    from ntlb.metrics.faithfulness import token_perturbation_curve
+
+    tokens = world_model.tokenizer(["a small red circle"])
+    eot = int(tokens.eot[0])  # SOT a small red circle EOT -> 4 inner tokens
+    relevance = torch.tensor([0.1, 0.4, 0.3, 0.2])
+    image = torch.randn(world_model.model.text_projection.shape[1], dtype=torch.float64)
+    curve = token_perturbation_curve(world_model, image, tokens.ids[0], eot, relevance, positive=False,
+                                     fractions=(0.0, 0.5))
+    expected_texts = world_model.tokenizer(["a small red circle", "small red"])  # drops "a" then "circle"
+    with torch.no_grad():
+        texts = torch.nn.functional.normalize(world_model.encode_text(expected_texts.ids, expected_texts.eot).features,
+                                              dim=-1)
+    expected = world_model.logit_scale * texts @ torch.nn.functional.normalize(image, dim=0)
+    assert torch.allclose(curve, expected, rtol=1e-9)

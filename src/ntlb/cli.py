@@ -81,6 +81,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         notes.append(f"model {adapter.name} has random weights: the maps show the numerics, not meaning")
     if not batches[0][1].has_image_maps():
         notes.append(batches[0][1].image_note)
+    if batches[0][1].text_note:
+        notes.append(batches[0][1].text_note)
     out, records, offset = Path(args.out), [], 0
     for chunk, explanation in batches:
         for b, t in explanation.pair_indices():
@@ -102,6 +104,69 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"wrote {len(records)} pairs to {out}/ (report.html, explanations.json"
           f"{', grid.png' if (out / 'grid.png').exists() else ''})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from .explain import available, create
+    from .io import write_json_atomic
+    from .viz import method_comparison
+
+    if not args.text:
+        raise NtlbError("no texts given: add at least one --text \"...\"")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else available()
+    unknown = [m for m in methods if m not in available()]
+    if unknown:
+        raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
+    adapter = _load(args)
+    tokens = adapter.tokenizer(args.text)
+    explanations, skipped = {}, {}
+    for method in tqdm(methods, desc="explainers", unit="method"):
+        try:
+            with torch.no_grad():
+                explanations[method] = create(method, logit_mode=args.logit_mode)(adapter, args.images, tokens)
+        except NtlbError as error:  # e.g. clip_surgery on a ResNet tower: say so and compare the others
+            skipped[method] = str(error)
+    if not explanations:
+        raise NtlbError(f"no explainer could run on {adapter.name}: {'; '.join(skipped.values())}")
+    out = Path(args.out)
+    figure = method_comparison(explanations, out / "compare.png", args.text)
+    summary = {
+        method: [{"image": args.images[b], "text": args.text[t], "words": e.words(b, t),
+                  "text_note": e.text_note, "image_note": e.image_note} for b, t in e.pair_indices()]
+        for method, e in explanations.items()
+    }
+    write_json_atomic(out / "compare.json", {"model": adapter.name, "methods": summary, "skipped": skipped})
+    for method, reason in skipped.items():
+        print(f"skipped {method}: {reason}")
+    print(f"wrote {figure} and {out / 'compare.json'} ({len(explanations)} explainers)")
+    return 0
+
+
+def cmd_benchmark_explainers(args: argparse.Namespace) -> int:
+    from .explain import available
+    from .io import write_json_atomic, write_text_atomic
+    from .metrics.explainer_benchmark import benchmark_explainers, comparison_figure, markdown_table
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else available()
+    unknown = [m for m in methods if m not in available()]
+    if unknown:
+        raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
+    if args.count < 1:
+        raise NtlbError(f"--count {args.count}: use at least 1 scene per setting")
+    adapter = _load(args)
+    results = benchmark_explainers(adapter, methods, count=args.count)
+    results["model"] = adapter.name
+    out = Path(args.out)
+    write_json_atomic(out / "explainers.json", results)
+    tables = "\n\n".join(f"### {setting.replace('_', ' ')} scenes\n\n{markdown_table(results, setting)}"
+                          for setting in ("1_object", "2_object"))
+    write_text_atomic(out / "explainers.md", tables + "\n")
+    comparison_figure(adapter, methods, out / "explainers.png")
+    print(tables)
+    print(f"wrote {out}/explainers.json, explainers.md, explainers.png")
     return 0
 
 
@@ -145,7 +210,7 @@ def cmd_world_train(args: argparse.Namespace) -> int:
     from .world.train import export_weights, train
 
     checkpoint = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                       max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every)
+                       max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every, init=args.init)
     weights = export_weights(checkpoint, Path(args.out) / "weights.safetensors")
     print(f"checkpoint {checkpoint}, fp16 weights {weights}, loss curve {Path(args.out) / 'loss.png'}")
     return 0
@@ -211,6 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain_options(explain, default_out="out/explain")
     explain.set_defaults(run=cmd_explain)
 
+    compare = commands.add_parser("compare", help="the same images and texts under several explainers",
+                                  description="One figure: rows are image-text pairs, columns are explainers.")
+    compare.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    compare.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
+    compare.add_argument("--methods", default=None,
+                         help="comma-separated explainers (default: all registered ones)")
+    compare.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"])
+    compare.add_argument("--out", default="out/compare", help="output folder (default out/compare)")
+    _add_model_arguments(compare)
+    compare.set_defaults(run=cmd_compare)
+
+    benchmark = commands.add_parser("benchmark", help="measure explainers on held-out world scenes",
+                                    description="Benchmarks with known truth from the procedural world.")
+    benchmark_commands = benchmark.add_subparsers(dest="benchmark_command", required=True)
+    bench = benchmark_commands.add_parser(
+        "explainers", help="localisation, faithfulness, word accuracy and time of every explainer",
+        description="Pointing game, energy and Otsu IoU against the named object's mask, perturbation AUC on "
+                    "patches and tokens, top-word accuracy, time per pair; 1- and 2-object scenes.")
+    bench.add_argument("--count", type=int, default=100, help="scenes per setting (default 100)")
+    bench.add_argument("--methods", default=None, help="comma-separated explainers (default: all)")
+    bench.add_argument("--out", default="out/benchmark", help="output folder (default out/benchmark)")
+    _add_model_arguments(bench)
+    bench.set_defaults(run=cmd_benchmark_explainers)
+
     models = commands.add_parser("models", help="list loadable and bundled models",
                                  description="List bundled models and open_clip architectures.")
     models.set_defaults(run=cmd_models)
@@ -249,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=5e-4)
     train.add_argument("--checkpoint-every", type=int, default=100)
     train.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    train.add_argument("--init", default=None, help="weights to start from (.safetensors/.pt) instead of random")
     train.add_argument("--device", default="cpu")
     train.set_defaults(run=cmd_world_train)
     return parser

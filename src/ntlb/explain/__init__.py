@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from . import attention as _attention  # noqa: F401  (registers "attention", "rollout")
 from . import chefer as _chefer  # noqa: F401  (registers "chefer2021")
+from . import gradcam as _gradcam  # noqa: F401  (registers "gradcam")
+from . import surgery as _surgery  # noqa: F401  (registers "clip_surgery")
 from .base import Explainer
 from .explanation import Explanation
 from .inputs import ImageInput, TextInput

@@ -10,6 +10,7 @@ from ..errors import NtlbError
 from ..models.adapter import ClipAdapter, Encoded
 from ..models.loading import wrap
 from ..models.tokenizer import TokenizedTexts
+from .explanation import Explanation
 from .inputs import ImageInput, TextInput, prepare_images, prepare_texts
 from .relevance import LOGIT_MODES, clip_scores
 
@@ -70,5 +71,44 @@ class Explainer:
         logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode)
         return Batch(adapter, image, text, tokens, logits, originals, differentiable)
 
-    def __call__(self, model, images: ImageInput, texts: TextInput, pairs: str = "all"):
+    def __call__(self, model, images: ImageInput, texts: TextInput, pairs: str = "all") -> Explanation:
         raise NotImplementedError
+
+    def options(self) -> dict:
+        """The options that shape this explainer's maps, recorded in every Explanation."""
+        return {"start_layer_image": self.start_layer_image, "start_layer_text": self.start_layer_text,
+                "create_graph": self.create_graph}
+
+    def explanation(self, batch: Batch, image: Tensor | None, text: Tensor, pairs: str, image_note: str = "",
+                    text_note: str = "") -> Explanation:
+        """Wrap relevance rows into an Explanation: image rows (..., 1 + h*w) or (..., h*w) become (..., h, w);
+        everything is detached unless the call was differentiable."""
+        adapter = batch.adapter
+        keep = batch.differentiable
+        h, w = adapter.grid_size
+        if image is not None:
+            image = image[..., -h * w :].reshape(*image.shape[:-1], h, w)
+        detach = (lambda x: x) if keep else (lambda x: None if x is None else x.detach())
+        return Explanation(
+            image=detach(image), text=detach(text), logits=detach(batch.logits), tokens=batch.tokens,
+            pairs=pairs, method=self.name, logit_mode=self.logit_mode,
+            logit_scale=float(adapter.logit_scale.detach()), input_size=adapter.preprocess_config.size,
+            preprocess=adapter.preprocess_config, originals=batch.originals, image_note=image_note,
+            text_note=text_note, options=self.options(),
+        )
+
+
+def per_pair(image_rows: Tensor | None, text_rows: Tensor, pairs: str, images: int) -> tuple[Tensor | None, Tensor]:
+    """Rows that depend on one input only, laid out per pair: image rows (B, N) and text rows (T, L) become
+    (B, T, N) and (B, T, L) for pairs="all", or stay (B, N) and (B, L) for pairs="diagonal"."""
+    if pairs == "diagonal":
+        return image_rows, text_rows
+    texts = text_rows.shape[0]
+    image = None if image_rows is None else image_rows[:, None].expand(-1, texts, -1)
+    return image, text_rows[None].expand(images, -1, -1)
+
+
+def no_image_maps(method: str) -> str:
+    """The note an Explanation carries when a method cannot map this image tower."""
+    return (f"this model's image tower is a ResNet without patch attention: {method} gives text relevance only; "
+            "use method='gradcam' for image maps")

@@ -6,15 +6,10 @@ import torch
 from torch import Tensor
 
 from ..models.loading import wrap
-from .base import Batch, Explainer
+from .base import Batch, Explainer, no_image_maps
 from .explanation import Explanation
 from .registry import register
 from .relevance import attention_gradients, gradient_weighted, one_hot_targets, propagate_row
-
-RESNET_NOTE = (
-    "this model's image tower is a ResNet without patch attention: chefer2021 gives text relevance only; "
-    "use method='gradcam' for image maps"
-)
 
 
 @register("chefer2021")
@@ -40,26 +35,8 @@ class Chefer2021(Explainer):
                 image_rel, text_rel = self._diagonal(batch)
             else:
                 image_rel, text_rel = self._all_pairs(batch)
-        keep = batch.differentiable
-        h, w = adapter.grid_size
-        if image_rel is not None:
-            image_rel = image_rel[..., 1:].reshape(*image_rel.shape[:-1], h, w)
-        return Explanation(
-            image=image_rel if image_rel is None or keep else image_rel.detach(),
-            text=text_rel if keep else text_rel.detach(),
-            logits=batch.logits if keep else batch.logits.detach(),
-            tokens=batch.tokens,
-            pairs=pairs,
-            method=self.name,
-            logit_mode=self.logit_mode,
-            logit_scale=float(adapter.logit_scale.detach()),
-            input_size=adapter.preprocess_config.size,
-            preprocess=adapter.preprocess_config,
-            originals=batch.originals,
-            image_note="" if adapter.has_patch_attention else RESNET_NOTE,
-            options={"start_layer_image": self.start_layer_image, "start_layer_text": self.start_layer_text,
-                     "create_graph": self.create_graph},
-        )
+        note = "" if adapter.has_patch_attention else no_image_maps(self.name)
+        return self.explanation(batch, image_rel, text_rel, pairs, image_note=note)
 
     def _relevance(self, batch: Batch, attentions: list[Tensor], targets: Tensor, row: Tensor,
                    retain: bool) -> Tensor:

@@ -35,6 +35,7 @@ class Explanation:
     preprocess: PreprocessConfig | None = None
     originals: list[Image.Image] | None = None
     image_note: str = ""
+    text_note: str = ""
     options: dict = field(default_factory=dict)
 
     def _index(self, b: int, t: int | None) -> tuple[int, ...]:

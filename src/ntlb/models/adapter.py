@@ -74,9 +74,17 @@ class ClipAdapter(ABC):
     def pool_image(self, tokens: Tensor) -> Tensor:
         """Tokens after the last block -> image features (B, D)."""
 
+    @abstractmethod
+    def project_image_tokens(self, tokens: Tensor) -> Tensor:
+        """Every token after the last block (B, N, width) through the final norm and projection -> (B, N, D)."""
+
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         """Features of a tower without patch attention (ResNet)."""
         raise NotImplementedError
+
+    def last_conv_stage(self) -> nn.Module | None:
+        """The last convolutional stage of a ResNet tower (what Grad-CAM reads); None for ViT towers."""
+        return None
 
     # ---- text tower --------------------------------------------------------------------------------
     @property

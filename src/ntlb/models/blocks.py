@@ -32,7 +32,7 @@ class BlockView:
     ls_2: Callable[[Tensor], Tensor] = lambda x: x
 
 
-def _split_heads(x: Tensor, heads: int) -> Tensor:
+def split_heads(x: Tensor, heads: int) -> Tensor:
     b, n, d = x.shape
     return x.view(b, n, heads, d // heads).transpose(1, 2)
 
@@ -46,7 +46,7 @@ def attention_block(
     that does, so d(score)/dA can always be taken.
     """
     b, n, d = x.shape
-    q, k, v = (_split_heads(t, block.heads) for t in block.qkv(block.ln_1(x)))
+    q, k, v = (split_heads(t, block.heads) for t in block.qkv(block.ln_1(x)))
     if keep_probs:
         scores = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)
         if attn_mask is not None:

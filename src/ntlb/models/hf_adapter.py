@@ -87,6 +87,9 @@ class HFClipAdapter(ClipAdapter):
     def pool_image(self, tokens: Tensor) -> Tensor:
         return self.model.visual_projection(self.vision.post_layernorm(tokens[:, 0]))
 
+    def project_image_tokens(self, tokens: Tensor) -> Tensor:
+        return self.model.visual_projection(self.vision.post_layernorm(tokens))
+
     @property
     def text_blocks(self) -> list[BlockView]:
         return self._text_blocks

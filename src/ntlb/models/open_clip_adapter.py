@@ -123,8 +123,14 @@ class OpenClipAdapter(ClipAdapter):
             pooled = pool(v.ln_post(tokens))
         return _project(pooled, v.proj)
 
+    def project_image_tokens(self, tokens: Tensor) -> Tensor:
+        return _project(self.visual.ln_post(tokens), self.visual.proj)
+
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         return self.visual(pixels)
+
+    def last_conv_stage(self) -> nn.Module | None:
+        return None if self._is_vit else self.visual.layer4
 
     # text tower
     @property

@@ -71,8 +71,12 @@ def plot_losses(losses: list[float], path: Path) -> None:
 
 def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float = 5e-4, warmup: int = 150,
           weight_decay: float = 0.05, checkpoint_every: int = 100, device: str = "cpu",
-          config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None) -> Path:
+          config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None,
+          init: str | Path | None = None) -> Path:
     """Train (or resume) a CLIP of `config` on world captions; returns the checkpoint path.
+
+    init: weights (.safetensors/.pt) to start from instead of a random initialisation, to continue training
+    a model on a fresh schedule.
 
     Step s always sees scenes s*batch .. (s+1)*batch-1 of the clip-train seed space, so a resumed run
     continues exactly where it stopped.
@@ -81,7 +85,7 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
     checkpoint = out / "checkpoint.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random initial weights are the point here
-        adapter = load_model(str(config), device=device)
+        adapter = load_model(str(config), pretrained=None if init is None else str(init), device=device)
     model = adapter.model.train().requires_grad_(True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]

@@ -1,0 +1,119 @@
+"""CLIP Surgery (Li et al. 2023): training-free image maps from architecture surgery and feature surgery.
+
+Architecture surgery runs a second path beside the last blocks of the ViT: value-value self-attention fed
+with ln_1 of the original path, accumulating only the attention output (no MLP). The CLS token stays the
+original path's, so the image features and scores are CLIP's own; the patch tokens come from the new path.
+Feature surgery then removes what the patch-text similarities of all texts share. The model is not changed
+and gradients are not disabled: the maps are differentiable when the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torch import Tensor
+
+from ..errors import NtlbError
+from ..models.adapter import ClipAdapter, Encoded
+from ..models.blocks import BlockView, attention_block, run_blocks, split_heads
+from ..models.loading import wrap
+from .base import Batch, Explainer
+from .explanation import Explanation
+from .inputs import prepare_images, prepare_texts
+from .registry import register
+from .relevance import accumulation_dtype, clip_scores
+
+ENSEMBLE_TEMPLATES = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+
+
+def value_attention(block: BlockView, x: Tensor) -> Tensor:
+    """The surgery path's residual: out(softmax(scale * V V^T) V) per head, V from ln_1(x) of the original path."""
+    b, n, d = x.shape
+    _, _, v = (split_heads(t, block.heads) for t in block.qkv(block.ln_1(x)))
+    probs = ((v * v.shape[-1] ** -0.5) @ v.transpose(-1, -2)).softmax(dim=-1)
+    return block.ls_1(block.out((probs @ v).transpose(1, 2).reshape(b, n, d)))
+
+
+def surgery_tokens(adapter: ClipAdapter, pixels: Tensor, layers: int) -> tuple[Tensor, Tensor]:
+    """(image features (B, D) of the original path, projected tokens (B, N, D): CLS original, patches new)."""
+    blocks = adapter.image_blocks
+    start = len(blocks) - layers
+    x, _ = run_blocks(blocks[:start], adapter.embed_image(pixels.to(adapter.device, adapter.dtype)))
+    new = x
+    for block in blocks[start:]:
+        new = new + value_attention(block, x)
+        x, _ = attention_block(block, x, None, False)
+    tokens = torch.cat([x[:, :1], new[:, 1:]], dim=1)
+    return adapter.pool_image(x), adapter.project_image_tokens(tokens)
+
+
+def feature_surgery(patches: Tensor, cls: Tensor, texts: Tensor, empty: Tensor | None = None) -> Tensor:
+    """S[b, i, n] = w_n (F_i . T_n) - mean_n' w_n' (F_i . T_n'), w = softmax(2 F_cls T^T) / its mean.
+
+    patches (B, P, D), cls (B, D), texts (T, D), all normalised. With one text and `empty` (the embedding of
+    the empty prompt), S = F_i . (T - T_empty). Closed form: never builds a P x T x D tensor. Returns (B, P, T).
+    """
+    if texts.shape[0] == 1 and empty is not None:
+        return patches @ (texts - empty).T
+    weights = (2 * cls @ texts.T).softmax(dim=-1)
+    weights = weights / weights.mean(dim=-1, keepdim=True)
+    weighted = (patches @ texts.T) * weights[:, None, :]
+    return weighted - weighted.mean(dim=-1, keepdim=True)
+
+
+@register("clip_surgery")
+class ClipSurgery(Explainer):
+    """Image maps by CLIP Surgery over the last `surgery_layers` blocks; no text relevance (zeros, noted)."""
+
+    def __init__(self, surgery_layers: int = 6, start_layer_image: int = 0, start_layer_text: int = 0,
+                 logit_mode: str = "scaled", create_graph: bool = False, chunk_size: int | None = None):
+        super().__init__(start_layer_image, start_layer_text, logit_mode, create_graph, chunk_size)
+        if surgery_layers < 1:
+            raise NtlbError(f"surgery_layers={surgery_layers}: use at least 1 block")
+        self.surgery_layers = surgery_layers
+        self._empty: dict[int, Tensor] = {}  # the empty prompt's embedding, per model
+
+    def options(self) -> dict:
+        return {"surgery_layers": self.surgery_layers}
+
+    def _empty_prompt(self, adapter: ClipAdapter) -> Tensor:
+        from ..tasks.zero_shot import text_classifier
+
+        key = id(adapter.model)
+        if key not in self._empty:
+            self._empty[key] = text_classifier(adapter, [""], ENSEMBLE_TEMPLATES)
+        return self._empty[key]
+
+    def __call__(self, model, images, texts, pairs: str = "all") -> Explanation:
+        adapter = wrap(model)
+        if not adapter.has_patch_attention:
+            raise NtlbError("clip_surgery needs a ViT image tower: use method='gradcam' for ResNet CLIP")
+        layers = min(self.surgery_layers, len(adapter.image_blocks))
+        pixels, originals = prepare_images(adapter, images)
+        tokens = prepare_texts(adapter, texts).truncated()
+        if pairs == "diagonal" and len(pixels) != len(tokens):
+            raise NtlbError(
+                f"pairs='diagonal' needs as many texts as images, got {len(pixels)} images and {len(tokens)} texts"
+            )
+        features, projected = surgery_tokens(adapter, pixels, layers)
+        text = adapter.encode_text(tokens.ids, tokens.eot)
+        logits = clip_scores(features, text.features, adapter.logit_scale, self.logit_mode)
+        dtype = accumulation_dtype(projected.dtype)
+        normed = F.normalize(projected.to(dtype), dim=-1)
+        text_features = F.normalize(text.features.to(dtype), dim=-1)
+        empty = None
+        if len(tokens) == 1:
+            empty = self._empty_prompt(adapter).to(dtype)
+        maps = feature_surgery(normed[:, 1:], normed[:, 0], text_features, empty).transpose(1, 2)  # (B, T, P)
+        low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
+        maps = (maps - low) / (high - low).clamp(min=1e-12)
+        if pairs == "diagonal":
+            maps = maps.diagonal().T
+        zeros = torch.zeros(*maps.shape[:-1], tokens.ids.shape[1], dtype=dtype, device=maps.device)
+        differentiable = torch.is_grad_enabled() and (
+            pixels.requires_grad or any(p.requires_grad for p in adapter.model.parameters())
+        )
+        batch = Batch(adapter, Encoded(features), text, tokens, logits, originals, differentiable)
+        return self.explanation(batch, maps, zeros, pairs,
+                                text_note="clip_surgery explains images only: its text relevance is zero")

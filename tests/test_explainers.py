@@ -1,0 +1,213 @@
+"""Every registered explainer against a slow version written straight from its formula (SPEC section 2).
+
+The slow versions go one image-text pair at a time, build full matrices, make one gradient call per pair and
+layer, and (CLIP Surgery) walk the model's own modules head by head and build the P x T x D tensor.
+Float64 random-weight models; relative error <= 1e-6.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_pixels, relative_error
+
+import ntlb
+from ntlb.errors import NtlbError
+from ntlb.explain.inputs import prepare_texts
+from ntlb.explain.relevance import clip_scores
+from ntlb.explain.surgery import ENSEMBLE_TEMPLATES
+
+TEXTS = ["a photo of a cat", "a small red star.", "dog"]
+TOL = 1e-6
+
+
+def _pairs(adapter, pixels, texts, keep_from):
+    """Encode every pair on its own (image re-encoded per text), with attention kept from `keep_from`."""
+    tokens = prepare_texts(adapter, texts)
+    for b in range(len(pixels)):
+        for t in range(len(tokens)):
+            image = adapter.encode_image(pixels[b : b + 1], keep_from=keep_from)
+            text = adapter.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1], keep_from=keep_from)
+            yield b, t, int(tokens.eot[t]), image, text
+
+
+def _compare(fast, slow_image, slow_text):
+    length = fast.text.shape[-1]
+    assert relative_error(fast.text, slow_text[..., :length]) <= TOL
+    if slow_image is not None:
+        assert relative_error(fast.image.flatten(-2), slow_image) <= TOL
+
+
+def test_raw_attention_is_last_layer_row(vit_b32):
+    pixels = random_pixels(vit_b32, 2)
+    fast = ntlb.explain(vit_b32, pixels, TEXTS, method="attention")
+    slow_image = torch.zeros(2, 3, 49, dtype=torch.float64)
+    slow_text = torch.zeros(2, 3, 77, dtype=torch.float64)
+    with torch.no_grad():
+        for b, t, eot, image, text in _pairs(vit_b32, pixels, TEXTS, 0):
+            slow_image[b, t] = image.attentions[-1][0].mean(dim=0)[0, 1:]
+            slow_text[b, t] = text.attentions[-1][0].mean(dim=0)[eot]
+    _compare(fast, slow_image, slow_text)
+
+
+def _rollout_matrix(attentions):
+    n = attentions[0].shape[-1]
+    eye = torch.eye(n, dtype=torch.float64)
+    r = eye
+    for attention in attentions:
+        a = 0.5 * attention[0].mean(dim=0) + 0.5 * eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        r = a @ r
+    return r
+
+
+@pytest.mark.parametrize("start", [0, 7])
+def test_rollout_is_the_product_of_mixed_attentions(vit_b32, start):
+    pixels = random_pixels(vit_b32, 2)
+    fast = ntlb.explain(vit_b32, pixels, TEXTS, method="rollout", start_layer_image=start, start_layer_text=start // 2)
+    slow_image = torch.zeros(2, 3, 49, dtype=torch.float64)
+    slow_text = torch.zeros(2, 3, 77, dtype=torch.float64)
+    with torch.no_grad():
+        for b, t, eot, image, text in _pairs(vit_b32, pixels, TEXTS, 0):
+            slow_image[b, t] = _rollout_matrix(image.attentions[start:])[0, 1:]
+            slow_text[b, t] = _rollout_matrix(text.attentions[start // 2 :])[eot]
+    _compare(fast, slow_image, slow_text)
+
+
+def _attention_cam(score, attention):
+    grad = torch.autograd.grad(score, [attention], retain_graph=True)[0]
+    return (grad[0] * attention[0]).clamp(min=0).mean(dim=0)
+
+
+@pytest.mark.parametrize("mode", ["scaled", "cosine"])
+def test_gradcam_on_vit_is_last_layer_gradient_weighted_attention(vit_b16, mode):
+    pixels = random_pixels(vit_b16, 2)
+    fast = ntlb.explain(vit_b16, pixels, TEXTS[:2], method="gradcam", logit_mode=mode)
+    slow_image = torch.zeros(2, 2, 196, dtype=torch.float64)
+    slow_text = torch.zeros(2, 2, 77, dtype=torch.float64)
+    for b, t, eot, image, text in _pairs(vit_b16, pixels, TEXTS[:2], 11):
+        score = clip_scores(image.features, text.features, vit_b16.logit_scale, mode)[0, 0]
+        slow_image[b, t] = _attention_cam(score, image.attentions[-1])[0, 1:].detach()
+        slow_text[b, t] = _attention_cam(score, text.attentions[-1])[eot].detach()
+    _compare(fast, slow_image, slow_text)
+
+
+def test_gradcam_on_resnet_reads_the_last_conv_stage(rn50):
+    pixels = random_pixels(rn50, 2)
+    fast = ntlb.explain(rn50, pixels, TEXTS[:2], method="gradcam")
+    assert fast.image.shape == (2, 2, 7, 7)
+    visual = rn50.model.visual
+    tokens = prepare_texts(rn50, TEXTS[:2])
+    slow = torch.zeros(2, 2, 7, 7, dtype=torch.float64)
+    for b in range(2):
+        for t in range(2):
+            with torch.no_grad():
+                x = visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels[b : b + 1]))))
+                activation = visual.layer4(x)
+            activation.requires_grad_(True)
+            text = rn50.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1])
+            score = clip_scores(visual.attnpool(activation), text.features, rn50.logit_scale)[0, 0]
+            grad = torch.autograd.grad(score, [activation])[0][0]
+            weights = grad.mean(dim=(1, 2))
+            slow[b, t] = torch.relu((weights[:, None, None] * activation[0].detach()).sum(dim=0))
+    assert relative_error(fast.image, slow) <= TOL
+    assert float(slow.std()) > 0  # a map with structure, not all zeros
+
+
+def _slow_surgery_tokens(adapter, pixels, layers):
+    """Architecture surgery through open_clip's own modules, head by head."""
+    visual = adapter.model.visual
+    x = visual.conv1(pixels).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    x = visual.ln_pre(x)
+    blocks = list(visual.transformer.resblocks)
+    for block in blocks[: len(blocks) - layers]:
+        x = block(x)
+    new = x.clone()
+    for block in blocks[len(blocks) - layers :]:
+        attn = block.attn
+        values = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)[2]
+        width = values.shape[-1] // attn.num_heads
+        heads = []
+        for h in range(attn.num_heads):
+            v = values[..., h * width : (h + 1) * width]
+            heads.append(torch.softmax(v @ v.transpose(1, 2) / width**0.5, dim=-1) @ v)
+        new = new + attn.out_proj(torch.cat(heads, dim=-1))
+        x = block(x)
+    tokens = torch.cat([x[:, :1], new[:, 1:]], dim=1)
+    return visual.ln_post(tokens) @ visual.proj
+
+
+def _slow_feature_surgery(tokens, texts):
+    f = F.normalize(tokens, dim=-1)
+    t = F.normalize(texts, dim=-1)
+    weights = torch.softmax(2 * f[:, 0] @ t.T, dim=-1)
+    weights = weights / weights.mean(dim=-1, keepdim=True)
+    feats = f[:, 1:, None, :] * t[None, None] * weights[:, None, :, None]  # (B, P, T, D)
+    feats = feats - feats.mean(dim=2, keepdim=True)
+    return feats.sum(dim=-1)  # (B, P, T)
+
+
+def _minmax(maps):
+    low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
+    return (maps - low) / (high - low)
+
+
+def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
+    before = {k: v.clone() for k, v in vit_b32.model.state_dict().items()}
+    pixels = random_pixels(vit_b32, 2)
+    fast = ntlb.explain(vit_b32, pixels, TEXTS, method="clip_surgery")
+    tokens = prepare_texts(vit_b32, TEXTS)
+    with torch.no_grad():
+        projected = _slow_surgery_tokens(vit_b32, pixels, 6)
+        texts = vit_b32.encode_text(tokens.ids, tokens.eot).features
+        slow = _minmax(_slow_feature_surgery(projected, texts).transpose(1, 2))
+        plain = clip_scores(vit_b32.encode_image(pixels).features, texts, vit_b32.logit_scale)
+    assert relative_error(fast.image.flatten(-2), slow) <= TOL
+    assert torch.allclose(fast.logits, plain, rtol=1e-10)  # the CLS path is CLIP's own: scores unchanged
+    after = vit_b32.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert float(fast.text.abs().max()) == 0.0 and "images only" in fast.text_note
+
+
+def test_clip_surgery_single_text_subtracts_the_empty_prompt(vit_b32):
+    pixels = random_pixels(vit_b32, 1)
+    fast = ntlb.explain(vit_b32, pixels, TEXTS[:1], method="clip_surgery")
+    with torch.no_grad():
+        projected = F.normalize(_slow_surgery_tokens(vit_b32, pixels, 6), dim=-1)
+        tokens = prepare_texts(vit_b32, TEXTS[:1])
+        text = F.normalize(vit_b32.encode_text(tokens.ids, tokens.eot).features, dim=-1)
+        prompts = prepare_texts(vit_b32, [template.format("") for template in ENSEMBLE_TEMPLATES])
+        empty = F.normalize(vit_b32.encode_text(prompts.ids, prompts.eot).features, dim=-1).mean(dim=0)
+        slow = _minmax((projected[:, 1:] @ (text[0] - F.normalize(empty, dim=0)))[:, None])
+    assert relative_error(fast.image.flatten(-2), slow) <= TOL
+
+
+def test_clip_surgery_keeps_gradients_to_the_pixels(world_model):
+    pixels = random_pixels(world_model, 1).requires_grad_(True)
+    explanation = ntlb.explain(world_model, pixels, TEXTS, method="clip_surgery")
+    (explanation.image[0, 0] * torch.linspace(0, 1, 64, dtype=torch.float64).reshape(8, 8)).sum().backward()
+    assert pixels.grad is not None and float(pixels.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("method", ["attention", "rollout", "gradcam", "clip_surgery", "chefer2021"])
+def test_diagonal_pairs_are_the_diagonal_of_all_pairs(world_model, method):
+    pixels = random_pixels(world_model, 3)
+    full = ntlb.explain(world_model, pixels, TEXTS, method=method)
+    diagonal = ntlb.explain(world_model, pixels, TEXTS, method=method, pairs="diagonal")
+    index = torch.arange(3)
+    assert relative_error(diagonal.image, full.image[index, index]) <= TOL
+    assert torch.allclose(diagonal.text, full.text[index, index], rtol=TOL, atol=1e-12)
+
+
+def test_attention_maps_run_on_hf_and_resnet_towers(hf_small, rn50):
+    hf = ntlb.explain(hf_small, random_pixels(hf_small, 1), TEXTS[:2], method="rollout")
+    assert hf.image.shape == (1, 2, 4, 4) and torch.isfinite(hf.image).all()
+    resnet = ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:2], method="attention")
+    assert resnet.image is None and "gradcam" in resnet.image_note
+    with pytest.raises(NtlbError, match="gradcam"):
+        ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:2], method="clip_surgery")
+
+
+def test_unknown_explainer_lists_the_known_ones():
+    with pytest.raises(NtlbError, match="chefer2021.*clip_surgery|clip_surgery.*chefer2021"):
+        ntlb.explainers.create("lime")
