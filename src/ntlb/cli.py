@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(bench)
     bench.set_defaults(run=cmd_benchmark_explainers)
 
+    from .prompt_cli import add_prompt_commands
+
+    add_prompt_commands(commands)
+
     models = commands.add_parser("models", help="list loadable and bundled models",
                                  description="List bundled models and open_clip architectures.")
     models.set_defaults(run=cmd_models)

@@ -9,7 +9,7 @@ from ..models.loading import wrap
 from .base import Batch, Explainer, no_image_maps
 from .explanation import Explanation
 from .registry import register
-from .relevance import attention_gradients, gradient_weighted, one_hot_targets, propagate_row
+from .relevance import attention_gradients, gradient_weighted, one_hot_targets, propagate_row, propagated_rows
 
 
 @register("chefer2021")
@@ -40,16 +40,7 @@ class Chefer2021(Explainer):
 
     def _relevance(self, batch: Batch, attentions: list[Tensor], targets: Tensor, row: Tensor,
                    retain: bool) -> Tensor:
-        """Propagated rows (K, ..., N) for K batched targets, `chunk_size` targets per call to bound memory."""
-        size = self.chunk_size or targets.shape[0]
-        rows = []
-        for start in range(0, targets.shape[0], size):
-            chunk = targets[start : start + size]
-            last = start + size >= targets.shape[0]
-            grads = attention_gradients(batch.logits, attentions, chunk, self.create_graph, retain or not last)
-            abars = [gradient_weighted(a.unsqueeze(0), g) for a, g in zip(attentions, grads)]
-            rows.append(propagate_row(abars, row))
-        return torch.cat(rows)
+        return propagated_rows(batch.logits, attentions, targets, row, self.create_graph, retain, self.chunk_size)
 
     def _all_pairs(self, batch: Batch) -> tuple[Tensor | None, Tensor]:
         logits = batch.logits

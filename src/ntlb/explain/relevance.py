@@ -82,3 +82,21 @@ def one_hot_targets(count: int, shape: tuple[int, int], dim: int, device, dtype)
     else:
         targets[index, index, :] = 1
     return targets
+
+
+def propagated_rows(logits: Tensor, attentions: list[Tensor], targets: Tensor, row: Tensor, create_graph: bool,
+                    retain_graph: bool, chunk_size: int | None = None) -> Tensor:
+    """Row `row` of R = prod_l (I + Abar_l) for K batched targets over `logits`: (K, ..., N).
+
+    `chunk_size` targets per gradient call bound the memory; the graph is kept for later chunks. The rows stay
+    differentiable through the attention probabilities (and through the gradients with create_graph).
+    """
+    size = chunk_size or targets.shape[0]
+    rows = []
+    for start in range(0, targets.shape[0], size):
+        chunk = targets[start : start + size]
+        last = start + size >= targets.shape[0]
+        grads = attention_gradients(logits, attentions, chunk, create_graph, retain_graph or not last)
+        abars = [gradient_weighted(a.unsqueeze(0), g) for a, g in zip(attentions, grads)]
+        rows.append(propagate_row(abars, row))
+    return torch.cat(rows)

@@ -1,0 +1,182 @@
+"""Prompt learning: token positions, both explainability scores by hand, batched relevance against the
+per-class reference, subset evaluation, resume, and the CLI end to end."""
+
+import json
+
+import pytest
+import torch
+from conftest import random_pixels
+
+from ntlb.cli import main
+from ntlb.errors import NtlbError
+from ntlb.explain.reference import _relevance_matrix
+from ntlb.explain.relevance import clip_scores
+from ntlb.losses import class_relevance_rows, explainability_loss, explainability_scores
+from ntlb.tasks.folders import class_subset, read_image_folder
+from ntlb.tasks.prompt_training import PromptConfig, evaluate, train_prompts
+from ntlb.tasks.prompts import PromptLearner, prompt_layout
+from ntlb.world.datasets import export_classification
+
+NAMES = ["red circle", "traffic light", "dog"]
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_class_name_and_context_positions(world_model, position):
+    layout = prompt_layout(world_model, NAMES, 4, position)
+    tokenizer = world_model.tokenizer
+    placeholder = tokenizer.bpe.encode("X")[0]
+    for c, name in enumerate(NAMES):
+        ids = layout.ids[c]
+        eot = int(layout.eot[c])
+        assert int(ids[0]) == tokenizer.sot_id and int(ids[eot]) == tokenizer.eot_id
+        assert tokenizer.bpe.decode(ids[eot - 1 : eot].tolist()).strip() == "."
+        assert tokenizer.bpe.decode(ids[layout.names[c]].tolist()).strip() == name
+        assert (ids[layout.context[c]] == placeholder).all()
+        name_start = int(layout.names[c].nonzero()[0])
+        expected_start = {"end": 5, "middle": 3, "front": 1}[position]  # SOT + (4 | 2 | 0) context vectors
+        assert name_start == expected_start
+        covered = set(layout.context[c].tolist()) | set(layout.names[c].nonzero().flatten().tolist())
+        assert covered == set(range(1, eot - 1))  # every position between SOT and "." is a v or the name
+
+
+def test_learned_vectors_go_where_the_layout_says(world_model):
+    learner = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", csc=True, seed=3)
+    embeddings = learner()
+    for c in range(len(NAMES)):
+        assert torch.equal(embeddings[c, learner.layout.context[c]], learner.ctx[c].float())
+        others = [p for p in range(embeddings.shape[1]) if p not in learner.layout.context[c].tolist()]
+        assert torch.equal(embeddings[c, others], learner.token_embeddings[c, others])
+    words = PromptLearner(world_model, NAMES, init="a photo of a")
+    assert words.n_ctx == 4 and words.nearest_words(world_model)[0] == ["a", "photo", "of", "a"]
+
+
+def test_both_scores_by_hand():
+    # one image, one class; positions SOT v1 v2 name1 name2 . EOT
+    rows = torch.tensor([[[1.0, 0.2, 0.3, 0.6, 0.4, 0.5, 2.0]]])
+    eot = torch.tensor([6])
+    names = torch.tensor([[False, False, False, True, True, False, False]])
+    paper = explainability_scores(rows, eot, names, "paper")
+    assert float(paper) == pytest.approx(0.6 / (0.2 + 0.3 + 0.5))  # max over the name / other words
+    coop = explainability_scores(rows, eot, names, "coop")
+    assert float(coop) == pytest.approx(0.6 / (1.0 + 0.2 + 0.3 + 0.6 + 0.4 + 0.5))  # EOT zeroed, SOT counted
+
+
+def test_loss_reductions_by_hand():
+    scores = torch.tensor([[0.5, 0.1, 0.2], [0.3, 0.9, 0.0]])
+    labels = torch.tensor([0, 1])
+    paper = explainability_loss(scores, labels, "paper")
+    assert float(paper) == pytest.approx(((-0.5 + 0.3) + (-0.9 + 0.3)) / 2)
+    released = explainability_loss(scores, labels, "released")
+    assert float(released) == pytest.approx(-(0.5 + 0.9) / 2 + (0.1 + 0.2 + 0.3) / 6)
+    only_true = explainability_loss(scores, labels, "paper", also_minimize=False)
+    assert float(only_true) == pytest.approx(-0.7)
+
+
+def test_batched_class_relevance_matches_the_reference_per_class(world_model):
+    """Images encoded once and one batched backward equal the released algorithm: image re-encoded per class,
+    one gradient call per layer."""
+    learner = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", seed=1).double()
+    pixels = random_pixels(world_model, 2)
+    image = world_model.encode_image(pixels).features
+    prompts = learner.encode(world_model, keep_from=0)
+    logits = clip_scores(image, prompts.features, world_model.logit_scale)
+    fast = class_relevance_rows(logits, prompts, learner.layout.eot)
+    fast_scores = explainability_scores(fast, learner.layout.eot, learner.layout.names)
+    for b in range(2):
+        for c in range(len(NAMES)):
+            features = world_model.encode_image(pixels[b : b + 1]).features
+            one = world_model.encode_text(learner.layout.ids[c : c + 1], learner.layout.eot[c : c + 1], keep_from=0,
+                                          embeddings=learner()[c : c + 1])
+            score = clip_scores(features, one.features, world_model.logit_scale)[0, 0]
+            row = _relevance_matrix(score, one.attentions, 0, False)[int(learner.layout.eot[c])]
+            layout = learner.layout
+            slow = explainability_scores(row[None, None], layout.eot[c : c + 1], layout.names[c : c + 1]).detach()
+            length = fast.shape[-1]
+            assert torch.allclose(fast[b, c], row[:length].detach(), rtol=1e-9, atol=1e-12)
+            assert float(fast_scores[b, c].detach()) == pytest.approx(float(slow), rel=1e-9)
+
+
+def test_the_explainability_loss_reaches_the_context_vectors(world_model):
+    learner = PromptLearner(world_model, NAMES, n_ctx=2, seed=0).double()
+    image = world_model.encode_image(random_pixels(world_model, 2)).features
+    prompts = learner.encode(world_model, keep_from=0)
+    logits = clip_scores(image, prompts.features, world_model.logit_scale)
+    rows = class_relevance_rows(logits, prompts, learner.layout.eot)
+    loss = explainability_loss(explainability_scores(rows, learner.layout.eot, learner.layout.names),
+                               torch.tensor([0, 2]))
+    (grad,) = torch.autograd.grad(loss, [learner.ctx])
+    assert float(grad.abs().sum()) > 0
+
+
+@pytest.fixture(scope="module")
+def world_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    export_classification(root / "train", task="shape", split="train", per_class=2)
+    export_classification(root / "test", task="shape", split="test", per_class=3)
+    subset = root / "subset"
+    for folder in ("circle", "star"):  # an -A/-R style dataset with 2 of the 6 classes
+        (subset / folder).mkdir(parents=True)
+        for image in sorted((root / "test" / folder).iterdir())[:2]:
+            (subset / folder / image.name).write_bytes(image.read_bytes())
+    return root
+
+
+def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
+    train = read_image_folder(world_folders / "train")
+    subset = read_image_folder(world_folders / "subset")
+    assert class_subset(train.classnames, subset.classnames) == [train.classnames.index("circle"),
+                                                                 train.classnames.index("star")]
+    with pytest.raises(NtlbError, match="not among"):
+        class_subset(["circle"], ["star"])
+    # a classifier that scores "square" highest for everything: restricted to {circle, star} it must not predict it
+    classifier = torch.zeros(6, world_model.model.text_projection.shape[1])
+    classifier[train.classnames.index("square")] = 1.0
+    classifier[train.classnames.index("star"), 0] = 1e-3
+    accuracy = evaluate(world_model, classifier.double(), subset, train.classnames)
+    assert 0.0 < accuracy < 1.0  # with the square column gone the choice is between circle and star only
+
+
+def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypatch):
+    import ntlb.tasks.prompt_training as training
+
+    train = read_image_folder(world_folders / "train")
+    config = dict(n_ctx=2, epochs=3, shots=2, batch_size=4, expl_weight=1.0, augment=True, seed=5)
+    straight = train_prompts(world_model, train, tmp_path / "straight.pt", PromptConfig(**config), progress=False)
+    save = training._save
+
+    def crash_after_first_epoch(*args):
+        save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", crash_after_first_epoch)
+    path = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
+    assert torch.load(path, weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(training, "_save", save)
+    train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
+    resumed, reference = torch.load(path, weights_only=False), torch.load(straight, weights_only=False)
+    assert resumed["epoch"] == 3 and torch.equal(resumed["ctx"], reference["ctx"])
+    assert resumed["history"] == reference["history"]
+    with pytest.raises(NtlbError, match="other settings"):
+        train_prompts(world_model, train, path, PromptConfig(**{**config, "n_ctx": 3}), progress=False)
+
+
+def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
+    prompts = tmp_path / "p.pt"
+    assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",
+                 "--epochs", "1", "--out", str(prompts)]) == 0
+    assert main(["prompt", "eval", "--prompts", str(prompts), "--data", str(world_folders / "test"),
+                 str(world_folders / "subset")]) == 0
+    results = json.loads(prompts.with_suffix(".eval.json").read_text())["results"]
+    assert {v["classes"] for v in results.values()} == {6, 2}
+    image = sorted((world_folders / "test" / "star").iterdir())[0]
+    assert main(["prompt", "explain", "--prompts", str(prompts), str(image), "--label", "star",
+                 "--out", str(tmp_path / "ex")]) == 0
+    pairs = json.loads((tmp_path / "ex" / "prompt_explanations.json").read_text())["pairs"]
+    assert any("true" in p["role"] for p in pairs)
+    words = [w for w, _ in pairs[0]["words"]]
+    assert words[:2] == ["v1", "v2"] or "v1" in words
+    assert sum(v for _, v in pairs[0]["words"]) == pytest.approx(1.0)
+    assert main(["prompt", "eval", "--prompts", str(tmp_path / "none.pt"), "--data", "x"]) == 2
+    assert "prompts file not found" in capsys.readouterr().err
