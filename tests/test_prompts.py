@@ -180,3 +180,14 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
     assert sum(v for _, v in pairs[0]["words"]) == pytest.approx(1.0)
     assert main(["prompt", "eval", "--prompts", str(tmp_path / "none.pt"), "--data", "x"]) == 2
     assert "prompts file not found" in capsys.readouterr().err
+
+
+def test_linear_probe_separates_and_respects_a_subset():
+    from ntlb.tasks.linear_probe import fit_linear_probe, probe_predict
+
+    features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0], [-0.9, -0.1]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    weights, bias = fit_linear_probe(features, labels, 3)
+    assert probe_predict(features, weights, bias).tolist() == labels.tolist()
+    # restricted to classes {1, 2}, the class-0 points must go to one of them
+    assert set(probe_predict(features[:2], weights, bias, [1, 2]).tolist()) <= {1, 2}

@@ -198,17 +198,27 @@ def _run(adapter: ClipAdapter, learner: PromptLearner, optimizer, data: ImageFol
 
 
 @torch.no_grad()
-def evaluate(adapter: ClipAdapter, classifier: torch.Tensor, data: ImageFolder, train_names: list[str],
-             batch_size: int = 64) -> float:
+def dataset_features(adapter: ClipAdapter, data: ImageFolder,
+                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised image features (N, D), labels (N,)) of every image of a dataset."""
+    loader = DataLoader(FolderDataset(data.samples, adapter.preprocess), batch_size=batch_size)
+    features, labels = [], []
+    for pixels, label in tqdm(loader, desc=f"encoding {data.root.name}", unit="batch", disable=len(loader) < 4):
+        features.append(F.normalize(adapter.encode_image(pixels).features.float(), dim=-1).cpu())
+        labels.append(label)
+    return torch.cat(features), torch.cat(labels)
+
+
+def accuracy(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, columns: list[int]) -> float:
+    """Accuracy of a (C, D) classifier restricted to `columns` (labels index into the columns)."""
+    predicted = (features @ classifier[columns].T.float().cpu()).argmax(dim=1)
+    return float((predicted == labels).float().mean())
+
+
+def evaluate(adapter: ClipAdapter, classifier: torch.Tensor, data: ImageFolder, train_names: list[str]) -> float:
     """Accuracy of a (C, D) classifier of the training classes on `data`, restricted to its classes."""
     columns = class_subset(train_names, data.classnames)
-    loader = DataLoader(FolderDataset(data.samples, adapter.preprocess), batch_size=batch_size)
-    correct = 0
-    for pixels, labels in tqdm(loader, desc=f"evaluating {data.root.name}", unit="batch", disable=len(loader) < 4):
-        features = F.normalize(adapter.encode_image(pixels).features.float(), dim=-1)
-        predicted = (features @ classifier[columns].T.float()).argmax(dim=1)
-        correct += int((predicted.cpu() == labels).sum())
-    return correct / len(data.samples)
+    return accuracy(*dataset_features(adapter, data), classifier, columns)
 
 
 @torch.no_grad()
