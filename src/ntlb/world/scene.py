@@ -6,6 +6,7 @@ Everything is a function of a seed, so every scene, caption and mask can be rege
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def _hue_shift(rgb: tuple[int, int, int], shift: float) -> np.ndarray:
 
 def _background(size: int, rng: np.random.Generator, style: Style) -> np.ndarray:
     base = rng.uniform(90, 170, size=3).astype(np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = _grid(size, 0.0)
     if style.texture == "stripes":
         freq, phase = rng.uniform(4, 9), rng.uniform(0, 6.3)
         pattern = np.sin(2 * np.pi * freq * (xx * np.cos(phase) + yy * np.sin(phase)))[..., None] * 25
@@ -100,6 +101,15 @@ def _background(size: int, rng: np.random.Generator, style: Style) -> np.ndarray
     return base + pattern
 
 
+@lru_cache(maxsize=8)
+def _grid(size: int, offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) pixel coordinates as shares of the side, (i + offset) / size; cached, read-only."""
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + offset) / size
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+@lru_cache(maxsize=8)
 def _interpolation_matrix(size: int, cells: int) -> np.ndarray:
     """(size, cells) weights of linear interpolation from a coarse grid to `size` pixels."""
     position = (np.arange(size) + 0.5) / size * cells - 0.5
@@ -109,20 +119,37 @@ def _interpolation_matrix(size: int, cells: int) -> np.ndarray:
     weights = np.zeros((size, cells), dtype=np.float32)
     weights[np.arange(size), low] += 1 - frac
     weights[np.arange(size), high] += frac
+    weights.flags.writeable = False
     return weights
+
+
+def _drawn(obj: SceneObject, size: int, radius_scale: float = 1.0) -> np.ndarray:
+    """The object's shape mask (size, size), evaluated only inside the square that holds its circle of radius r
+    (every shape lies within r of its centre, so the result equals evaluating the whole grid)."""
+    mask = np.zeros((size, size), dtype=bool)
+    r = obj.radius * radius_scale
+    x0, x1 = max(0, int((obj.cx - r) * size) - 1), min(size, int((obj.cx + r) * size) + 2)
+    y0, y1 = max(0, int((obj.cy - r) * size) - 1), min(size, int((obj.cy + r) * size) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return mask
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) / size - obj.cx
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) / size - obj.cy
+    mask[y0:y1, x0:x1] = shape_mask(obj.shape, xs[None, :], ys[:, None], r, obj.angle)
+    return mask
 
 
 def object_masks(objects: list[SceneObject], size: int, outline: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(full, visible) boolean masks (objects, size, size): drawn shape, and what later objects leave of it."""
-    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
     full = np.zeros((len(objects), size, size), dtype=bool)
     for index, obj in enumerate(objects):
-        full[index] = shape_mask(obj.shape, xx - obj.cx, yy - obj.cy, obj.radius, obj.angle)
+        full[index] = _drawn(obj, size)
         if outline:
-            full[index] &= ~shape_mask(obj.shape, xx - obj.cx, yy - obj.cy, obj.radius * 0.72, obj.angle)
+            full[index] &= ~_drawn(obj, size, 0.72)
     visible = full.copy()
-    for index in range(len(objects) - 1):
-        visible[index] &= ~full[index + 1 :].any(axis=0)
+    covered = np.zeros((size, size), dtype=bool)
+    for index in range(len(objects) - 1, -1, -1):
+        visible[index] &= ~covered
+        covered |= full[index]
     return full, visible
 
 
@@ -131,7 +158,7 @@ def render(scene: Scene, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(scene.seed)
     style = scene.style
     image = _background(size, rng, style)
-    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    yy, xx = _grid(size, 0.5)
     for _ in range(style.distractors):
         r = rng.uniform(0.03, 0.07)
         mask = shape_mask(SHAPES[rng.integers(len(SHAPES))], xx - rng.uniform(0, 1), yy - rng.uniform(0, 1), r)
@@ -139,8 +166,8 @@ def render(scene: Scene, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     full, visible = object_masks(scene.objects, size, style.outline)
     for index, obj in enumerate(scene.objects):
         image[full[index]] = _hue_shift(COLOURS[obj.colour], style.palette_shift) + rng.normal(0, 10, size=3)
-    image = image + rng.normal(0, 255 * style.noise, size=image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), visible
+    image += rng.standard_normal(size=image.shape, dtype=np.float32) * np.float32(255 * style.noise)
+    return np.clip(image, 0, 255, out=image).astype(np.uint8), visible
 
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
