@@ -1,0 +1,74 @@
+"""Layout generation: masks follow the image's augmentation, relevance maps equal chefer2021's, the pixel
+generator is a differentiable image, and a run resumes to the same image."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ntlb
+from ntlb.tasks.generators import FourierImage, ModuleGenerator, create_generator
+from ntlb.tasks.layout_generation import LayoutConfig, _normalise, augmenter, generate, relevance_maps
+from ntlb.tasks.layouts import Layout
+
+
+def test_masks_follow_the_same_augmentation_as_the_image():
+    torch.manual_seed(0)
+    masks = torch.zeros(6, 2, 64, 64)
+    masks[:, 0, 8:30, 10:40] = 1
+    masks[:, 1, 36:60, 30:56] = 1
+    images = torch.cat([masks[:, :1]] * 3, dim=1)  # the first box painted white on black
+    views, warped = augmenter((64, 64))(images, masks)
+    painted = views.mean(dim=1) > 0.5
+    inter = (painted & warped[:, 0].bool()).sum()
+    union = (painted | warped[:, 0].bool()).sum()
+    assert float(inter / union) > 0.85  # same geometry (edges differ by interpolation only)
+    moved = (warped[:, 0] != masks[:, 0]).float().mean()
+    assert float(moved) > 0.01  # and the augmentation did move things
+
+
+def test_relevance_maps_are_chefer_last_layer_cosine(world_model):
+    images = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    texts = ["a photo of a red circle", "a photo of a blue star"]
+    tokens = world_model.tokenizer(texts).truncated()
+    features = world_model.encode_text(tokens.ids, tokens.eot).features
+    scores, maps = relevance_maps(world_model, images, features, create_graph=False)
+    expected = ntlb.explain(world_model, _normalise(world_model, images), texts, start_layer_image=-1,
+                            logit_mode="cosine")
+    assert torch.allclose(scores, expected.logits, rtol=1e-10)
+    upsampled = F.interpolate(expected.image, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(maps, upsampled, rtol=1e-8, atol=1e-12)
+
+
+def test_pixel_generator_is_a_differentiable_image():
+    generator = create_generator("pixels", (32, 48), seed=1)
+    image = generator()
+    assert image.shape == (1, 3, 32, 48) and float(image.detach().min()) >= 0 and float(image.detach().max()) <= 1
+    image.mean().backward()
+    assert float(generator.spectrum.grad.abs().sum()) > 0
+    assert torch.equal(FourierImage((32, 48), seed=1)(), create_generator("pixels", (32, 48), seed=1)())
+    wrapped = ModuleGenerator(torch.nn.Tanh(), torch.zeros(1, 3, 4, 4), signed=True)
+    assert torch.allclose(wrapped(), torch.full((1, 3, 4, 4), 0.5))
+
+
+@pytest.mark.parametrize("method", ["ntlb", "masked+full"])
+def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
+    import ntlb.tasks.layout_generation as module
+
+    adapter = ntlb.load_model()
+    layout = Layout(64, 64, [(4, 4, 30, 30), (34, 30, 60, 58)], ["a photo of a red circle", "a photo of a blue star"])
+    config = LayoutConfig(method=method, steps=4, snapshot_every=2, views=2)
+    straight = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "a", config, False)
+    save = module.write_bytes_atomic
+
+    def stop_after_first_checkpoint(*args):
+        save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "write_bytes_atomic", stop_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
+    monkeypatch.setattr(module, "write_bytes_atomic", save)
+    resumed = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
+    assert torch.allclose(straight, resumed, atol=1e-6)
+    assert (tmp_path / "b" / "image.png").is_file() and (tmp_path / "b" / "snapshots" / "step_00004.png").is_file()
+    assert not torch.allclose(straight, create_generator("pixels", (64, 64))())  # it did optimise
