@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: setup demo test bench card
+.PHONY: setup demo test bench card explainers
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -20,6 +20,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/explain_speed.py
+	$(VENV)/bin/python benchmarks/prompt_speed.py --reference-classes 5
+
+explainers: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/explainers.py
 
 card: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/world_model_card.py

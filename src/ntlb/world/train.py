@@ -119,7 +119,7 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(loss.detach()))
         step += 1
-        progress.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale.exp()):.1f}")
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale.detach().exp()):.1f}")
         out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
         if step % checkpoint_every == 0 or step == steps or out_of_time:
             _save(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
