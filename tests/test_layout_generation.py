@@ -1,6 +1,8 @@
 """Layout generation: masks follow the image's augmentation, relevance maps equal chefer2021's, the pixel
 generator is a differentiable image, and a run resumes to the same image."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,3 +74,21 @@ def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
     assert torch.allclose(straight, resumed, atol=1e-6)
     assert (tmp_path / "b" / "image.png").is_file() and (tmp_path / "b" / "snapshots" / "step_00004.png").is_file()
     assert not torch.allclose(straight, create_generator("pixels", (64, 64))())  # it did optimise
+
+
+def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
+    from ntlb.cli import main
+
+    layout = Layout(64, 64, [(2, 2, 30, 30)], ["a photo of a red circle"])
+    from ntlb.tasks.layouts import write_layout
+
+    path = write_layout(layout, tmp_path / "layout.json")
+    out = tmp_path / "run"
+    assert main(["layout", "generate", "--layout", str(path), "--steps", "2", "--views", "2", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "ntlb" and 0.0 <= metrics["objects"][0]["f1"] <= 1.0
+    assert (out / "maps.png").is_file() and (out / "image.png").is_file()
+    assert main(["layout", "evaluate", str(out)]) == 0
+    assert "| ntlb | 1 |" in capsys.readouterr().out
+    assert main(["layout", "generate", "--steps", "2", "--out", str(out)]) == 2
+    assert "exactly one layout" in capsys.readouterr().err

@@ -300,9 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(bench)
     bench.set_defaults(run=cmd_benchmark_explainers)
 
+    from .layout_cli import add_layout_commands
     from .prompt_cli import add_prompt_commands
 
     add_prompt_commands(commands)
+    add_layout_commands(commands)
 
     models = commands.add_parser("models", help="list loadable and bundled models",
                                  description="List bundled models and open_clip architectures.")

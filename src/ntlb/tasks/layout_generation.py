@@ -165,3 +165,22 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
         image = generator()
     _snapshot(out / "image.png", image)
     return image
+
+
+def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor) -> dict:
+    """Paper Table 3's map metrics for a generated image: per object, the last-layer relevance map binarised
+    with Otsu's threshold, precision / recall / F1 against its box, and the cosine score."""
+    from ..metrics.boxes import otsu_box_scores
+
+    tokens = adapter.tokenizer(layout.texts).truncated()
+    with torch.no_grad():
+        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+    scores, maps = relevance_maps(adapter, image.to(adapter.device, adapter.dtype), text_features, False)
+    masks = layout.masks(tuple(image.shape[-2:]))
+    objects = []
+    for j, text in enumerate(layout.texts):
+        precision, recall, f1 = otsu_box_scores(maps[0, j], masks[j].bool())
+        objects.append({"text": text, "box": list(layout.boxes[j]), "precision": precision, "recall": recall,
+                        "f1": f1, "cosine": float(scores[0, j])})
+    summary = {key: sum(o[key] for o in objects) / len(objects) for key in ("precision", "recall", "f1", "cosine")}
+    return {"objects": objects, "mean": summary, "maps": maps[0].detach()}
