@@ -101,7 +101,9 @@ def test_benchmark_explainers_writes_tables(tmp_path):
     assert "| chefer2021 |" in (tmp_path / "explainers.md").read_text()
 
 
-@pytest.mark.parametrize("command", [["compare"], ["benchmark"], ["benchmark", "explainers"]])
+@pytest.mark.parametrize("command", [["compare"], ["benchmark"], ["benchmark", "explainers"], ["prompt"],
+                                     ["prompt", "train"], ["prompt", "eval"], ["prompt", "explain"], ["layout"],
+                                     ["layout", "generate"], ["layout", "evaluate"]])
 def test_compare_and_benchmark_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
