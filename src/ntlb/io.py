@@ -55,3 +55,15 @@ def save_image_atomic(path: str | Path, image: Image.Image) -> Path:
     buffer = io.BytesIO()
     image.save(buffer, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_figure_atomic(figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return write_bytes_atomic(path, buffer.getvalue())

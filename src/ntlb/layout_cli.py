@@ -11,7 +11,6 @@ from .errors import NtlbError
 
 
 def _maps_figure(image, maps, layout, path: Path) -> None:
-    import io
 
     import matplotlib
 
@@ -19,7 +18,7 @@ def _maps_figure(image, maps, layout, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from .io import write_bytes_atomic
+    from .io import save_figure_atomic
 
     count = len(layout.texts)
     fig, axes = plt.subplots(1, count + 1, figsize=(2.6 * (count + 1), 2.9), squeeze=False)
@@ -39,10 +38,7 @@ def _maps_figure(image, maps, layout, path: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure_atomic(fig, path)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import textwrap
 from pathlib import Path
 
@@ -12,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..explain.explanation import Explanation  # noqa: E402
-from ..io import write_bytes_atomic  # noqa: E402
+from ..io import save_figure_atomic  # noqa: E402
 from .heatmap import overlay  # noqa: E402
 
 
@@ -52,7 +51,4 @@ def method_comparison(explanations: dict[str, Explanation], path: str | Path, te
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return save_figure_atomic(fig, path)

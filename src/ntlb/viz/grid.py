@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import textwrap
 from pathlib import Path
 
@@ -12,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..explain.explanation import Explanation  # noqa: E402
-from ..io import write_bytes_atomic  # noqa: E402
+from ..io import save_figure_atomic  # noqa: E402
 from .heatmap import overlay  # noqa: E402
 
 
@@ -44,7 +43,4 @@ def explanation_grid(explanation: Explanation, path: str | Path, texts: list[str
         ax.axis("off")
     fig.suptitle(f"{explanation.method} relevance ({explanation.logit_mode} logits)", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return save_figure_atomic(fig, path)

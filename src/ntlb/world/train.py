@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import NtlbError
-from ..io import write_bytes_atomic
+from ..io import save_figure_atomic, write_bytes_atomic
 from ..models.loading import CONFIG_DIR, load_model, read_state_dict
 from .datasets import WorldCaptions
 
@@ -63,10 +63,7 @@ def plot_losses(losses: list[float], path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure_atomic(fig, path)
 
 
 def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float = 5e-4, warmup: int = 150,
