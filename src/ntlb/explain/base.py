@@ -66,10 +66,14 @@ class Explainer:
         differentiable = grad_requested and (
             pixels.requires_grad or any(p.requires_grad for p in adapter.model.parameters())
         )
-        image = adapter.encode_image(pixels, keep_from=keep_image)
+        image = self.encode_images(adapter, pixels, keep_image)
         text = adapter.encode_text(tokens.ids, tokens.eot, keep_from=keep_text)
         logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode)
         return Batch(adapter, image, text, tokens, logits, originals, differentiable)
+
+    def encode_images(self, adapter: ClipAdapter, pixels: Tensor, keep_from: int | None) -> Encoded:
+        """The image encoding this method reads (CLIP's own forward; a method may run its own)."""
+        return adapter.encode_image(pixels, keep_from=keep_from)
 
     def __call__(self, model, images: ImageInput, texts: TextInput, pairs: str = "all") -> Explanation:
         raise NotImplementedError

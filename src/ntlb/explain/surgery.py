@@ -18,11 +18,10 @@ from ..errors import NtlbError
 from ..models.adapter import ClipAdapter, Encoded
 from ..models.blocks import BlockView, attention_block, run_blocks, split_heads
 from ..models.loading import wrap
-from .base import Batch, Explainer
+from .base import Explainer
 from .explanation import Explanation
-from .inputs import prepare_images, prepare_texts
 from .registry import register
-from .relevance import accumulation_dtype, clip_scores
+from .relevance import accumulation_dtype
 
 ENSEMBLE_TEMPLATES = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
 
@@ -85,35 +84,26 @@ class ClipSurgery(Explainer):
             self._empty[key] = text_classifier(adapter, [""], ENSEMBLE_TEMPLATES)
         return self._empty[key]
 
+    def encode_images(self, adapter: ClipAdapter, pixels: Tensor, keep_from: int | None) -> Encoded:
+        """Features from the original path; `tokens` holds every projected token (CLS original, patches new)."""
+        features, projected = surgery_tokens(adapter, pixels, min(self.surgery_layers, len(adapter.image_blocks)))
+        return Encoded(features, tokens=projected)
+
     def __call__(self, model, images, texts, pairs: str = "all") -> Explanation:
         adapter = wrap(model)
         if not adapter.has_patch_attention:
             raise NtlbError("clip_surgery needs a ViT image tower: use method='gradcam' for ResNet CLIP")
-        layers = min(self.surgery_layers, len(adapter.image_blocks))
-        pixels, originals = prepare_images(adapter, images)
-        tokens = prepare_texts(adapter, texts).truncated()
-        if pairs == "diagonal" and len(pixels) != len(tokens):
-            raise NtlbError(
-                f"pairs='diagonal' needs as many texts as images, got {len(pixels)} images and {len(tokens)} texts"
-            )
-        features, projected = surgery_tokens(adapter, pixels, layers)
-        text = adapter.encode_text(tokens.ids, tokens.eot)
-        logits = clip_scores(features, text.features, adapter.logit_scale, self.logit_mode)
+        batch = self.encode(adapter, images, texts, pairs, None, None, torch.is_grad_enabled())
+        projected = batch.image.tokens
         dtype = accumulation_dtype(projected.dtype)
         normed = F.normalize(projected.to(dtype), dim=-1)
-        text_features = F.normalize(text.features.to(dtype), dim=-1)
-        empty = None
-        if len(tokens) == 1:
-            empty = self._empty_prompt(adapter).to(dtype)
+        text_features = F.normalize(batch.text.features.to(dtype), dim=-1)
+        empty = self._empty_prompt(adapter).to(dtype) if len(batch.tokens) == 1 else None
         maps = feature_surgery(normed[:, 1:], normed[:, 0], text_features, empty).transpose(1, 2)  # (B, T, P)
         low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
         maps = (maps - low) / (high - low).clamp(min=1e-12)
         if pairs == "diagonal":
             maps = maps.diagonal().T
-        zeros = torch.zeros(*maps.shape[:-1], tokens.ids.shape[1], dtype=dtype, device=maps.device)
-        differentiable = torch.is_grad_enabled() and (
-            pixels.requires_grad or any(p.requires_grad for p in adapter.model.parameters())
-        )
-        batch = Batch(adapter, Encoded(features), text, tokens, logits, originals, differentiable)
+        zeros = torch.zeros(*maps.shape[:-1], batch.tokens.ids.shape[1], dtype=dtype, device=maps.device)
         return self.explanation(batch, maps, zeros, pairs,
                                 text_note="clip_surgery explains images only: its text relevance is zero")
