@@ -175,8 +175,8 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
                  "--out", str(tmp_path / "ex")]) == 0
     pairs = json.loads((tmp_path / "ex" / "prompt_explanations.json").read_text())["pairs"]
     assert any("true" in p["role"] for p in pairs)
-    words = [w for w, _ in pairs[0]["words"]]
-    assert words[:2] == ["v1", "v2"] or "v1" in words
+    words = [w for w, _ in pairs[0]["words"]]  # --ctx 2, class name in the middle (the default)
+    assert words == ["v1", pairs[0]["class"], "v2", "."]
     assert sum(v for _, v in pairs[0]["words"]) == pytest.approx(1.0)
     assert main(["prompt", "eval", "--prompts", str(tmp_path / "none.pt"), "--data", "x"]) == 2
     assert "prompts file not found" in capsys.readouterr().err

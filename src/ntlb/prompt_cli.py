@@ -62,12 +62,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import torch
 
     from .explain.inputs import prepare_images
     from .io import save_image_atomic, write_json_atomic, write_text_atomic
     from .tasks.prompt_explain import explain_prompts
-    from .tasks.prompt_training import load_learner, prompt_logits, read_prompts
+    from .tasks.prompt_training import load_learner, read_prompts
     from .viz import overlay, words_ansi, words_html
 
     config = read_prompts(args.prompts)["config"]
@@ -80,11 +79,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.label not in names:
             raise NtlbError(f"--label '{args.label}' is not one of the prompts' {len(names)} classes")
         true = names.index(args.label)
-    with torch.no_grad():
-        logits, _ = prompt_logits(adapter, learner, adapter.encode_image(pixels).features)
-    predicted = logits.argmax(dim=1).tolist()
-    wanted = [sorted({p} | ({true} if true is not None else set())) for p in predicted]
-    probabilities, results = explain_prompts(adapter, learner, pixels, wanted)
+    probabilities, predicted, results = explain_prompts(adapter, learner, pixels, [true] * len(args.images))
     out = Path(args.out)
     records, rows = [], []
     for b, entries in enumerate(results):

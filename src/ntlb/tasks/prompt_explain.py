@@ -33,15 +33,18 @@ def prompt_words(adapter: ClipAdapter, learner: PromptLearner, row: Tensor, c: i
     return [(w, v / total) for w, v in words]
 
 
-def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, pixels: Tensor, classes: list[list[int]]):
-    """For each image b and each class in classes[b]: (probabilities (B, C), word lists, patch maps (h, w)).
+def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, pixels: Tensor, true: list[int | None]):
+    """For each image b, its predicted class and true[b] (when given): (probabilities (B, C), predicted (B,),
+    per image a list of (class, word relevance, patch map (h, w))).
 
-    Image b is encoded once and every prompt once; relevance comes from batched gradients.
+    Each image is encoded once and every prompt once; relevance comes from batched gradients.
     """
     with torch.enable_grad():
         image = adapter.encode_image(pixels, keep_from=0 if adapter.has_patch_attention else None)
         logits, prompts = prompt_logits(adapter, learner, image.features, keep_from=0)
         b_count, c_count = logits.shape
+        predicted = logits.detach().argmax(dim=1).tolist()
+        classes = [sorted({p} | ({t} if t is not None else set())) for p, t in zip(predicted, true)]
         text_rows = propagated_rows(logits, prompts.attentions,
                                     one_hot_targets(b_count, (b_count, c_count), 0, logits.device, logits.dtype),
                                     learner.layout.eot.to(logits.device), False, True)  # (B, C, L)
@@ -56,4 +59,4 @@ def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, pixels: Tensor
     for b, wanted in enumerate(classes):
         out.append([(c, prompt_words(adapter, learner, text_rows[b, c].detach(), c),
                      None if maps is None else maps[b, picked.index(c), 1:].detach().reshape(h, w)) for c in wanted])
-    return logits.detach().softmax(dim=-1), out
+    return logits.detach().softmax(dim=-1), predicted, out
