@@ -95,17 +95,25 @@ def layout_loss(adapter: ClipAdapter, image: Tensor, masks: Tensor, text_feature
         return loss, {"dice": float(dices.mean().detach()), "similarity": float(similarity.mean().detach())}
     k = masks.shape[0]
     masked = (views[:, None] * view_masks[:, :, None]).flatten(0, 1)  # (views * k, 3, H, W): outside blacked out
-    features = adapter.encode_image(_normalise(adapter, masked)).features
-    pair = clip_scores(features, text_features, adapter.logit_scale, "cosine").reshape(config.views, k, k)
+    batch = torch.cat([masked, views]) if config.method == "masked+full" else masked  # one encoding per step
+    features = adapter.encode_image(_normalise(adapter, batch)).features
+    scores = clip_scores(features, text_features, adapter.logit_scale, "cosine")
+    pair = scores[: config.views * k].reshape(config.views, k, k)
     masked_scores = pair.diagonal(dim1=1, dim2=2).mean(dim=0)  # CLIP(image * m_j, t_j)
     loss = -masked_scores.sum()
     parts = {"masked_similarity": float(masked_scores.mean().detach())}
     if config.method == "masked+full":
-        full = clip_scores(adapter.encode_image(_normalise(adapter, views)).features, text_features,
-                           adapter.logit_scale, "cosine").mean(dim=0)
+        full = scores[config.views * k :].mean(dim=0)
         loss = loss - full.sum()
         parts["similarity"] = float(full.mean().detach())
     return loss, parts
+
+
+@torch.no_grad()
+def text_features_of(adapter: ClipAdapter, texts: list[str]) -> Tensor:
+    """The texts' features, computed once per run."""
+    tokens = adapter.tokenizer(texts).truncated()
+    return adapter.encode_text(tokens.ids, tokens.eot).features
 
 
 def _snapshot(path: Path, image: Tensor) -> None:
@@ -127,9 +135,7 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
         raise NtlbError("the ntlb layout loss needs a ViT image tower (patch relevance): use a ViT CLIP")
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
-    tokens = adapter.tokenizer(layout.texts).truncated()
-    with torch.no_grad():
-        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+    text_features = text_features_of(adapter, layout.texts)
     masks = layout.masks().to(adapter.device)
     weights = box_weights(layout.area_ratios(), config.weight_scale)
     optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
@@ -172,9 +178,7 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor) -> dict:
     with Otsu's threshold, precision / recall / F1 against its box, and the cosine score."""
     from ..metrics.boxes import otsu_box_scores
 
-    tokens = adapter.tokenizer(layout.texts).truncated()
-    with torch.no_grad():
-        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+    text_features = text_features_of(adapter, layout.texts)
     scores, maps = relevance_maps(adapter, image.to(adapter.device, adapter.dtype), text_features, False)
     masks = layout.masks(tuple(image.shape[-2:]))
     objects = []
