@@ -90,5 +90,19 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert (out / "maps.png").is_file() and (out / "image.png").is_file()
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out
+    world = tmp_path / "world"  # a world layout: the world's detector runs, and AP / AR come with the table
+    assert main(["layout", "generate", "--world-seed", "3", "--method", "masked", "--steps", "2", "--views", "2",
+                 "--out", str(world)]) == 0
+    data = json.loads((world / "metrics.json").read_text())
+    assert data["detector"] == "world" and isinstance(data["detections"], list)
+    from ntlb.metrics.detection import detection_scores
+
+    expected = detection_scores([[(o["box"], o["label"]) for o in data["objects"]]],
+                                [[(d["box"], d["label"], d["score"]) for d in data["detections"]]])
+    capsys.readouterr()
+    assert main(["layout", "evaluate", str(out), str(world)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| masked |")][0].split(" | ")
+    assert row[1] == "1" and float(row[5]) == pytest.approx(100 * expected["AP"], abs=0.05)
+    assert float(row[4]) == pytest.approx(100 * data["mean"]["f1"], abs=0.05)
     assert main(["layout", "generate", "--steps", "2", "--out", str(out)]) == 2
     assert "exactly one layout" in capsys.readouterr().err

@@ -4,6 +4,7 @@ boxes, the JSON format and its errors, and the paper's 50% filter on real COCO a
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import SHARED
@@ -11,7 +12,9 @@ from conftest import SHARED
 from ntlb.errors import NtlbError
 from ntlb.losses import box_weights, dice, soft_relevance_mask
 from ntlb.metrics.boxes import otsu_box_scores, precision_recall_f1
+from ntlb.metrics.detection import detection_scores
 from ntlb.tasks.layouts import Layout, coco_layout, largest_boxes_under, random_world_layout, read_layout, write_layout
+from ntlb.world.detector import WorldDetector
 
 COCO = SHARED / "data" / "coco100" / "instances_val2017.json"
 
@@ -95,3 +98,48 @@ def test_coco_filter_on_real_annotations():
     assert got == pytest.approx(areas[: len(layout.boxes)])
     assert all(text.startswith("a photo of a ") for text in layout.texts)
     assert not math.isnan(sum(layout.area_ratios()))
+
+
+def test_detection_ap_ar_by_hand():
+    truth = [[((0, 0, 10, 10), "a"), ((20, 20, 30, 30), "b")]]
+    # "a" found exactly; "b" found with IoU 100 / 160 = 0.625: a hit at IoU thresholds 0.50, 0.55, 0.60 only
+    found = [[((0, 0, 10, 10), "a", 0.9), ((20, 20, 30, 36), "b", 0.8)]]
+    scores = detection_scores(truth, found)
+    assert scores["AP50"] == pytest.approx(1.0)
+    assert scores["AP"] == pytest.approx((1.0 + 0.3) / 2)
+    assert scores["AR"] == pytest.approx((1.0 + 0.3) / 2)
+    # a wrong label is a miss and a false positive; a second image with nothing found halves recall
+    scores = detection_scores(truth + [[((5, 5, 15, 15), "a")]], [[((0, 0, 10, 10), "b", 0.9)], []])
+    assert scores == {"AP": 0.0, "AP50": 0.0, "AR": 0.0}
+    scores = detection_scores(truth + [[((5, 5, 15, 15), "a")]], found + [[]])
+    assert scores["AR"] == pytest.approx((0.5 + 0.3) / 2)
+
+
+def test_world_detector_finds_rendered_objects():
+    from scipy import ndimage
+
+    from ntlb.world.scene import Style, _background, box_of, object_masks, random_scene, render
+
+    detector = WorldDetector()
+    found = total = 0
+    for seed in range(80):
+        scene = random_scene(seed)
+        image, visible = render(scene)
+        full, _ = object_masks(scene.objects, 64)
+        grown = [ndimage.binary_dilation(f, iterations=2) for f in full]
+        detections = detector(torch.from_numpy(image).permute(2, 0, 1).float() / 255)
+        for i, obj in enumerate(scene.objects):
+            if any((grown[i] & full[j]).any() for j in range(len(full)) if j != i):
+                continue  # touching objects of one colour merge: the detector sees regions
+            total += 1
+            box = box_of(visible[i])
+            found += any(d.label == f"{obj.colour} {obj.shape}" and max(abs(a - b) for a, b in zip(d.box, box)) <= 1
+                         for d in detections)
+    assert total > 80 and found / total >= 0.95
+    empty = _background(64, np.random.default_rng(0), Style())
+    assert detector(np.clip(empty, 0, 255)) == []
+
+
+def test_layout_labels_drop_the_prompt():
+    layout = Layout(64, 64, [(0, 0, 9, 9)] * 3, ["a photo of a red star", "a photo of an apple.", "dog"])
+    assert layout.labels() == ["red star", "apple", "dog"]

@@ -63,35 +63,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         adapter = load_model(args.model, args.pretrained, device=args.device)
     size = (layout.height, layout.width)
-    generator = create_generator(args.generator, size, seed=args.seed).to(adapter.device)
+    options = {"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint} if args.generator == "vqgan" else {}
+    generator = create_generator(args.generator, size, seed=args.seed, **options).to(adapter.device)
     config = LayoutConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,
                           dice=args.dice, snapshot_every=max(1, min(args.snapshot_every, args.steps)))
+    detector_name = args.detector or ("world" if args.world_seed is not None else "none")
+    detector = None
+    if detector_name != "none":
+        from .tasks.detectors import create_detector
+
+        options = {"model": args.detector_model, "weights": args.detector_weights} \
+            if detector_name == "torchvision" else {}
+        detector = create_detector(detector_name, **options)
     out = Path(args.out)
     image = generate(adapter, layout, generator, out, config)
-    metrics = evaluate_image(adapter, layout, image)
+    metrics = evaluate_image(adapter, layout, image, detector)
     _maps_figure(image, metrics.pop("maps"), layout, out / "maps.png")
     write_json_atomic(out / "metrics.json", {"method": args.method, "generator": args.generator, "seed": args.seed,
-                                             "steps": args.steps, "model": adapter.name,
+                                             "steps": args.steps, "model": adapter.name, "detector": detector_name,
                                              "random_weights": adapter.random_weights, **metrics})
     mean = metrics["mean"]
+    found = f", {len(metrics['detections'])} detections" if "detections" in metrics else ""
     print(f"precision {mean['precision']:.3f} recall {mean['recall']:.3f} F1 {mean['f1']:.3f} "
-          f"cosine {mean['cosine']:.3f}; wrote {out}/image.png, maps.png, metrics.json")
+          f"cosine {mean['cosine']:.3f}{found}; wrote {out}/image.png, maps.png, metrics.json")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rows: dict[str, list[dict]] = {}
+    from .tasks.layout_generation import TABLE_COLUMNS, summarize_runs
+
+    results = []
     for folder in args.runs:
         path = Path(folder) / "metrics.json"
         if not path.is_file():
             raise NtlbError(f"{path} not found: give folders written by 'ntlb layout generate'")
-        data = json.loads(path.read_text())
-        rows.setdefault(data["method"], []).append(data["mean"])
-    print("| method | runs | precision | recall | F1 | cosine |\n|---|---:|---:|---:|---:|---:|")
-    for method, means in rows.items():
-        cells = [100 * sum(m[k] for m in means) / len(means) for k in ("precision", "recall", "f1")]
-        cosine = sum(m["cosine"] for m in means) / len(means)
-        print(f"| {method} | {len(means)} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {cosine:.3f} |")
+        results.append(json.loads(path.read_text()))
+    print("| method | runs | " + " | ".join(TABLE_COLUMNS) + " | cosine |\n|---|" + "---:|" * (len(TABLE_COLUMNS) + 2))
+    for method, row in summarize_runs(results).items():
+        cells = [f"{100 * row[k]:.1f}" if k in row else "—" for k in TABLE_COLUMNS]
+        print(f"| {method} | {row['runs']} | " + " | ".join(cells) + f" | {row['cosine']:.3f} |")
     return 0
 
 
@@ -107,10 +117,16 @@ def add_layout_commands(commands) -> None:
     generate.add_argument("--image-id", type=int, default=None, help="COCO image id")
     generate.add_argument("--world-seed", type=int, default=None, help="a random world layout by seed")
     generate.add_argument("--method", default="ntlb", choices=["ntlb", "masked", "masked+full"])
-    generate.add_argument("--generator", default="pixels", help="generator name (default: pixels)")
+    generate.add_argument("--generator", default="pixels", help="pixels (weights-free, default) or vqgan")
+    generate.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (with --generator vqgan)")
+    generate.add_argument("--vqgan-checkpoint", default=None, help="taming VQGAN .ckpt (with --generator vqgan)")
     generate.add_argument("--dice", default="paper", choices=["paper", "released"])
+    generate.add_argument("--detector", default=None, choices=["world", "torchvision", "none"],
+                          help="detector for AP/AR (default: world for --world-seed layouts, else none)")
+    generate.add_argument("--detector-model", default="fasterrcnn_resnet50_fpn", help="torchvision detection model")
+    generate.add_argument("--detector-weights", default=None, help="state dict file of the torchvision detector")
     generate.add_argument("--steps", type=int, default=300)
-    generate.add_argument("--lr", type=float, default=0.05)
+    generate.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (paper: 0.1)")
     generate.add_argument("--views", type=int, default=4, help="augmented views per step")
     generate.add_argument("--snapshot-every", type=int, default=50)
     generate.add_argument("--seed", type=int, default=0)
@@ -119,7 +135,8 @@ def add_layout_commands(commands) -> None:
     generate.add_argument("--device", default="cpu")
     generate.add_argument("--out", default="out/layout", help="output folder (checkpoint, snapshots, image)")
     generate.set_defaults(run=cmd_generate)
-    evaluate = sub.add_parser("evaluate", help="a table of Otsu precision / recall / F1 over runs",
-                              description="Mean map metrics per method over folders of 'layout generate'.")
+    evaluate = sub.add_parser("evaluate", help="a Table 3 over runs: Otsu precision / recall / F1, AP / AR / AP50",
+                              description="Mean map metrics per method over folders of 'layout generate', and "
+                                          "COCO AP, AR, AP50 of their detections against the layout boxes.")
     evaluate.add_argument("runs", nargs="+", help="output folders of 'ntlb layout generate'")
     evaluate.set_defaults(run=cmd_evaluate)

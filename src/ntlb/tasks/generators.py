@@ -33,7 +33,7 @@ def register_generator(name: str):
 
 
 def create_generator(name: str, size: tuple[int, int], seed: int = 0, **options) -> nn.Module:
-    """A generator by name ("pixels", or one registered by a user)."""
+    """A generator by name ("pixels", "vqgan" with config= and checkpoint=, or one registered by a user)."""
     if name not in _GENERATORS:
         raise NtlbError(f"unknown generator '{name}': choose one of {', '.join(sorted(_GENERATORS))}")
     return _GENERATORS[name](size=size, seed=seed, **options)
@@ -74,3 +74,6 @@ class ModuleGenerator(nn.Module):
     def forward(self) -> Tensor:
         image = self.module(self.latent)
         return (image + 1) / 2 if self.signed else image
+
+
+from . import vqgan as _vqgan  # noqa: E402,F401  (registers "vqgan"; taming is imported only when one is built)

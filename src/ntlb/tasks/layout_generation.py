@@ -25,6 +25,7 @@ from ..models.adapter import ClipAdapter
 from .layouts import Layout
 
 METHODS = ("ntlb", "masked", "masked+full")
+TABLE_COLUMNS = ("precision", "recall", "f1", "AP", "AR", "AP50")  # paper Table 3
 
 
 @dataclass
@@ -33,7 +34,7 @@ class LayoutConfig:
 
     method: str = "ntlb"
     steps: int = 300
-    lr: float = 0.05
+    lr: float = 0.1
     views: int = 4
     seed: int = 0
     dice: str = "paper"
@@ -173,18 +174,44 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
     return image
 
 
-def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor) -> dict:
+def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector=None) -> dict:
     """Paper Table 3's map metrics for a generated image: per object, the last-layer relevance map binarised
-    with Otsu's threshold, precision / recall / F1 against its box, and the cosine score."""
+    with Otsu's threshold, precision / recall / F1 against its box, and the cosine score; with a detector, its
+    detections too (AP and AR need many images: `ntlb.metrics.detection.detection_scores`)."""
     from ..metrics.boxes import otsu_box_scores
 
     text_features = text_features_of(adapter, layout.texts)
     scores, maps = relevance_maps(adapter, image.to(adapter.device, adapter.dtype), text_features, False)
     masks = layout.masks(tuple(image.shape[-2:]))
     objects = []
-    for j, text in enumerate(layout.texts):
+    for j, (text, label) in enumerate(zip(layout.texts, layout.labels())):
         precision, recall, f1 = otsu_box_scores(maps[0, j], masks[j].bool())
-        objects.append({"text": text, "box": list(layout.boxes[j]), "precision": precision, "recall": recall,
-                        "f1": f1, "cosine": float(scores[0, j])})
+        objects.append({"text": text, "label": label, "box": list(layout.boxes[j]), "precision": precision,
+                        "recall": recall, "f1": f1, "cosine": float(scores[0, j].detach())})
     summary = {key: sum(o[key] for o in objects) / len(objects) for key in ("precision", "recall", "f1", "cosine")}
-    return {"objects": objects, "mean": summary, "maps": maps[0].detach()}
+    result = {"objects": objects, "mean": summary, "maps": maps[0].detach()}
+    if detector is not None:
+        result["detections"] = [{"box": list(d.box), "label": d.label, "score": d.score} for d in detector(image[0])]
+    return result
+
+
+def summarize_runs(results: list[dict]) -> dict[str, dict]:
+    """Paper Table 3 per method over runs (metrics.json dicts): mean Otsu precision / recall / F1 and cosine over
+    runs, and COCO AP / AR / AP50 of all runs' detections against their layouts' boxes (where detected)."""
+    from ..metrics.detection import detection_scores
+
+    by_method: dict[str, list[dict]] = {}
+    for result in results:
+        by_method.setdefault(result["method"], []).append(result)
+    table = {}
+    for method, runs in by_method.items():
+        row: dict = {"runs": len(runs)}
+        for key in ("precision", "recall", "f1", "cosine"):
+            row[key] = sum(r["mean"][key] for r in runs) / len(runs)
+        detected = [r for r in runs if "detections" in r]
+        if detected:
+            row.update(detection_scores([[(o["box"], o["label"]) for o in r["objects"]] for r in detected],
+                                        [[(d["box"], d["label"], d["score"]) for d in r["detections"]]
+                                         for r in detected]))
+        table[method] = row
+    return table

@@ -4,6 +4,7 @@ paper's 50% filter, and random layouts of the procedural world."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +49,10 @@ class Layout:
             masks[index, round(y0 * sy) : max(round(y1 * sy), round(y0 * sy) + 1),
                   round(x0 * sx) : max(round(x1 * sx), round(x0 * sx) + 1)] = 1.0
         return masks
+
+    def labels(self) -> list[str]:
+        """The texts without the prompt's lead-in ("a photo of a red star" -> "red star"): what a detector names."""
+        return [re.sub(r"^(a photo of )?(an? |the )?", "", text.strip().rstrip(".")) for text in self.texts]
 
     def area_ratios(self) -> list[float]:
         return [(x1 - x0) * (y1 - y0) / (self.width * self.height) for x0, y0, x1, y1 in self.boxes]

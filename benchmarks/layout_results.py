@@ -1,0 +1,138 @@
+"""Paper Table 3 and Fig. 4 on the world: objects placed in boxes by ntlb's Dice loss against the masked baselines.
+
+    python benchmarks/layout_results.py [--layouts 50] [--seeds 0 1 2 3] [--steps 200] [--jobs 2] [--quick]
+
+Random world layouts (1-3 boxes, "a photo of a {colour} {shape}") generated with the weights-free "pixels"
+generator and the bundled world model, by each method, through `ntlb layout generate` (one run per folder under
+--cache; finished runs are not redone). Table 3: Otsu precision / recall / F1 of each object's relevance map
+against its box, and COCO AP / AR / AP50 of the world's exact detector against the layout. Writes
+docs/results-layout.json and docs/results-layout-examples.png, and prints the markdown table. Then reads the
+layouts of ../shared/data/coco100 (the paper's 50% filter) and checks the metrics on its real boxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ntlb.io import save_figure_atomic, write_json_atomic
+from ntlb.tasks.layout_generation import METHODS, TABLE_COLUMNS, summarize_runs
+from ntlb.tasks.layouts import random_world_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+COCO = ROOT.parent / "shared" / "data" / "coco100" / "instances_val2017.json"
+
+
+def _run(job: tuple[str, int, int, int, int, str]) -> str:
+    import torch
+
+    from ntlb.cli import main
+
+    method, layout_seed, seed, steps, views, folder = job
+    torch.set_num_threads(1)
+    if not (Path(folder) / "metrics.json").is_file():
+        main(["layout", "generate", "--world-seed", str(layout_seed), "--method", method, "--seed", str(seed),
+              "--steps", str(steps), "--views", str(views), "--snapshot-every", str(steps), "--out", folder])
+    return folder
+
+
+def examples_figure(cache: Path, layouts: list[int], seed: int, path: Path) -> None:
+    """Fig. 4 style: one row per layout, the boxes and then each method's image with the boxes drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    fig, axes = plt.subplots(len(layouts), len(METHODS) + 1, figsize=(2.4 * (len(METHODS) + 1), 2.5 * len(layouts)),
+                             squeeze=False)
+    for row, layout_seed in enumerate(layouts):
+        layout = random_world_layout(layout_seed)
+        axes[row][0].imshow(np.full((layout.height, layout.width, 3), 255, dtype=np.uint8))
+        axes[row][0].set_title("layout", fontsize=8)
+        for j, label in enumerate(layout.labels()):
+            x0, y0 = layout.boxes[j][:2]
+            axes[row][0].text(x0 + 1, y0 + 5, label, fontsize=6)
+        for column, method in enumerate(METHODS, start=1):
+            folder = cache / method / f"layout{layout_seed}-seed{seed}"
+            axes[row][column].imshow(Image.open(folder / "image.png"))
+            f1 = json.loads((folder / "metrics.json").read_text())["mean"]["f1"]
+            axes[row][column].set_title(f"{method} (F1 {100 * f1:.0f})", fontsize=8)
+        for ax in axes[row]:
+            for x0, y0, x1, y1 in layout.boxes:
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", lw=1.2))
+            ax.axis("off")
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
+def coco_check(path: Path) -> dict | None:
+    """The paper's layout filter on the real COCO boxes, and the metrics on them: each box found exactly gives
+    AP = AR = 1; each box shifted by a fifth of its width (IoU 2/3: a hit at 4 of COCO's 10 IoU thresholds)
+    gives AP = 0.4."""
+    if not path.is_file():
+        return None
+    from ntlb.metrics.detection import detection_scores
+    from ntlb.tasks.layouts import coco_layout
+
+    data = json.loads(path.read_text())
+    layouts, skipped = [], 0
+    for image in tqdm(data["images"], desc="COCO layouts", unit="image"):
+        try:
+            layouts.append(coco_layout(path, image["id"]))
+        except Exception:  # noqa: BLE001  (an image with no box under 50% is skipped, as in the paper)
+            skipped += 1
+    truth = [list(zip(layout.boxes, layout.labels())) for layout in layouts]
+    exact = [[(box, label, 1.0) for box, label in image] for image in truth]
+    shifted = [[((x0 + (x1 - x0) / 5, y0, x1 + (x1 - x0) / 5, y1), label, 1.0) for (x0, y0, x1, y1), label in image]
+               for image in truth]
+    boxes = [len(layout.boxes) for layout in layouts]
+    share = [sum(layout.area_ratios()) for layout in layouts]
+    return {"images": len(data["images"]), "layouts": len(layouts), "skipped": skipped,
+            "boxes_per_layout": float(np.mean(boxes)), "max_boxes": int(max(boxes)),
+            "mean_area_share": float(np.mean(share)), "max_area_share": float(max(share)),
+            "exact": detection_scores(truth, exact), "shifted_fifth": detection_scores(truth, shifted)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layouts", type=int, default=50, help="world layouts (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
+    parser.add_argument("--cache", default=str(ROOT / "runs" / "layout-results"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results-layout.json"))
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "results-layout-examples.png"))
+    parser.add_argument("--quick", action="store_true", help="2 layouts, 1 seed, 10 steps: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.layouts, args.seeds, args.steps = 2, [0], 10
+    cache = Path(args.cache) / f"steps{args.steps}-views{args.views}"
+    jobs = [(method, layout, seed, args.steps, args.views, str(cache / method / f"layout{layout}-seed{seed}"))
+            for layout in range(args.layouts) for seed in args.seeds for method in METHODS]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.jobs) as pool:
+        for _ in tqdm(pool.imap_unordered(_run, jobs), total=len(jobs), desc="layout runs", unit="run"):
+            pass
+    results = [json.loads((Path(job[-1]) / "metrics.json").read_text()) for job in jobs]
+    table = summarize_runs(results)
+    coco = coco_check(COCO)
+    write_json_atomic(args.out, {"settings": vars(args), "table": table, "coco100": coco})
+    examples_figure(cache, list(range(min(4, args.layouts))), args.seeds[0], Path(args.figure))
+    print(f"\n### {args.layouts} world layouts x {len(args.seeds)} seeds, {args.steps} steps, {args.views} views\n")
+    print("| method | runs | " + " | ".join(TABLE_COLUMNS) + " | cosine |\n|---|" + "---:|" * (len(TABLE_COLUMNS) + 2))
+    for method, row in table.items():
+        print(f"| {method} | {row['runs']} | " + " | ".join(f"{100 * row[k]:.1f}" for k in TABLE_COLUMNS)
+              + f" | {row['cosine']:.3f} |")
+    print(json.dumps({"coco100": coco}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
