@@ -16,7 +16,7 @@ from ntlb.errors import NtlbError
 from ntlb.tasks.generators import create_generator
 
 DDCONFIG = {"double_z": False, "z_channels": 8, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32,
-            "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.0}
+            "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_vqgan_decodes_as_taming_does(small_vqgan):
         expected = ((decoder(post(quantize.embedding(codes).permute(0, 3, 1, 2))) + 1) / 2).clamp(0, 1)
     assert image.shape == (1, 3, 30, 28)
     torch.testing.assert_close(image, expected[..., :30, :28], rtol=1e-5, atol=1e-6)
+    assert torch.equal(generator.train()(), image)  # the decoder's dropout (0.5 here) stays off
     again = create_generator("vqgan", (30, 28), seed=3, config=config, checkpoint=checkpoint)
     assert torch.equal(again.latent, generator.latent)
     other = create_generator("vqgan", (30, 28), seed=4, config=config, checkpoint=checkpoint)

@@ -6,7 +6,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, end exclusive
 
 
 def _xywh(box: Box) -> list[float]:

@@ -14,8 +14,7 @@ from torch import Tensor
 
 from ..errors import NtlbError
 from ..io import write_json_atomic
-
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, end exclusive
+from ..metrics.detection import Box
 
 
 @dataclass

@@ -87,6 +87,7 @@ class VQGANImage(nn.Module):
         except RuntimeError as err:
             raise NtlbError(f"{checkpoint} does not match {config}: {str(err).splitlines()[1].strip()}") from None
         self.requires_grad_(False)
+        self.eval()  # a config's dropout must not be live while the latent is optimised
         self.size = tuple(size)
         factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
         grid = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
