@@ -1,6 +1,7 @@
 """Paper Table 3 and Fig. 4 on the world: objects placed in boxes by ntlb's Dice loss against the masked baselines.
 
-    python benchmarks/layout_results.py [--layouts 50] [--seeds 0 1 2 3] [--steps 200] [--jobs 2] [--quick]
+    python benchmarks/layout_results.py [--layouts 50] [--seeds 0 1 2 3] [--steps 200] [--views 2] [--decay 1.5]
+                                       [--jobs 2] [--quick]
 
 Random world layouts (1-3 boxes, "a photo of a {colour} {shape}") generated with the weights-free "pixels"
 generator and the bundled world model, by each method, through `ntlb layout generate` (one run per folder under
@@ -28,17 +29,42 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT.parent / "shared" / "data" / "coco100" / "instances_val2017.json"
 
 
-def _run(job: tuple[str, int, int, int, int, str]) -> str:
+def _run(job: tuple[str, str, int, int, int, int, float, str]) -> str:
     import torch
 
     from ntlb.cli import main
 
-    method, layout_seed, seed, steps, views, folder = job
+    method, dice, layout_seed, seed, steps, views, decay, folder = job
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
-        main(["layout", "generate", "--world-seed", str(layout_seed), "--method", method, "--seed", str(seed),
-              "--steps", str(steps), "--views", str(views), "--snapshot-every", str(steps), "--out", folder])
+        main(["layout", "generate", "--world-seed", str(layout_seed), "--method", method, "--dice", dice,
+              "--seed", str(seed), "--steps", str(steps), "--views", str(views), "--decay", str(decay),
+              "--snapshot-every", str(steps), "--out", folder])
     return folder
+
+
+def spread_and_pairs(jobs: list[tuple], results: list[dict]) -> dict:
+    """Per method: the std over seeds of the seed means (precision, recall, F1), the F1 by number of boxes, and
+    for ntlb against each baseline the share of (layout, seed) pairs where its F1 is higher, lower or tied."""
+    by_key, by_seed, by_count = {}, {}, {}
+    for job, result in zip(jobs, results):
+        folder = Path(job[-1]).parent.name
+        layout, seed = job[2], job[3]
+        by_key[(folder, layout, seed)] = result["mean"]["f1"]
+        by_seed.setdefault(folder, {}).setdefault(seed, []).append(result["mean"])
+        by_count.setdefault(folder, {}).setdefault(len(result["objects"]), []).append(result["mean"]["f1"])
+    spread = {folder: {key: float(np.std([np.mean([m[key] for m in means]) for means in seeds.values()]))
+                       for key in ("precision", "recall", "f1")} for folder, seeds in by_seed.items()}
+    counts = {folder: {str(n): {"runs": len(f1), "f1": float(np.mean(f1))} for n, f1 in sorted(groups.items())}
+              for folder, groups in by_count.items()}
+    pairs = {}
+    for baseline in METHODS[1:]:
+        diffs = [f1 - by_key[(baseline, layout, seed)] for (folder, layout, seed), f1 in by_key.items()
+                 if folder == "ntlb" and (baseline, layout, seed) in by_key]
+        pairs[baseline] = {"pairs": len(diffs), "ntlb_higher": float(np.mean([d > 0 for d in diffs])),
+                           "ntlb_lower": float(np.mean([d < 0 for d in diffs])),
+                           "mean_difference": float(np.mean(diffs))}
+    return {"std_over_seeds": spread, "f1_by_boxes": counts, "ntlb_vs": pairs}
 
 
 def examples_figure(cache: Path, layouts: list[int], seed: int, path: Path) -> None:
@@ -105,7 +131,10 @@ def main() -> None:
     parser.add_argument("--layouts", type=int, default=50, help="world layouts (seeds 0..N-1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--views", type=int, default=2, help="augmented views per step")
+    parser.add_argument("--decay", type=float, default=1.5, help="spectrum decay of the pixels generator")
+    parser.add_argument("--released-seeds", type=int, nargs="*", default=[0],
+                        help="seeds of an extra ntlb row with the released code's Dice (none: skip it)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "layout-results"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-layout.json"))
@@ -113,25 +142,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 layouts, 1 seed, 10 steps: a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.layouts, args.seeds, args.steps = 2, [0], 10
-    cache = Path(args.cache) / f"steps{args.steps}-views{args.views}"
-    jobs = [(method, layout, seed, args.steps, args.views, str(cache / method / f"layout{layout}-seed{seed}"))
-            for layout in range(args.layouts) for seed in args.seeds for method in METHODS]
+        args.layouts, args.seeds, args.released_seeds, args.steps = 2, [0], [0], 10
+    cache = Path(args.cache) / f"steps{args.steps}-views{args.views}-decay{args.decay}"
+    runs = [(method, "paper", seed, method) for seed in args.seeds for method in METHODS]
+    runs += [("ntlb", "released", seed, "ntlb-released") for seed in args.released_seeds]
+    jobs = [(method, dice, layout, seed, args.steps, args.views, args.decay,
+             str(cache / folder / f"layout{layout}-seed{seed}"))
+            for layout in range(args.layouts) for method, dice, seed, folder in runs]
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.jobs) as pool:
         for _ in tqdm(pool.imap_unordered(_run, jobs), total=len(jobs), desc="layout runs", unit="run"):
             pass
     results = [json.loads((Path(job[-1]) / "metrics.json").read_text()) for job in jobs]
     table = summarize_runs(results)
+    details = spread_and_pairs(jobs, results)
     coco = coco_check(COCO)
-    write_json_atomic(args.out, {"settings": vars(args), "table": table, "coco100": coco})
+    write_json_atomic(args.out, {"settings": vars(args), "table": table, **details, "coco100": coco})
     examples_figure(cache, list(range(min(4, args.layouts))), args.seeds[0], Path(args.figure))
-    print(f"\n### {args.layouts} world layouts x {len(args.seeds)} seeds, {args.steps} steps, {args.views} views\n")
+    print(f"\n### {args.layouts} world layouts x {len(args.seeds)} seeds, {args.steps} steps, {args.views} views, "
+          f"decay {args.decay}\n")
     print("| method | runs | " + " | ".join(TABLE_COLUMNS) + " | cosine |\n|---|" + "---:|" * (len(TABLE_COLUMNS) + 2))
     for method, row in table.items():
         print(f"| {method} | {row['runs']} | " + " | ".join(f"{100 * row[k]:.1f}" for k in TABLE_COLUMNS)
               + f" | {row['cosine']:.3f} |")
-    print(json.dumps({"coco100": coco}, indent=1))
+    print(json.dumps({**details, "coco100": coco}, indent=1))
 
 
 if __name__ == "__main__":

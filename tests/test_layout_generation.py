@@ -48,6 +48,14 @@ def test_pixel_generator_is_a_differentiable_image():
     image.mean().backward()
     assert float(generator.spectrum.grad.abs().sum()) > 0
     assert torch.equal(FourierImage((32, 48), seed=1)(), create_generator("pixels", (32, 48), seed=1)())
+
+    def roughness(image):  # neighbour differences relative to the spread: scale-free
+        vertical = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+        return float((vertical + (image[..., 1:] - image[..., :-1]).abs().mean()) / image.std())
+
+    with torch.no_grad():
+        rough = [roughness(FourierImage((64, 64), seed=2, decay=d)()) for d in (1.0, 1.5, 2.0)]
+    assert rough[0] > 1.5 * rough[1] > 2.25 * rough[2]  # a steeper spectrum decay leaves less fine detail
     wrapped = ModuleGenerator(torch.nn.Tanh(), torch.zeros(1, 3, 4, 4), signed=True)
     assert torch.allclose(wrapped(), torch.full((1, 3, 4, 4), 0.5))
 
@@ -92,9 +100,9 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert "| ntlb | 1 |" in capsys.readouterr().out
     world = tmp_path / "world"  # a world layout: the world's detector runs, and AP / AR come with the table
     assert main(["layout", "generate", "--world-seed", "3", "--method", "masked", "--steps", "2", "--views", "2",
-                 "--out", str(world)]) == 0
+                 "--decay", "1.5", "--out", str(world)]) == 0
     data = json.loads((world / "metrics.json").read_text())
-    assert data["detector"] == "world" and isinstance(data["detections"], list)
+    assert data["detector"] == "world" and isinstance(data["detections"], list) and data["decay"] == 1.5
     from ntlb.metrics.detection import detection_scores
 
     expected = detection_scores([[(o["box"], o["label"]) for o in data["objects"]]],
@@ -106,3 +114,21 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert float(row[4]) == pytest.approx(100 * data["mean"]["f1"], abs=0.05)
     assert main(["layout", "generate", "--steps", "2", "--out", str(out)]) == 2
     assert "exactly one layout" in capsys.readouterr().err
+
+
+def test_summary_rows_average_runs_and_score_detections():
+    from ntlb.tasks.layout_generation import summarize_runs
+
+    def run(method, f1, detections, dice="paper"):
+        objects = [{"box": [0, 0, 20, 20], "label": "red circle"}, {"box": [30, 30, 60, 60], "label": "blue star"}]
+        return {"method": method, "dice": dice, "objects": objects, "detections": detections,
+                "mean": {"precision": f1, "recall": f1, "f1": f1, "cosine": 0.3}}
+
+    exact = [{"box": [0, 0, 20, 20], "label": "red circle", "score": 0.9}]
+    table = summarize_runs([run("ntlb", 0.2, exact), run("ntlb", 0.6, exact), run("masked", 0.1, []),
+                            run("ntlb", 0.9, [], dice="released")])
+    assert set(table) == {"ntlb", "masked", "ntlb (released Dice)"}
+    assert table["ntlb"]["runs"] == 2 and table["ntlb"]["f1"] == pytest.approx(0.4)
+    # one of the two classes found exactly in both images: AP and AR are 1 for it and 0 for the other
+    assert table["ntlb"]["AP"] == pytest.approx(0.5) and table["ntlb"]["AR"] == pytest.approx(0.5)
+    assert table["masked"]["AP"] == pytest.approx(0.0) and table["ntlb (released Dice)"]["f1"] == pytest.approx(0.9)

@@ -63,8 +63,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         adapter = load_model(args.model, args.pretrained, device=args.device)
     size = (layout.height, layout.width)
-    options = {"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint} if args.generator == "vqgan" else {}
-    generator = create_generator(args.generator, size, seed=args.seed, **options).to(adapter.device)
+    generator_options = {"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint} \
+        if args.generator == "vqgan" else {"decay": args.decay} if args.generator == "pixels" else {}
+    generator = create_generator(args.generator, size, seed=args.seed, **generator_options).to(adapter.device)
     config = LayoutConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,
                           dice=args.dice, snapshot_every=max(1, min(args.snapshot_every, args.steps)))
     detector_name = args.detector or ("world" if args.world_seed is not None else "none")
@@ -79,7 +80,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     image = generate(adapter, layout, generator, out, config)
     metrics = evaluate_image(adapter, layout, image, detector)
     _maps_figure(image, metrics.pop("maps"), layout, out / "maps.png")
-    write_json_atomic(out / "metrics.json", {"method": args.method, "generator": args.generator, "seed": args.seed,
+    write_json_atomic(out / "metrics.json", {"method": args.method, "generator": args.generator,
+                                             **generator_options, "dice": args.dice, "seed": args.seed,
                                              "steps": args.steps, "model": adapter.name, "detector": detector_name,
                                              "random_weights": adapter.random_weights, **metrics})
     mean = metrics["mean"]
@@ -118,6 +120,9 @@ def add_layout_commands(commands) -> None:
     generate.add_argument("--world-seed", type=int, default=None, help="a random world layout by seed")
     generate.add_argument("--method", default="ntlb", choices=["ntlb", "masked", "masked+full"])
     generate.add_argument("--generator", default="pixels", help="pixels (weights-free, default) or vqgan")
+    generate.add_argument("--decay", type=float, default=1.0,
+                          help="spectrum decay of the pixels generator: higher gives smoother, flatter colours "
+                               "(1.5 suits the world's 64-pixel scenes)")
     generate.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (with --generator vqgan)")
     generate.add_argument("--vqgan-checkpoint", default=None, help="taming VQGAN .ckpt (with --generator vqgan)")
     generate.add_argument("--dice", default="paper", choices=["paper", "released"])
