@@ -64,7 +64,25 @@ def spread_and_pairs(jobs: list[tuple], results: list[dict]) -> dict:
         pairs[baseline] = {"pairs": len(diffs), "ntlb_higher": float(np.mean([d > 0 for d in diffs])),
                            "ntlb_lower": float(np.mean([d < 0 for d in diffs])),
                            "mean_difference": float(np.mean(diffs))}
-    return {"std_over_seeds": spread, "f1_by_boxes": counts, "ntlb_vs": pairs}
+    return {"std_over_seeds": spread, "f1_by_boxes": counts, "ntlb_vs": pairs,
+            "detector": detector_diagnostics(jobs, results)}
+
+
+def detector_diagnostics(jobs: list[tuple], results: list[dict]) -> dict:
+    """Per method: detections per run, and AP / AP50 with every label replaced by "object" (does the detector see
+    a world object in the box at all, whichever colour and shape)."""
+    from ntlb.metrics.detection import detection_scores
+
+    by_folder: dict[str, list[dict]] = {}
+    for job, result in zip(jobs, results):
+        by_folder.setdefault(Path(job[-1]).parent.name, []).append(result)
+    report = {}
+    for folder, runs in by_folder.items():
+        truth = [[(o["box"], "object") for o in r["objects"]] for r in runs]
+        found = [[(d["box"], "object", d["score"]) for d in r["detections"]] for r in runs]
+        report[folder] = {"detections_per_run": float(np.mean([len(r["detections"]) for r in runs])),
+                          "class_agnostic": detection_scores(truth, found)}
+    return report
 
 
 def examples_figure(cache: Path, layouts: list[int], seed: int, path: Path) -> None:
