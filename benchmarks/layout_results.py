@@ -43,44 +43,47 @@ def _run(job: tuple[str, str, int, int, int, int, float, str]) -> str:
     return folder
 
 
-def spread_and_pairs(jobs: list[tuple], results: list[dict]) -> dict:
-    """Per method: the std over seeds of the seed means (precision, recall, F1), the F1 by number of boxes, and
-    for ntlb against each baseline the share of (layout, seed) pairs where its F1 is higher, lower or tied."""
-    by_key, by_seed, by_count = {}, {}, {}
+def by_folder(jobs: list[tuple], results: list[dict]) -> dict[str, list[tuple[int, int, dict]]]:
+    """The runs of each method folder ("ntlb", "masked", ..., "ntlb-released") as (layout, seed, metrics)."""
+    groups: dict[str, list[tuple[int, int, dict]]] = {}
     for job, result in zip(jobs, results):
-        folder = Path(job[-1]).parent.name
-        layout, seed = job[2], job[3]
-        by_key[(folder, layout, seed)] = result["mean"]["f1"]
-        by_seed.setdefault(folder, {}).setdefault(seed, []).append(result["mean"])
-        by_count.setdefault(folder, {}).setdefault(len(result["objects"]), []).append(result["mean"]["f1"])
-    spread = {folder: {key: float(np.std([np.mean([m[key] for m in means]) for means in seeds.values()]))
-                       for key in ("precision", "recall", "f1")} for folder, seeds in by_seed.items()}
-    counts = {folder: {str(n): {"runs": len(f1), "f1": float(np.mean(f1))} for n, f1 in sorted(groups.items())}
-              for folder, groups in by_count.items()}
+        groups.setdefault(Path(job[-1]).parent.name, []).append((job[2], job[3], result))
+    return groups
+
+
+def spread_and_pairs(groups: dict[str, list[tuple[int, int, dict]]]) -> dict:
+    """Per method: the std over seeds of the seed means (precision, recall, F1) and the F1 by number of boxes;
+    for ntlb against each baseline, the share of (layout, seed) pairs where its F1 is higher or lower."""
+    spread, counts = {}, {}
+    for folder, runs in groups.items():
+        seeds: dict[int, list[dict]] = {}
+        boxes: dict[int, list[float]] = {}
+        for _, seed, result in runs:
+            seeds.setdefault(seed, []).append(result["mean"])
+            boxes.setdefault(len(result["objects"]), []).append(result["mean"]["f1"])
+        spread[folder] = {key: float(np.std([np.mean([m[key] for m in means]) for means in seeds.values()]))
+                          for key in ("precision", "recall", "f1")}
+        counts[folder] = {str(n): {"runs": len(f1), "f1": float(np.mean(f1))} for n, f1 in sorted(boxes.items())}
+    f1 = {folder: {(layout, seed): r["mean"]["f1"] for layout, seed, r in runs} for folder, runs in groups.items()}
     pairs = {}
     for baseline in METHODS[1:]:
-        diffs = [f1 - by_key[(baseline, layout, seed)] for (folder, layout, seed), f1 in by_key.items()
-                 if folder == "ntlb" and (baseline, layout, seed) in by_key]
+        diffs = [value - f1[baseline][key] for key, value in f1["ntlb"].items() if key in f1[baseline]]
         pairs[baseline] = {"pairs": len(diffs), "ntlb_higher": float(np.mean([d > 0 for d in diffs])),
                            "ntlb_lower": float(np.mean([d < 0 for d in diffs])),
                            "mean_difference": float(np.mean(diffs))}
-    return {"std_over_seeds": spread, "f1_by_boxes": counts, "ntlb_vs": pairs,
-            "detector": detector_diagnostics(jobs, results)}
+    return {"std_over_seeds": spread, "f1_by_boxes": counts, "ntlb_vs": pairs}
 
 
-def detector_diagnostics(jobs: list[tuple], results: list[dict]) -> dict:
-    """Per method: detections per run, and AP / AP50 with every label replaced by "object" (does the detector see
-    a world object in the box at all, whichever colour and shape)."""
+def detector_diagnostics(groups: dict[str, list[tuple[int, int, dict]]]) -> dict:
+    """Per method: detections per run, and AP / AP50 / AR with every label replaced by "object" (does the
+    detector see a world object in the box at all, whichever colour and shape)."""
     from ntlb.metrics.detection import detection_scores
 
-    by_folder: dict[str, list[dict]] = {}
-    for job, result in zip(jobs, results):
-        by_folder.setdefault(Path(job[-1]).parent.name, []).append(result)
     report = {}
-    for folder, runs in by_folder.items():
-        truth = [[(o["box"], "object") for o in r["objects"]] for r in runs]
-        found = [[(d["box"], "object", d["score"]) for d in r["detections"]] for r in runs]
-        report[folder] = {"detections_per_run": float(np.mean([len(r["detections"]) for r in runs])),
+    for folder, runs in groups.items():
+        truth = [[(o["box"], "object") for o in r["objects"]] for _, _, r in runs]
+        found = [[(d["box"], "object", d["score"]) for d in r["detections"]] for _, _, r in runs]
+        report[folder] = {"detections_per_run": float(np.mean([len(r["detections"]) for _, _, r in runs])),
                           "class_agnostic": detection_scores(truth, found)}
     return report
 
@@ -173,7 +176,8 @@ def main() -> None:
             pass
     results = [json.loads((Path(job[-1]) / "metrics.json").read_text()) for job in jobs]
     table = summarize_runs(results)
-    details = spread_and_pairs(jobs, results)
+    groups = by_folder(jobs, results)
+    details = {**spread_and_pairs(groups), "detector": detector_diagnostics(groups)}
     coco = coco_check(COCO)
     write_json_atomic(args.out, {"settings": vars(args), "table": table, **details, "coco100": coco})
     examples_figure(cache, list(range(min(4, args.layouts))), args.seeds[0], Path(args.figure))
