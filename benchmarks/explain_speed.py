@@ -19,8 +19,8 @@ import warnings
 import torch
 
 import ntlb
-from ntlb.explain.inputs import prepare_texts
 from ntlb.explain.reference import reference_relevance
+from ntlb.models.inputs import prepare_texts
 
 WORDS = ["red", "blue", "green", "small", "large", "striped", "wooden", "shiny"]
 NOUNS = ["circle", "star", "dog", "car", "tree", "house", "cup", "bird"]

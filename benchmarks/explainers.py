@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.metrics.explainer_benchmark import benchmark_explainers, comparison_figure, markdown_table, time_explainers
+from ntlb.tasks.explainer_benchmark import benchmark_explainers, comparison_figure, markdown_table, time_explainers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

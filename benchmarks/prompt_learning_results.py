@@ -30,13 +30,14 @@ from tqdm import tqdm
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.tasks import text_classifier
+from ntlb.models import text_features
 from ntlb.tasks.folders import class_subset, read_image_folder
 from ntlb.tasks.linear_probe import fit_linear_probe, probe_predict
 from ntlb.tasks.prompt_training import (
     PromptConfig,
     accuracy,
     dataset_features,
+    dataset_labels,
     load_learner,
     prompt_classifier,
     train_prompts,
@@ -145,7 +146,6 @@ def sensitivity_figure(sensitivity: dict[str, list[list[float]]], shots: int, pa
     ax.set_title(f"ntlb M=16 unified, {shots} shot: accuracy against lambda", fontsize=9)
     ax.legend(fontsize=7, ncol=3)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     save_figure_atomic(fig, path)
 
 
@@ -188,7 +188,7 @@ def main() -> None:
     train = read_image_folder(paths["train"])
     names = train.classnames
     tests = {v: read_image_folder(paths[v]) for v in VARIANTS}
-    features = {v: dataset_features(adapter, d) for v, d in tests.items()}
+    features = {v: (dataset_features(adapter, d), dataset_labels(d)) for v, d in tests.items()}
     columns = {v: class_subset(names, d.classnames) for v, d in tests.items()}
     results: dict = {"settings": vars(args), "rows": {}}
 
@@ -200,17 +200,18 @@ def main() -> None:
         classifier = prompt_classifier(adapter, learner)
         return [accuracy(*features[v], classifier, columns[v]) for v in VARIANTS]
 
-    hand = text_classifier(adapter, names, ("a photo of a {}.",))
+    hand = text_features(adapter, names, ("a photo of a {}.",))
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    ensemble = text_classifier(adapter, names, [t("{}") for t in OPENAI_IMAGENET_TEMPLATES])
+    ensemble = text_features(adapter, names, [t("{}") for t in OPENAI_IMAGENET_TEMPLATES])
     for shots in args.shots:
         for v in VARIANTS:
             record("0-shot hand prompt", shots, f"unified/{v}", accuracy(*features[v], hand, columns[v]))
             record("0-shot ensemble", shots, f"unified/{v}", accuracy(*features[v], ensemble, columns[v]))
         for seed in args.seeds:
-            shot_features, shot_labels = dataset_features(adapter, train.few_shot(shots, seed))
-            weights, bias = fit_linear_probe(shot_features, shot_labels, len(names))
+            shot_data = train.few_shot(shots, seed)
+            shot_features = dataset_features(adapter, shot_data)
+            weights, bias = fit_linear_probe(shot_features, dataset_labels(shot_data), len(names))
             for v in VARIANTS:
                 x, y = features[v]
                 predicted = probe_predict(x, weights, bias, columns[v])

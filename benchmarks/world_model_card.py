@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 import ntlb
-from ntlb.io import write_json_atomic
+from ntlb.io import save_figure_atomic, write_json_atomic
 from ntlb.metrics import mask_energy, pointing_game, recall_at_1
-from ntlb.tasks import classify, encode_images, text_classifier
+from ntlb.models import image_features, text_features
+from ntlb.tasks import classify
 from ntlb.world import VARIANTS, class_names, describe, labelled_sample, random_caption, random_scene, render
 from ntlb.world.captions import CONTENT_ROLES
 from ntlb.world.datasets import scene_seed
@@ -31,10 +32,10 @@ def zero_shot(adapter, per_class: int) -> dict:
     results = {}
     for task in ("colour-shape", "shape"):
         names = class_names(task)
-        classifier = text_classifier(adapter, names)
+        classifier = text_features(adapter, names, ("a {}",))
         for variant in VARIANTS:
             samples = [labelled_sample(i, task, "test", variant) for i in range(per_class * len(names))]
-            predicted = classify(encode_images(adapter, [s.image for s in samples]), classifier)
+            predicted = classify(image_features(adapter, [s.image for s in samples]), classifier)
             labels = torch.tensor([s.label for s in samples])
             results[f"{task}/{variant}"] = float((predicted == labels).float().mean())
     return results
@@ -45,10 +46,8 @@ def retrieval(adapter, count: int) -> dict:
     captions = [random_caption(s, np.random.default_rng(s.seed + 1)).text for s in scenes]
     from PIL import Image
 
-    images = encode_images(adapter, [Image.fromarray(render(s, 64)[0]) for s in scenes])
-    tokens = adapter.tokenizer(captions).truncated()
-    with torch.no_grad():
-        texts = torch.nn.functional.normalize(adapter.encode_text(tokens.ids, tokens.eot).features.float(), dim=-1)
+    images = image_features(adapter, [Image.fromarray(render(s, 64)[0]) for s in scenes])
+    texts = text_features(adapter, captions)
     i2t, t2i = recall_at_1(images @ texts.T, captions)
     return {"scenes": count, "image_to_text_R@1": i2t, "text_to_image_R@1": t2i, "chance": 1 / count}
 
@@ -136,8 +135,7 @@ def figure(rows: list[dict], path: Path) -> None:
                 anchor = left.annotate(" " + word, xycoords=anchor, xy=(1, 0), va="bottom", **style)
     fig.suptitle("ntlb-world: chefer2021 image maps for the named object, and word relevance", fontsize=11)
     fig.tight_layout(h_pad=2.5)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure_atomic(fig, path, dpi=100, tight=False)
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 from conftest import EXAMPLE
 
+import ntlb
 from ntlb.cli import main
 
 
@@ -96,8 +98,18 @@ def test_benchmark_explainers_writes_tables(tmp_path):
                  "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "explainers.json").read_text())
     assert set(data["methods"]) == {"chefer2021", "attention", "random (control)"}
-    for entry in data["methods"].values():
-        assert 0.0 <= entry["1_object"]["pointing_game"] <= 1.0
+    from ntlb.metrics import mask_energy, pointing_game
+    from ntlb.tasks.explainer_benchmark import named_object_pairs
+
+    pairs = named_object_pairs(2, 2)  # the benchmark's 2-object scenes, explained directly
+    with torch.no_grad():
+        explanation = ntlb.explain(ntlb.load_model(), [p.picture for p in pairs], [p.caption.text for p in pairs],
+                                   pairs="diagonal")
+    masks = torch.stack([p.mask for p in pairs])
+    entry = data["methods"]["chefer2021"]["2_object"]
+    assert entry["pointing_game"] == pytest.approx(float(pointing_game(explanation.image, masks).float().mean()))
+    low = explanation.image.flatten(1).amin(dim=1)[:, None, None]
+    assert entry["energy_in_mask"] == pytest.approx(float(mask_energy(explanation.image - low, masks).mean()))
     assert "| chefer2021 |" in (tmp_path / "explainers.md").read_text()
 
 

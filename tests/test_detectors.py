@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.models import get_model
 
+from ntlb.detectors import create_detector
 from ntlb.errors import NtlbError
-from ntlb.tasks.detectors import create_detector
 from ntlb.world.detector import WorldDetector
 
 

@@ -11,8 +11,8 @@ from conftest import random_pixels, relative_error
 
 import ntlb
 from ntlb.explain import relevance
-from ntlb.explain.inputs import prepare_texts
 from ntlb.explain.reference import reference_relevance
+from ntlb.models.inputs import prepare_texts
 
 TEXTS = ["a photo of a cat", "a small red-hot star.", "dog"]
 TOL = 1e-5
@@ -51,15 +51,6 @@ def test_hf_matches_reference(hf_small, start, mode):
 
 def test_chunked_gradients_match_reference(world_model):
     _compare(world_model, random_pixels(world_model, 3), TEXTS, chunk_size=2)
-
-
-def test_diagonal_pairs_are_the_diagonal_of_all_pairs(world_model):
-    pixels = random_pixels(world_model, 3)
-    full = ntlb.explain(world_model, pixels, TEXTS)
-    diagonal = ntlb.explain(world_model, pixels, TEXTS, pairs="diagonal")
-    index = torch.arange(3)
-    assert relative_error(diagonal.image, full.image[index, index]) <= 1e-12
-    assert relative_error(diagonal.text, full.text[index, index]) <= 1e-12
 
 
 def test_resnet_text_relevance_matches_reference():

@@ -12,9 +12,9 @@ from conftest import random_pixels, relative_error
 
 import ntlb
 from ntlb.errors import NtlbError
-from ntlb.explain.inputs import prepare_texts
 from ntlb.explain.relevance import clip_scores
 from ntlb.explain.surgery import ENSEMBLE_TEMPLATES
+from ntlb.models.inputs import prepare_texts
 
 TEXTS = ["a photo of a cat", "a small red star.", "dog"]
 TOL = 1e-6
@@ -166,7 +166,7 @@ def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
     assert torch.allclose(fast.logits, plain, rtol=1e-10)  # the CLS path is CLIP's own: scores unchanged
     after = vit_b32.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert float(fast.text.abs().max()) == 0.0 and "images only" in fast.text_note
+    assert fast.text is None and "images only" in fast.text_note
 
 
 def test_clip_surgery_single_text_subtracts_the_empty_prompt(vit_b32):
@@ -190,13 +190,23 @@ def test_clip_surgery_keeps_gradients_to_the_pixels(world_model):
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout", "gradcam", "clip_surgery", "chefer2021"])
-def test_diagonal_pairs_are_the_diagonal_of_all_pairs(world_model, method):
+def test_diagonal_and_chosen_pairs_are_entries_of_all_pairs(world_model, method):
+    """Explaining image i with text i, or chosen texts per image (a text twice, for two images), gives the
+    entries of the all-pairs explanation: the batched targets select exactly those scores."""
     pixels = random_pixels(world_model, 3)
     full = ntlb.explain(world_model, pixels, TEXTS, method=method)
     diagonal = ntlb.explain(world_model, pixels, TEXTS, method=method, pairs="diagonal")
-    index = torch.arange(3)
+    chosen = torch.tensor([[2, 0], [1, 1], [0, 2]])
+    selected = ntlb.explain(world_model, pixels, TEXTS, method=method, pairs=chosen)
+    index, rows = torch.arange(3), torch.arange(3)[:, None]
     assert relative_error(diagonal.image, full.image[index, index]) <= TOL
+    assert relative_error(selected.image, full.image[rows, chosen]) <= TOL
+    assert selected.text_index(2, 1) == 2 and diagonal.text_index(1) == 1
+    if method == "clip_surgery":
+        assert full.text is None and diagonal.text is None and selected.text is None
+        return
     assert torch.allclose(diagonal.text, full.text[index, index], rtol=TOL, atol=1e-12)
+    assert torch.allclose(selected.text, full.text[rows, chosen], rtol=TOL, atol=1e-12)
 
 
 def test_attention_maps_run_on_hf_and_resnet_towers(hf_small, rn50):

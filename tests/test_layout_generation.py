@@ -1,16 +1,25 @@
-"""Layout generation: masks follow the image's augmentation, relevance maps equal chefer2021's, the pixel
-generator is a differentiable image, and a run resumes to the same image."""
+"""Layout generation: masks follow the image's augmentation, the Dice loss through the explainer equals the
+released algorithm's (values and gradients), the pixel generator is its formula, and a run resumes to the same
+image."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import relative_error
 
 import ntlb
-from ntlb.tasks.generators import FourierImage, ModuleGenerator, create_generator
-from ntlb.tasks.layout_generation import LayoutConfig, _normalise, augmenter, generate, relevance_maps
+from ntlb.explain.reference import _relevance_matrix
+from ntlb.explain.relevance import clip_scores
+from ntlb.generators import FourierImage, ModuleGenerator, create_generator
+from ntlb.generators.pixels import _COLOUR
+from ntlb.losses import box_weights, dice, layout_loss, soft_relevance_mask
+from ntlb.models import TextFeatures, text_features
+from ntlb.tasks.layout_generation import LayoutConfig, augmenter, generate, layout_explainer
 from ntlb.tasks.layouts import Layout
+from ntlb.training import TrainingRun
 
 
 def test_masks_follow_the_same_augmentation_as_the_image():
@@ -28,23 +37,71 @@ def test_masks_follow_the_same_augmentation_as_the_image():
     assert float(moved) > 0.01  # and the augmentation did move things
 
 
-def test_relevance_maps_are_chefer_last_layer_cosine(world_model):
-    images = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    texts = ["a photo of a red circle", "a photo of a blue star"]
-    tokens = world_model.tokenizer(texts).truncated()
-    features = world_model.encode_text(tokens.ids, tokens.eot).features
-    scores, maps = relevance_maps(world_model, images, features, create_graph=False)
-    expected = ntlb.explain(world_model, _normalise(world_model, images), texts, start_layer_image=-1,
-                            logit_mode="cosine")
-    assert torch.allclose(scores, expected.logits, rtol=1e-10)
-    upsampled = F.interpolate(expected.image, size=(64, 64), mode="bilinear", align_corners=False)
-    assert torch.allclose(maps, upsampled, rtol=1e-8, atol=1e-12)
+def _reference_layout_loss(adapter, views, masks, features, weights, variant):
+    """Algorithm 1 as released: every (view, text) pair on its own, one gradient call, full R of the last layer."""
+    n, k = views.shape[0], features.shape[0]
+    dices = torch.zeros(n, k, dtype=views.dtype)
+    scores = torch.zeros(n, k, dtype=views.dtype)
+    for v in range(n):
+        for j in range(k):
+            image = adapter.encode_image(adapter.normalize(views[v : v + 1]), keep_from=5)
+            score = clip_scores(image.features, features[j : j + 1], adapter.logit_scale, "cosine")[0, 0]
+            row = _relevance_matrix(score, image.attentions, 0, create_graph=True)[0, 1:]
+            relevance = F.interpolate(row.reshape(1, 1, 8, 8), size=(64, 64), mode="bilinear", align_corners=False)
+            soft = soft_relevance_mask(relevance[0, 0])
+            dices = dices.index_put((torch.tensor(v), torch.tensor(j)), dice(soft, masks[v, j], variant))
+            scores = scores.index_put((torch.tensor(v), torch.tensor(j)), score)
+    return -(weights.to(dices) * dices.mean(dim=0)).sum() - scores.mean(dim=0).sum()
 
 
-def test_pixel_generator_is_a_differentiable_image():
+@pytest.mark.parametrize("variant", ["paper", "released"])
+def test_layout_loss_through_the_explainer_matches_the_reference(world_model, variant):
+    """The Dice loss from the chefer2021 explainer (last layer, cosine, second-order graph) and its gradient to the
+    pixels equal the pair-by-pair released algorithm's to 1e-9 in float64."""
+    base = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    layout = Layout(64, 64, [(4, 4, 30, 30), (34, 30, 60, 58)], ["a photo of a red circle", "a photo of a blue star"])
+    masks = layout.masks().double()[None].expand(2, -1, -1, -1)
+    features = text_features(world_model, layout.texts)
+    weights = box_weights(layout.area_ratios())
+    fast_pixels = base.clone().requires_grad_(True)
+    explanation = layout_explainer(LayoutConfig())(world_model, world_model.normalize(fast_pixels),
+                                                   TextFeatures(features))
+    fast, _ = layout_loss(explanation, masks, weights, variant)
+    fast.backward()
+    slow_pixels = base.clone().requires_grad_(True)
+    slow = _reference_layout_loss(world_model, slow_pixels, masks, features, weights, variant)
+    slow.backward()
+    assert float(fast.detach()) == pytest.approx(float(slow.detach()), rel=1e-9)
+    assert relative_error(fast_pixels.grad, slow_pixels.grad) <= 1e-9 and float(slow_pixels.grad.abs().sum()) > 0
+
+
+def test_any_explainer_with_image_maps_drives_the_layout_loss(world_model):
+    layout = Layout(64, 64, [(4, 4, 30, 30)], ["a photo of a red circle"])
+    features = text_features(world_model, layout.texts)
+    gradients = {}
+    for name in ("attention", "rollout", "gradcam", "chefer2021", "clip_surgery"):
+        pixels = torch.rand(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        pixels.requires_grad_(True)
+        explanation = layout_explainer(LayoutConfig(explainer=name))(world_model, world_model.normalize(pixels),
+                                                                    TextFeatures(features))
+        loss, _ = layout_loss(explanation, layout.masks().double()[None], box_weights(layout.area_ratios()))
+        loss.backward()
+        gradients[name] = pixels.grad
+        assert float(pixels.grad.abs().sum()) > 0
+    assert relative_error(gradients["attention"], gradients["chefer2021"]) > 1e-3
+
+
+def test_pixel_generator_is_its_formula():
     generator = create_generator("pixels", (32, 48), seed=1)
     image = generator()
-    assert image.shape == (1, 3, 32, 48) and float(image.detach().min()) >= 0 and float(image.detach().max()) <= 1
+    # sigmoid(4 * C @ irfft2(spectrum / frequency)), written out with numpy's inverse FFT
+    spectrum = generator.spectrum.detach().double().numpy()
+    fy, fx = np.fft.fftfreq(32)[:, None], np.fft.rfftfreq(48)[None, :]
+    frequency = np.maximum(np.sqrt(fx**2 + fy**2), 1 / 48)
+    coefficients = (spectrum[..., 0] + 1j * spectrum[..., 1]) / frequency / 48
+    planes = np.fft.irfft2(coefficients, s=(32, 48), norm="ortho")
+    expected = 1 / (1 + np.exp(-4 * np.einsum("ij,jhw->ihw", _COLOUR.double().numpy(), planes)))
+    assert np.allclose(image.detach()[0].double().numpy(), expected, atol=1e-6)
     image.mean().backward()
     assert float(generator.spectrum.grad.abs().sum()) > 0
     assert torch.equal(FourierImage((32, 48), seed=1)(), create_generator("pixels", (32, 48), seed=1)())
@@ -62,22 +119,20 @@ def test_pixel_generator_is_a_differentiable_image():
 
 @pytest.mark.parametrize("method", ["ntlb", "masked+full"])
 def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
-    import ntlb.tasks.layout_generation as module
-
     adapter = ntlb.load_model()
     layout = Layout(64, 64, [(4, 4, 30, 30), (34, 30, 60, 58)], ["a photo of a red circle", "a photo of a blue star"])
     config = LayoutConfig(method=method, steps=4, snapshot_every=2, views=2)
     straight = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "a", config, False)
-    save = module.write_bytes_atomic
+    save = TrainingRun.save
 
-    def stop_after_first_checkpoint(*args):
-        save(*args)
+    def stop_after_first_checkpoint(self, *args, **kwargs):
+        save(self, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(module, "write_bytes_atomic", stop_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(TrainingRun, "save", stop_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted during step 2/4 \(saved: step 2\)"):
         generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
-    monkeypatch.setattr(module, "write_bytes_atomic", save)
+    monkeypatch.setattr(TrainingRun, "save", save)
     resumed = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
     assert torch.allclose(straight, resumed, atol=1e-6)
     assert (tmp_path / "b" / "image.png").is_file() and (tmp_path / "b" / "snapshots" / "step_00004.png").is_file()
@@ -94,7 +149,10 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["layout", "generate", "--layout", str(path), "--steps", "2", "--views", "2", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["method"] == "ntlb" and 0.0 <= metrics["objects"][0]["f1"] <= 1.0
+    first = metrics["objects"][0]
+    assert metrics["method"] == "ntlb" and metrics["explainer"] == "chefer2021"
+    assert first["f1"] == pytest.approx(2 * first["precision"] * first["recall"]
+                                        / (first["precision"] + first["recall"]))
     assert (out / "maps.png").is_file() and (out / "image.png").is_file()
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out

@@ -36,10 +36,10 @@ def test_classify_picks_the_nearest_class():
 
 def test_empty_class_list(world_model):
     from ntlb import NtlbError
-    from ntlb.tasks import text_classifier
+    from ntlb.models import text_features
 
     with pytest.raises(NtlbError, match="empty class list"):
-        text_classifier(world_model, [])
+        text_features(world_model, [])
 
 
 def test_otsu_splits_a_bimodal_case_where_computed_by_hand():

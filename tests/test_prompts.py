@@ -7,14 +7,17 @@ import pytest
 import torch
 from conftest import random_pixels
 
+import ntlb
 from ntlb.cli import main
 from ntlb.errors import NtlbError
 from ntlb.explain.reference import _relevance_matrix
 from ntlb.explain.relevance import clip_scores
-from ntlb.losses import class_relevance_rows, explainability_loss, explainability_scores
+from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
+from ntlb.models import ImageFeatures, image_features, text_features
 from ntlb.tasks.folders import class_subset, read_image_folder
-from ntlb.tasks.prompt_training import PromptConfig, evaluate, train_prompts
+from ntlb.tasks.prompt_training import PromptConfig, evaluate, step_loss, train_prompts
 from ntlb.tasks.prompts import PromptLearner, prompt_layout
+from ntlb.training import TrainingRun
 from ntlb.world.datasets import export_classification
 
 NAMES = ["red circle", "traffic light", "dog"]
@@ -72,40 +75,59 @@ def test_loss_reductions_by_hand():
     assert float(only_true) == pytest.approx(-0.7)
 
 
-def test_batched_class_relevance_matches_the_reference_per_class(world_model):
-    """Images encoded once and one batched backward equal the released algorithm: image re-encoded per class,
-    one gradient call per layer."""
-    learner = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", seed=1).double()
+def _reference_scores_and_logits(adapter, learner, pixels, score):
+    """The released algorithm: the image re-encoded for every class, one gradient call per layer, full R."""
+    layout, embeddings = learner.layout, learner()
+    logits, scores = [], []
+    for b in range(pixels.shape[0]):
+        for c in range(len(learner.classnames)):
+            features = adapter.encode_image(pixels[b : b + 1]).features
+            one = adapter.encode_text(layout.ids[c : c + 1], layout.eot[c : c + 1], keep_from=0,
+                                      embeddings=embeddings[c : c + 1])
+            logit = clip_scores(features, one.features, adapter.logit_scale)[0, 0]
+            row = _relevance_matrix(logit, one.attentions, 0, False)[int(layout.eot[c])]
+            scores.append(explainability_scores(row[None, None], layout.eot[c : c + 1], layout.names[c : c + 1],
+                                                score)[0, 0])
+            logits.append(logit)
+    shape = (pixels.shape[0], len(learner.classnames))
+    return torch.stack(logits).reshape(shape), torch.stack(scores).reshape(shape)
+
+
+@pytest.mark.parametrize("score, reduction", [("paper", "paper"), ("coop", "released")])
+def test_loss_through_the_explainer_matches_the_reference_per_class(world_model, score, reduction):
+    """Through the chefer2021 explainer (images encoded once, one batched backward), the class-name loss and its
+    gradient to the context vectors equal the released algorithm's, pair by pair, to 1e-9 (float64)."""
+    labels = torch.tensor([0, 2])
     pixels = random_pixels(world_model, 2)
-    image = world_model.encode_image(pixels).features
-    prompts = learner.encode(world_model, keep_from=0)
-    logits = clip_scores(image, prompts.features, world_model.logit_scale)
-    fast = class_relevance_rows(logits, prompts, learner.layout.eot)
-    fast_scores = explainability_scores(fast, learner.layout.eot, learner.layout.names)
-    for b in range(2):
-        for c in range(len(NAMES)):
-            features = world_model.encode_image(pixels[b : b + 1]).features
-            one = world_model.encode_text(learner.layout.ids[c : c + 1], learner.layout.eot[c : c + 1], keep_from=0,
-                                          embeddings=learner()[c : c + 1])
-            score = clip_scores(features, one.features, world_model.logit_scale)[0, 0]
-            row = _relevance_matrix(score, one.attentions, 0, False)[int(learner.layout.eot[c])]
-            layout = learner.layout
-            slow = explainability_scores(row[None, None], layout.eot[c : c + 1], layout.names[c : c + 1]).detach()
-            length = fast.shape[-1]
-            assert torch.allclose(fast[b, c], row[:length].detach(), rtol=1e-9, atol=1e-12)
-            assert float(fast_scores[b, c].detach()) == pytest.approx(float(slow), rel=1e-9)
+    fast = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", seed=1).double()
+    explanation = ntlb.explain(world_model, ImageFeatures(world_model.encode_image(pixels).features),
+                               fast.prompts())
+    loss, scores = class_name_loss(explanation, fast.layout.names, labels, score, reduction)
+    (fast_grad,) = torch.autograd.grad(loss, [fast.ctx])
+    slow = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", seed=1).double()
+    slow_logits, slow_scores = _reference_scores_and_logits(world_model, slow, pixels, score)
+    slow_loss = explainability_loss(slow_scores, labels, reduction)
+    (slow_grad,) = torch.autograd.grad(slow_loss, [slow.ctx])
+    assert torch.allclose(explanation.logits, slow_logits, rtol=1e-12)
+    assert torch.allclose(scores, slow_scores, rtol=1e-9)
+    assert float(loss.detach()) == pytest.approx(float(slow_loss.detach()), rel=1e-9)
+    assert torch.allclose(fast_grad, slow_grad, rtol=1e-9, atol=1e-15) and float(slow_grad.abs().sum()) > 0
 
 
-def test_the_explainability_loss_reaches_the_context_vectors(world_model):
+def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
+    """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors;
+    clip_surgery has no text relevance and is refused in one line."""
+    pixels = random_pixels(world_model, 2)
     learner = PromptLearner(world_model, NAMES, n_ctx=2, seed=0).double()
-    image = world_model.encode_image(random_pixels(world_model, 2)).features
-    prompts = learner.encode(world_model, keep_from=0)
-    logits = clip_scores(image, prompts.features, world_model.logit_scale)
-    rows = class_relevance_rows(logits, prompts, learner.layout.eot)
-    loss = explainability_loss(explainability_scores(rows, learner.layout.eot, learner.layout.names),
-                               torch.tensor([0, 2]))
-    (grad,) = torch.autograd.grad(loss, [learner.ctx])
-    assert float(grad.abs().sum()) > 0
+    gradients = {}
+    for name in ("attention", "rollout", "gradcam", "chefer2021"):
+        config = PromptConfig(n_ctx=2, explainer=name)
+        loss, parts = step_loss(world_model, learner, pixels, torch.tensor([0, 1]), config)
+        (gradients[name],) = torch.autograd.grad(loss, [learner.ctx])
+        assert float(gradients[name].abs().sum()) > 0 and parts["expl"] != 0
+    assert not torch.allclose(gradients["attention"], gradients["chefer2021"])
+    with pytest.raises(NtlbError, match="clip_surgery.*gives no text relevance"):
+        step_loss(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
 
 
 @pytest.fixture(scope="module")
@@ -128,35 +150,37 @@ def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
                                                                  train.classnames.index("star")]
     with pytest.raises(NtlbError, match="not among"):
         class_subset(["circle"], ["star"])
-    # a classifier that scores "square" highest for everything: restricted to {circle, star} it must not predict it
-    classifier = torch.zeros(6, world_model.model.text_projection.shape[1])
-    classifier[train.classnames.index("square")] = 1.0
-    classifier[train.classnames.index("star"), 0] = 1e-3
-    accuracy = evaluate(world_model, classifier.double(), subset, train.classnames)
-    assert 0.0 < accuracy < 1.0  # with the square column gone the choice is between circle and star only
+    # the shape names' features, with "square" replaced by a vector that beats every class on every image
+    classifier = text_features(world_model, train.classnames, ("a {}",))
+    features = image_features(world_model, [path for path, _ in subset.samples])
+    labels = torch.tensor([label for _, label in subset.samples])  # 0: circle, 1: star, within the subset
+    square = train.classnames.index("square")
+    classifier[square] = features.sum(dim=0) * 100
+    assert bool((features @ classifier.T).argmax(dim=1).eq(square).all())  # unrestricted, square takes every image
+    columns = [train.classnames.index("circle"), train.classnames.index("star")]
+    expected = float(((features @ classifier[columns].T).argmax(dim=1) == labels).float().mean())
+    assert evaluate(world_model, classifier, subset, train.classnames) == pytest.approx(expected) and expected > 0
 
 
 def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypatch):
-    import ntlb.tasks.prompt_training as training
-
     train = read_image_folder(world_folders / "train")
     config = dict(n_ctx=2, epochs=3, shots=2, batch_size=4, expl_weight=1.0, augment=True, seed=5)
     straight = train_prompts(world_model, train, tmp_path / "straight.pt", PromptConfig(**config), progress=False)
-    save = training._save
+    save = TrainingRun.save
 
-    def crash_after_first_epoch(*args):
-        save(*args)
+    def crash_after_first_epoch(self, *args, **kwargs):
+        save(self, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_save", crash_after_first_epoch)
+    monkeypatch.setattr(TrainingRun, "save", crash_after_first_epoch)
     path = tmp_path / "resumed.pt"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted during epoch 1/3 \(saved: epoch 1\): rerun"):
         train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
-    assert torch.load(path, weights_only=False)["epoch"] == 1
-    monkeypatch.setattr(training, "_save", save)
+    assert torch.load(path, weights_only=False)["done"] == 1
+    monkeypatch.setattr(TrainingRun, "save", save)
     train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
     resumed, reference = torch.load(path, weights_only=False), torch.load(straight, weights_only=False)
-    assert resumed["epoch"] == 3 and torch.equal(resumed["ctx"], reference["ctx"])
+    assert resumed["done"] == 3 and torch.equal(resumed["ctx"], reference["ctx"])
     assert resumed["history"] == reference["history"]
     with pytest.raises(NtlbError, match="other settings"):
         train_prompts(world_model, train, path, PromptConfig(**{**config, "n_ctx": 3}), progress=False)
@@ -168,15 +192,16 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
                  "--epochs", "1", "--out", str(prompts)]) == 0
     assert main(["prompt", "eval", "--prompts", str(prompts), "--data", str(world_folders / "test"),
                  str(world_folders / "subset")]) == 0
-    results = json.loads(prompts.with_suffix(".eval.json").read_text())["results"]
-    assert {v["classes"] for v in results.values()} == {6, 2}
+    results = {path.name: json.loads(path.read_text()) for path in (tmp_path / "p.eval").glob("*.json")}
+    assert set(results) == {"test.json", "subset.json"}  # one file per dataset
+    assert results["test.json"]["classes"] == 6 and results["subset.json"]["classes"] == 2
     image = sorted((world_folders / "test" / "star").iterdir())[0]
     assert main(["prompt", "explain", "--prompts", str(prompts), str(image), "--label", "star",
                  "--out", str(tmp_path / "ex")]) == 0
     pairs = json.loads((tmp_path / "ex" / "prompt_explanations.json").read_text())["pairs"]
     assert any("true" in p["role"] for p in pairs)
     words = [w for w, _ in pairs[0]["words"]]  # --ctx 2, class name in the middle (the default)
-    assert words == ["v1", pairs[0]["class"], "v2", "."]
+    assert words == ["v1", pairs[0]["class"], "v2", "."] and pairs[0]["role"].startswith("predicted")
     assert sum(v for _, v in pairs[0]["words"]) == pytest.approx(1.0)
     assert main(["prompt", "eval", "--prompts", str(tmp_path / "none.pt"), "--data", "x"]) == 2
     assert "prompts file not found" in capsys.readouterr().err
@@ -189,5 +214,7 @@ def test_linear_probe_separates_and_respects_a_subset():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     weights, bias = fit_linear_probe(features, labels, 3)
     assert probe_predict(features, weights, bias).tolist() == labels.tolist()
-    # restricted to classes {1, 2}, the class-0 points must go to one of them
-    assert set(probe_predict(features[:2], weights, bias, [1, 2]).tolist()) <= {1, 2}
+    # restricted to classes {1, 2}, the class-0 points (along +x) go to class 1 (along +y), not 2 (along -x)
+    assert probe_predict(features[:2], weights, bias, [1, 2]).tolist() == [1, 1]
+    logits = features[:2] @ weights.T + bias
+    assert bool((logits[:, 0] > logits[:, 1]).all()) and bool((logits[:, 1] > logits[:, 2]).all())

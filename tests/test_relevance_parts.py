@@ -5,7 +5,8 @@ import torch
 
 from ntlb import NtlbError
 from ntlb.explain.normalize import minmax, normalize_text, upsample, word_relevance
-from ntlb.explain.relevance import attention_gradients, one_hot_targets, propagate_row
+from ntlb.explain.relevance import attention_gradients, propagate_row, select_row
+from ntlb.explain.targets import image_targets, select_pairs, text_targets, top_k
 from ntlb.models.tokenizer import Word
 
 
@@ -25,11 +26,37 @@ def test_batched_gradients_equal_one_call_per_target():
     attention = torch.rand(2, 3, 4, 4, generator=generator, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(4, 3, generator=generator, dtype=torch.float64)
     scores = (attention.sum(dim=(1, 2)) @ weights).tanh()  # (2 images, 3 texts)
-    targets = one_hot_targets(3, (2, 3), 1, "cpu", torch.float64)
-    (batched,) = attention_gradients(scores, [attention], targets, False, True)
+    _, columns = select_pairs("all", scores)
+    (batched,) = attention_gradients(scores, [attention], image_targets(columns, scores), False, True)
     for t in range(3):
         (single,) = torch.autograd.grad(scores[:, t].sum(), [attention], retain_graph=True)
         assert torch.allclose(batched[t], single, rtol=1e-12)
+
+
+def test_pair_selection_and_targets_by_hand():
+    logits = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    mode, columns = select_pairs("all", logits)
+    assert mode == "all" and columns.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert select_pairs(top_k(2), logits)[1].tolist() == [[1, 2], [0, 2]]
+    chosen = torch.tensor([[1, 2], [0, 2]])
+    images = image_targets(chosen, logits)  # slot k of every image at once
+    assert images[0].tolist() == [[0, 1, 0], [1, 0, 0]] and images[1].tolist() == [[0, 0, 1], [0, 0, 1]]
+    rounds_targets, rounds = text_targets(chosen, logits)  # text 2 is explained twice: one round per image
+    assert rounds_targets.tolist() == [[[0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 0, 1]]]
+    assert rounds.tolist() == [[0, 0], [1, 1]]
+    square = torch.zeros(2, 2)
+    single, rounds = text_targets(select_pairs("diagonal", square)[1], square)  # each text once: one round
+    assert single.tolist() == [[[1, 0], [0, 1]]] and rounds.tolist() == [[0], [0]]
+    for bad, message in ((torch.tensor([[3]]), "there are 3 texts"), (torch.tensor([[0.5], [1.0]]), "integer"),
+                         ("pairs", "unknown pairs")):
+        with pytest.raises(NtlbError, match=message):
+            select_pairs(bad if not isinstance(bad, torch.Tensor) or bad.shape[0] == 2 else bad.expand(2, 1), logits)
+
+
+def test_select_row_picks_one_row_per_matrix():
+    matrices = torch.arange(2 * 3 * 3.0).reshape(2, 3, 3)
+    assert select_row(matrices, torch.tensor([2, 0])).tolist() == [[6, 7, 8], [9, 10, 11]]
+    assert select_row(matrices, torch.tensor(1)).tolist() == [[3, 4, 5], [12, 13, 14]]
 
 
 def test_text_normalisations_by_hand():

@@ -41,6 +41,12 @@ def test_grid_figure(world_model, tmp_path):
     import ntlb
 
     explanation = ntlb.explain(world_model, [EXAMPLE, EXAMPLE], ["a red circle", "a blue square"])
-    path = explanation_grid(explanation, tmp_path / "grid.png")
+    (path,) = explanation_grid(explanation, tmp_path / "grid.png")
     with Image.open(path) as picture:
         assert picture.size[0] > 400 and picture.size[1] > 400
+    texts = [f"a {c} circle" for c in ("red", "blue", "green", "pink", "cyan")]
+    explanation = ntlb.explain(world_model, [EXAMPLE, EXAMPLE, EXAMPLE], texts)  # 3 rows of 5 cells
+    pages = explanation_grid(explanation, tmp_path / "many.png", texts, per_page=10)  # whole rows, <= 10 cells
+    assert [p.name for p in pages] == ["many-1.png", "many-2.png"]
+    with Image.open(pages[0]) as first, Image.open(pages[1]) as last:
+        assert last.size[1] < first.size[1]  # two rows, then one

@@ -13,7 +13,7 @@ from taming.modules.diffusionmodules.model import Decoder
 from taming.modules.vqvae.quantize import VectorQuantizer
 
 from ntlb.errors import NtlbError
-from ntlb.tasks.generators import create_generator
+from ntlb.generators import create_generator
 
 DDCONFIG = {"double_z": False, "z_channels": 8, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32,
             "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.5}

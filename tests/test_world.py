@@ -56,8 +56,12 @@ def test_occlusion_hides_the_earlier_object():
 
 
 def test_vocabulary_and_classes():
-    assert len(SHAPES) >= 6 and len(COLOURS) >= 8
-    assert len(class_names("colour-shape")) == 48 and class_names("shape") == list(SHAPES)
+    palette = np.array(list(COLOURS.values()), dtype=float)
+    gaps = np.linalg.norm(palette[:, None] - palette[None], axis=-1) + np.eye(len(palette)) * 1e9
+    assert gaps.min() > 60  # every two colours further apart than the detector's tolerance: names are unambiguous
+    names = class_names("colour-shape")
+    assert names == [f"{c} {s}" for c in COLOURS for s in SHAPES] and len(set(names)) == len(COLOURS) * len(SHAPES)
+    assert class_names("shape") == list(SHAPES) and len(set(SHAPES)) == len(SHAPES)
 
 
 def test_caption_words_name_the_right_objects_and_match_the_tokenizer():

@@ -4,8 +4,8 @@ import torch
 
 import ntlb
 from ntlb.metrics import pointing_game
-from ntlb.models import bundled_models
-from ntlb.tasks import classify, encode_images, text_classifier
+from ntlb.models import bundled_models, image_features, text_features
+from ntlb.tasks import classify
 from ntlb.world import class_names, describe, labelled_sample, random_scene, render
 from ntlb.world.datasets import scene_seed
 
@@ -29,7 +29,7 @@ def test_zero_shot_far_above_chance_on_held_out_scenes():
     model = _shipped()
     names = class_names()
     samples = [labelled_sample(i, split="test") for i in range(2 * len(names))]
-    predicted = classify(encode_images(model, [s.image for s in samples]), text_classifier(model, names))
+    predicted = classify(image_features(model, [s.image for s in samples]), text_features(model, names, ("a {}",)))
     accuracy = float((predicted == torch.tensor([s.label for s in samples])).float().mean())
     # docs/world-model.md: 0.964 on 960 held-out scenes; chance 0.02
     assert accuracy >= 0.88, f"zero-shot accuracy {accuracy:.2f} on 96 held-out scenes (chance 0.02)"

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from ntlb.world.train import contrastive_loss, learning_rate, train
+from ntlb.training import warmup_cosine
+from ntlb.world.train import contrastive_loss, train
 
 
 def test_contrastive_loss_by_hand():
@@ -24,15 +25,21 @@ def test_identical_captions_are_both_positives():
 
 
 def test_schedule_warms_up_then_decays():
-    assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
-    assert learning_rate(9, 100, 1.0, 10) == pytest.approx(1.0)
-    assert learning_rate(99, 100, 1.0, 10) < 0.01
+    assert warmup_cosine(0, 100, 1.0, 10) == pytest.approx(0.1)  # linear ramp (CLIP training)
+    assert warmup_cosine(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 1.0, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert warmup_cosine(99, 100, 1.0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert warmup_cosine(0, 50, 0.002, 1, 1e-5) == 1e-5  # CoOp: a constant warm-up epoch
+    assert warmup_cosine(1, 50, 0.002, 1, 1e-5) == pytest.approx(0.002)
 
 
 def test_tiny_run_stops_and_resumes(tmp_path):
-    train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, max_minutes=1e-6)
+    train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, max_minutes=1e-6, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 1
-    train(tmp_path, steps=4, batch_size=8, checkpoint_every=2)
+    assert state["done"] == 1 and len(state["losses"]) == 1
+    train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 4 and len(state["losses"]) == 4 and (tmp_path / "loss.png").is_file()
+    assert state["done"] == 4 and len(state["losses"]) == 4 and (tmp_path / "loss.png").is_file()
+    straight = tmp_path / "straight"
+    train(straight, steps=4, batch_size=8, checkpoint_every=2, progress=False)
+    assert torch.load(straight / "checkpoint.pt", weights_only=False)["losses"] == state["losses"]

@@ -1,4 +1,5 @@
-"""Reading images with clear errors, and writing outputs atomically (a crash never leaves half a file)."""
+"""Reading images with clear errors, writing outputs atomically (a crash never leaves half a file) with the
+usual permissions, and output folders that never mix the files of two runs."""
 
 from __future__ import annotations
 
@@ -14,15 +15,26 @@ from .errors import NtlbError
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """An RGB PIL image; a one-line error for a missing or unreadable file."""
+    """An RGB PIL image; a one-line error for a missing, truncated or unreadable file, or a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise NtlbError(f"{path} is a folder: give image files (PNG, JPEG, ...)")
     if not path.is_file():
         raise NtlbError(f"image not found: {path}: check the path")
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
+        if "truncated" in str(err):
+            raise NtlbError(f"image {path} is truncated: the file is incomplete; copy or export it again") from None
         raise NtlbError(f"cannot read image {path}: {type(err).__name__}: is it a PNG/JPEG file?") from None
+
+
+def _file_mode() -> int:
+    """rw for everyone the umask allows (0644 under the usual umask 022), as open() would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -33,6 +45,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        os.chmod(temporary, _file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -48,22 +61,68 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def save_image_atomic(path: str | Path, image: Image.Image) -> Path:
-    """Save a PIL image (format from the suffix) atomically."""
+def image_bytes(image: Image.Image, suffix: str = ".png") -> bytes:
+    """A PIL image encoded in the format its suffix names."""
     import io
 
     buffer = io.BytesIO()
-    image.save(buffer, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
-    return write_bytes_atomic(path, buffer.getvalue())
+    image.save(buffer, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
+    return buffer.getvalue()
 
 
-def save_figure_atomic(figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+def save_image_atomic(path: str | Path, image: Image.Image) -> Path:
+    """Save a PIL image (format from the suffix) atomically."""
+    return write_bytes_atomic(path, image_bytes(image, Path(path).suffix))
+
+
+class OutputFolder:
+    """A folder that a command writes its results into. The files an earlier run of ntlb wrote there (listed in
+    `.ntlb-outputs.json`) are removed first, so a rerun never leaves old and new results side by side; files
+    ntlb did not write are left alone."""
+
+    MANIFEST = ".ntlb-outputs.json"
+
+    def __init__(self, path: str | Path):
+        self.root = Path(path)
+        self.written: list[str] = []
+        manifest = self.root / self.MANIFEST
+        if manifest.is_file():
+            try:
+                previous = json.loads(manifest.read_text())
+            except json.JSONDecodeError:
+                previous = []
+            for name in previous:
+                (self.root / name).unlink(missing_ok=True)
+            manifest.unlink()
+
+    def __truediv__(self, name: str) -> Path:
+        """The path of an output file, recorded as written by this run."""
+        return self.record([self.root / name])[0]
+
+    def record(self, paths: list[Path]) -> list[Path]:
+        """Record files (inside the folder) as written by this run; returns them."""
+        names = [str(Path(path).relative_to(self.root)) for path in paths]
+        new = [name for name in names if name not in self.written]
+        if new:
+            self.written += new
+            write_json_atomic(self.root / self.MANIFEST, self.written)
+        return [Path(path) for path in paths]
+
+
+def save_figure_atomic(figure, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Lay out and save a matplotlib figure as PNG atomically, then close it. Glyphs the font lacks (emoji,
+    some scripts in a caption) are drawn as boxes without a warning per glyph."""
     import io
+    import warnings
 
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        warnings.filterwarnings("ignore", message="Matplotlib currently does not support")
+        if tight:
+            figure.tight_layout()
+        figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     return write_bytes_atomic(path, buffer.getvalue())

@@ -1,24 +1,23 @@
-"""Grad-CAM: attention Grad-CAM of the last layer for transformer towers, classic Grad-CAM for ResNet towers.
+"""Grad-CAM: attention Grad-CAM of the last layer for transformer towers, classic Grad-CAM for convolutional towers.
 
 For ViT image towers and every text tower the map is row CLS/EOT of mean_heads max(dy/dA * A, 0) of the last
-layer (Chefer et al.'s attention Grad-CAM baseline). For a ResNet image tower it is Grad-CAM on the last
-convolutional stage before the attention pool: relu(sum_c mean_hw(dy/dF_c) * F_c), so RN50 CLIP gets maps.
+layer (Chefer et al.'s attention Grad-CAM baseline). For a convolutional image tower (ResNet, ConvNeXt)
+it is Grad-CAM on the last convolutional stage before pooling: relu(sum_c mean_hw(dy/dF_c) * F_c).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.loading import wrap
-from .chefer import Chefer2021
-from .explanation import Explanation
+from ..models.adapter import ClipAdapter, Encoded
+from ..models.features import accumulation_dtype
+from .base import Batch
+from .gradient import GradientExplainer
 from .registry import register
-from .relevance import accumulation_dtype, attention_gradients, one_hot_targets
+from .relevance import gradient_weighted, select_row
 
 
 @contextmanager
@@ -48,10 +47,10 @@ def grad_cam(activation: Tensor, gradient: Tensor) -> Tensor:
 
 
 @register("gradcam")
-class GradCam(Chefer2021):
+class GradCam(GradientExplainer):
     """Grad-CAM maps for every pair, batched like chefer2021 (one gradient call per tower and chunk).
 
-    The start layers are fixed to the last layer: that is the method.
+    The layer is fixed to the last one (that is the method): start layers are ignored and not recorded.
     """
 
     def __init__(self, start_layer_image: int = -1, start_layer_text: int = -1, logit_mode: str = "scaled",
@@ -59,34 +58,23 @@ class GradCam(Chefer2021):
         super().__init__(-1, -1, logit_mode, create_graph, chunk_size)
 
     def options(self) -> dict:
-        return {"layer": -1, "create_graph": self.create_graph}
+        return {"layer": "last", "logit_mode": self.logit_mode, "create_graph": self.create_graph}
 
-    def __call__(self, model, images, texts, pairs: str = "all") -> Explanation:
-        grad_requested = torch.is_grad_enabled()
-        with torch.enable_grad():
-            adapter = wrap(model)
-            stage = adapter.last_conv_stage()
-            keep_image = adapter.resolve_layer(-1, "image") if adapter.has_patch_attention else None
-            keep_text = adapter.resolve_layer(-1, "text")
-            with captured_output(stage) if stage is not None else nullcontext({}) as captured:
-                batch = self.encode(adapter, images, texts, pairs, keep_image, keep_text, grad_requested)
-            conv_maps = None
-            if "output" in captured:
-                conv_maps = self._conv_maps(batch.logits, captured["output"], pairs)
-            if pairs == "diagonal":
-                image_rel, text_rel = self._diagonal(batch)
-            else:
-                image_rel, text_rel = self._all_pairs(batch)
-        eot = batch.tokens.eot.to(text_rel.device)
-        text_rel = text_rel - F.one_hot(eot, text_rel.shape[-1]).to(text_rel.dtype)  # the row of Abar, not I+Abar
-        return self.explanation(batch, image_rel if conv_maps is None else conv_maps, text_rel, pairs)
+    def encode_images(self, adapter: ClipAdapter, pixels: Tensor) -> Encoded:
+        stage = adapter.last_conv_stage()
+        if stage is None:
+            return super().encode_images(adapter, pixels)
+        with captured_output(stage) as captured:
+            encoded = adapter.encode_image(pixels)
+        encoded.activation = captured["output"]  # (B, C, h, w): what convolutional Grad-CAM reads
+        return encoded
 
-    def _conv_maps(self, logits: Tensor, activation: Tensor, pairs: str) -> Tensor:
-        """(B, T, h*w) or (B, h*w) Grad-CAM maps of every pair from one batched gradient call."""
-        if pairs == "diagonal":
-            grad = attention_gradients(logits.diagonal(), [activation], None, self.create_graph, True)[0]
-            return grad_cam(activation, grad)
-        t = logits.shape[1]
-        targets = one_hot_targets(t, tuple(logits.shape), 1, logits.device, logits.dtype)
-        grads = attention_gradients(logits, [activation], targets, self.create_graph, True)[0]  # (T, B, C, h, w)
-        return grad_cam(activation.unsqueeze(0), grads).transpose(0, 1)
+    def gradient_inputs(self, batch: Batch, tower: str) -> list[Tensor]:
+        if tower == "image" and batch.image.activation is not None:
+            return [batch.image.activation]
+        return super().gradient_inputs(batch, tower)
+
+    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor]) -> Tensor:
+        if tower == "image" and batch.image.activation is not None:
+            return grad_cam(tensors[0].unsqueeze(0), gradients[0])
+        return select_row(gradient_weighted(tensors[-1].unsqueeze(0), gradients[-1]), batch.position(tower))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import NtlbError
+from ..models.features import accumulation_dtype
 
 LOGIT_MODES = ("scaled", "cosine")
 
@@ -17,11 +18,6 @@ def clip_scores(image_features: Tensor, text_features: Tensor, scale: Tensor, mo
         raise NtlbError(f"unknown logit_mode '{mode}': use 'scaled' or 'cosine'")
     cosine = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
     return cosine * scale if mode == "scaled" else cosine
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half types, the input's own dtype when wider (float64 tests)."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def gradient_weighted(attention: Tensor, gradient: Tensor) -> Tensor:
@@ -43,60 +39,39 @@ def propagate_row(abars: list[Tensor], row: Tensor) -> Tensor:
     return r
 
 
+def select_row(matrices: Tensor, row: Tensor) -> Tensor:
+    """Row `row` of each (..., N, N) matrix -> (..., N); `row` broadcasts against the leading dims."""
+    lead = matrices.shape[:-2]
+    index = row.expand(lead)[..., None, None].expand(*lead, 1, matrices.shape[-1])
+    return matrices.gather(-2, index).squeeze(-2)
+
+
 def attention_gradients(
     output: Tensor,
-    attentions: list[Tensor],
-    targets: Tensor | None,
+    inputs: list[Tensor],
+    targets: Tensor,
     create_graph: bool,
     retain_graph: bool,
 ) -> list[Tensor]:
-    """d<target_k, output>/dA_l for every layer in one autograd call (speed-up 2).
+    """d<target_k, output>/d input for every input (all layers) in one autograd call (speed-up 2).
 
-    targets: (K, *output.shape) for K vector-Jacobian products batched with vmap (speed-up 3), or None for
-    the gradient of output.sum(). A layer the output does not reach gets zeros.
+    targets: (K, *output.shape) selectors; K > 1 are vector-Jacobian products batched with vmap (speed-up 3).
+    Returns (K, *input.shape) per input; an input the output does not reach gets zeros.
     """
+    batched = targets.shape[0] > 1
     grads = torch.autograd.grad(
         output,
-        attentions,
-        grad_outputs=targets if targets is not None else torch.ones_like(output),
-        is_grads_batched=targets is not None,
+        inputs,
+        grad_outputs=targets if batched else targets[0],
+        is_grads_batched=batched,
         create_graph=create_graph,
         retain_graph=retain_graph,
         allow_unused=True,
     )
     if not create_graph:
         grads = [g.detach() if g is not None else None for g in grads]
-    shape = (targets.shape[0],) if targets is not None else ()
     return [
-        g if g is not None else torch.zeros(*shape, *a.shape, dtype=a.dtype, device=a.device)
-        for g, a in zip(grads, attentions)
+        torch.zeros(targets.shape[0], *a.shape, dtype=a.dtype, device=a.device) if g is None
+        else g if batched else g.unsqueeze(0)
+        for g, a in zip(grads, inputs)
     ]
-
-
-def one_hot_targets(count: int, shape: tuple[int, int], dim: int, device, dtype) -> Tensor:
-    """K = count one-hot selectors over `dim` of a (B, T) score matrix: target k selects column/row k."""
-    targets = torch.zeros(count, *shape, device=device, dtype=dtype)
-    index = torch.arange(count, device=device)
-    if dim == 1:
-        targets[index, :, index] = 1
-    else:
-        targets[index, index, :] = 1
-    return targets
-
-
-def propagated_rows(logits: Tensor, attentions: list[Tensor], targets: Tensor, row: Tensor, create_graph: bool,
-                    retain_graph: bool, chunk_size: int | None = None) -> Tensor:
-    """Row `row` of R = prod_l (I + Abar_l) for K batched targets over `logits`: (K, ..., N).
-
-    `chunk_size` targets per gradient call bound the memory; the graph is kept for later chunks. The rows stay
-    differentiable through the attention probabilities (and through the gradients with create_graph).
-    """
-    size = chunk_size or targets.shape[0]
-    rows = []
-    for start in range(0, targets.shape[0], size):
-        chunk = targets[start : start + size]
-        last = start + size >= targets.shape[0]
-        grads = attention_gradients(logits, attentions, chunk, create_graph, retain_graph or not last)
-        abars = [gradient_weighted(a.unsqueeze(0), g) for a, g in zip(attentions, grads)]
-        rows.append(propagate_row(abars, row))
-    return torch.cat(rows)

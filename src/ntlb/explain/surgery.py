@@ -9,6 +9,8 @@ and gradients are not disabled: the maps are differentiable when the caller asks
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -17,11 +19,9 @@ from torch import Tensor
 from ..errors import NtlbError
 from ..models.adapter import ClipAdapter, Encoded
 from ..models.blocks import BlockView, attention_block, run_blocks, split_heads
-from ..models.loading import wrap
-from .base import Explainer
-from .explanation import Explanation
+from ..models.features import accumulation_dtype, text_features
+from .base import Batch, Explainer
 from .registry import register
-from .relevance import accumulation_dtype
 
 ENSEMBLE_TEMPLATES = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
 
@@ -63,47 +63,58 @@ def feature_surgery(patches: Tensor, cls: Tensor, texts: Tensor, empty: Tensor |
 
 @register("clip_surgery")
 class ClipSurgery(Explainer):
-    """Image maps by CLIP Surgery over the last `surgery_layers` blocks; no text relevance (zeros, noted)."""
+    """Image maps by CLIP Surgery over the last `surgery_layers` blocks; no text relevance.
 
-    def __init__(self, surgery_layers: int = 6, start_layer_image: int = 0, start_layer_text: int = 0,
-                 logit_mode: str = "scaled", create_graph: bool = False, chunk_size: int | None = None):
+    `empty_templates`: the prompt templates whose mean embedding of the empty class name is subtracted when a
+    single text is explained; default open_clip's 80 ImageNet templates (the reference code uses 85).
+    """
+
+    gives_text_relevance = False
+
+    def __init__(self, surgery_layers: int = 6, empty_templates: Sequence[str] | None = None,
+                 start_layer_image: int = 0, start_layer_text: int = 0, logit_mode: str = "scaled",
+                 create_graph: bool = False, chunk_size: int | None = None):
         super().__init__(start_layer_image, start_layer_text, logit_mode, create_graph, chunk_size)
         if surgery_layers < 1:
             raise NtlbError(f"surgery_layers={surgery_layers}: use at least 1 block")
         self.surgery_layers = surgery_layers
+        self.empty_templates = tuple(empty_templates) if empty_templates is not None else ENSEMBLE_TEMPLATES
+        if not self.empty_templates or any("{}" not in t for t in self.empty_templates):
+            raise NtlbError("empty_templates: give templates with a {} where the class name goes")
         self._empty: dict[int, Tensor] = {}  # the empty prompt's embedding, per model
 
     def options(self) -> dict:
-        return {"surgery_layers": self.surgery_layers}
+        return {"surgery_layers": self.surgery_layers, "empty_templates": len(self.empty_templates),
+                "logit_mode": self.logit_mode}
+
+    def check(self, adapter: ClipAdapter) -> None:
+        if not adapter.has_patch_attention:
+            raise NtlbError("clip_surgery needs a ViT image tower: use method='gradcam' for convolutional towers")
+
+    def keep_from(self, adapter: ClipAdapter, tower: str) -> int | None:
+        return None
 
     def _empty_prompt(self, adapter: ClipAdapter) -> Tensor:
-        from ..tasks.zero_shot import text_classifier
-
         key = id(adapter.model)
         if key not in self._empty:
-            self._empty[key] = text_classifier(adapter, [""], ENSEMBLE_TEMPLATES)
+            self._empty[key] = text_features(adapter, [""], self.empty_templates)
         return self._empty[key]
 
-    def encode_images(self, adapter: ClipAdapter, pixels: Tensor, keep_from: int | None) -> Encoded:
+    def encode_images(self, adapter: ClipAdapter, pixels: Tensor) -> Encoded:
         """Features from the original path; `tokens` holds every projected token (CLS original, patches new)."""
         features, projected = surgery_tokens(adapter, pixels, min(self.surgery_layers, len(adapter.image_blocks)))
         return Encoded(features, tokens=projected)
 
-    def __call__(self, model, images, texts, pairs: str = "all") -> Explanation:
-        adapter = wrap(model)
-        if not adapter.has_patch_attention:
-            raise NtlbError("clip_surgery needs a ViT image tower: use method='gradcam' for ResNet CLIP")
-        batch = self.encode(adapter, images, texts, pairs, None, None, torch.is_grad_enabled())
+    def relevance(self, batch: Batch) -> tuple[Tensor | None, Tensor | None]:
+        if batch.images_as_features:
+            return None, None
         projected = batch.image.tokens
         dtype = accumulation_dtype(projected.dtype)
         normed = F.normalize(projected.to(dtype), dim=-1)
-        text_features = F.normalize(batch.text.features.to(dtype), dim=-1)
-        empty = self._empty_prompt(adapter).to(dtype) if len(batch.tokens) == 1 else None
-        maps = feature_surgery(normed[:, 1:], normed[:, 0], text_features, empty).transpose(1, 2)  # (B, T, P)
+        text_features_ = F.normalize(batch.text.features.to(dtype), dim=-1)
+        empty = self._empty_prompt(batch.adapter).to(dtype) if text_features_.shape[0] == 1 else None
+        maps = feature_surgery(normed[:, 1:], normed[:, 0], text_features_, empty).transpose(1, 2)  # (B, T, P)
         low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
         maps = (maps - low) / (high - low).clamp(min=1e-12)
-        if pairs == "diagonal":
-            maps = maps.diagonal().T
-        zeros = torch.zeros(*maps.shape[:-1], batch.tokens.ids.shape[1], dtype=dtype, device=maps.device)
-        return self.explanation(batch, maps, zeros, pairs,
-                                text_note="clip_surgery explains images only: its text relevance is zero")
+        columns = batch.columns.to(maps.device)
+        return maps.gather(1, columns[..., None].expand(-1, -1, maps.shape[-1])), None

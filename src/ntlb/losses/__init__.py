@@ -1,9 +1,10 @@
-"""Losses built from explanations: the No-Token-Left-Behind explainability losses."""
+"""Losses built from explanations: the No-Token-Left-Behind explainability losses. Each takes an explainer's
+differentiable `Explanation` (chefer2021 by default, any registered explainer with the maps it needs)."""
 
-from .class_name import SCORES, class_relevance_rows, explainability_loss, explainability_scores
-from .layout import DICE_VARIANTS, box_weights, dice, soft_relevance_mask
+from .class_name import REDUCTIONS, SCORES, class_name_loss, explainability_loss, explainability_scores
+from .layout import DICE_VARIANTS, box_weights, dice, layout_loss, soft_relevance_mask
 
 __all__ = [
-    "DICE_VARIANTS", "SCORES", "box_weights", "class_relevance_rows", "dice", "explainability_loss",
-    "explainability_scores", "soft_relevance_mask",
+    "DICE_VARIANTS", "REDUCTIONS", "SCORES", "box_weights", "class_name_loss", "dice", "explainability_loss",
+    "explainability_scores", "layout_loss", "soft_relevance_mask",
 ]

@@ -1,4 +1,5 @@
-"""The explainability loss of prompt learning (paper Eq. 2 and 3; SPEC section 4).
+"""The explainability loss of prompt learning (paper Eq. 2 and 3; SPEC section 4), computed from any
+explainer's text relevance.
 
 The score of class c for image i says how much of CLIP(t(c), i) rests on the class name rather than on the
 other words of the prompt. The loss raises it for the true class and lowers it for the others.
@@ -10,26 +11,17 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
-from ..explain.relevance import one_hot_targets, propagated_rows
-from ..models.adapter import Encoded
+from ..explain.explanation import Explanation
 
 SCORES = ("paper", "coop")
 REDUCTIONS = ("paper", "released")
 
-
-def class_relevance_rows(logits: Tensor, prompts: Encoded, eot: Tensor, create_graph: bool = False) -> Tensor:
-    """R[EOT, :] of every class prompt for every image's score, (B, C, L), from one batched backward through
-    the text encoder (images encoded once, prompts once). Differentiable through the attention."""
-    targets = one_hot_targets(logits.shape[0], tuple(logits.shape), 0, logits.device, logits.dtype)
-    return propagated_rows(logits, prompts.attentions, targets, eot.to(logits.device), create_graph, True)
-
-
 def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str = "paper") -> Tensor:
     """S(c) for rows (B, C, L), EOT positions (C,) and class-name token masks (C, L) -> (B, C).
 
-    "paper" (Eq. 2, default): max relevance of the class-name tokens over the summed relevance of the other
-    prompt tokens (SOT and EOT excluded); "coop" (released code): the row with EOT zeroed, divided by its sum
-    over all positions (SOT included), then the max over the class-name tokens.
+    "paper" (Eq. 2): max relevance of the class-name tokens over the summed relevance of the other prompt
+    tokens (SOT and EOT excluded); "coop" (released code): the row with EOT zeroed, divided by its sum over all
+    positions (SOT included), then the max over the class-name tokens.
     """
     if score not in SCORES:
         raise NtlbError(f"unknown explainability score '{score}': use one of {', '.join(SCORES)}")
@@ -59,3 +51,12 @@ def explainability_loss(scores: Tensor, labels: Tensor, reduction: str = "paper"
         others = scores.scatter(1, labels[:, None].to(scores.device), 0.0)
         loss = loss + (others.sum(dim=1).mean() if reduction == "paper" else others.mean())
     return loss
+
+
+def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor, score: str = "paper",
+                    reduction: str = "paper", also_minimize: bool = True) -> tuple[Tensor, Tensor]:
+    """(loss, scores (B, C)) of an explanation of every image with every class prompt (pairs="all"), whose
+    text relevance is differentiable; `names` (C, L) marks each prompt's class-name tokens."""
+    explanation.require("the class-name loss", text=True, all_pairs=True)
+    scores = explainability_scores(explanation.text, explanation.tokens.eot, names, score)
+    return explainability_loss(scores, labels, reduction, also_minimize), scores

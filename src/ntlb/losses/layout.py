@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
+from ..explain.explanation import Explanation
+from ..explain.normalize import upsample
 
 DICE_VARIANTS = ("paper", "released")
-
 
 def soft_relevance_mask(relevance: Tensor, threshold: float = 0.1, temperature: float = 20.0) -> Tensor:
     """b = sigmoid((R / max R - T) * temp) for maps (..., H, W): a differentiable foreground."""
@@ -35,3 +36,16 @@ def box_weights(area_ratios: list[float] | Tensor, scale: float = 0.15) -> Tenso
     if (ratios <= 0).any():
         raise NtlbError("a box has zero area: every box needs a positive width and height")
     return scale / ratios.sqrt()
+
+
+def layout_loss(explanation: Explanation, masks: Tensor, weights: Tensor, variant: str = "paper",
+                threshold: float = 0.1, temperature: float = 20.0) -> tuple[Tensor, dict[str, float]]:
+    """Algorithm 1's loss for n views x k texts: -sum_j lambda_j Dice_j - sum_j CLIP(view, t_j), both averaged
+    over the views; the maps (upsampled to the masks) and scores come from any explainer's differentiable
+    explanation of every view with every text (pairs="all"), masks (n, k, H, W), weights (k,)."""
+    explanation.require("the layout loss", image=True, all_pairs=True)
+    maps = upsample(explanation.image, tuple(masks.shape[-2:]))
+    dices = dice(soft_relevance_mask(maps, threshold, temperature), masks, variant).mean(dim=0)  # (k,)
+    similarity = explanation.logits.mean(dim=0)
+    loss = -(weights.to(dices) * dices).sum() - similarity.sum()
+    return loss, {"dice": float(dices.mean().detach()), "similarity": float(similarity.mean().detach())}

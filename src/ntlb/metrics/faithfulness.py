@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..explain.relevance import accumulation_dtype
 from ..models.adapter import ClipAdapter
+from ..models.features import accumulation_dtype
 
 FRACTIONS = tuple(i / 10 for i in range(10))  # 0%, 10%, ..., 90% removed
 

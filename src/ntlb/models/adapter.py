@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NtlbError
@@ -22,12 +23,14 @@ from .tokenizer import ClipTokenizer
 
 @dataclass
 class Encoded:
-    """Features (n, D), attention probabilities of the kept layers, and the tokens after the last block."""
+    """Features (n, D), attention probabilities of the kept layers, the tokens after the last block, and for
+    convolutional towers the output of the stage an explainer captured (n, C, h, w)."""
 
     features: Tensor
     attentions: list[Tensor] = field(default_factory=list)
     keep_from: int | None = None
     tokens: Tensor | None = None
+    activation: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,18 @@ class ClipAdapter(ABC):
         """Every token after the last block (B, N, width) through the final norm and projection -> (B, N, D)."""
 
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
-        """Features of a tower without patch attention (ResNet)."""
+        """Features of a tower without patch attention (ResNet, ConvNeXt, ...): the library's own forward."""
         raise NotImplementedError
 
     def last_conv_stage(self) -> nn.Module | None:
-        """The last convolutional stage of a ResNet tower (what Grad-CAM reads); None for ViT towers."""
+        """The last convolutional stage of a convolutional tower (what Grad-CAM reads); None for ViT towers and
+        for towers ntlb cannot map."""
         return None
+
+    @property
+    def image_tower(self) -> str:
+        """What the image tower is, in words, for notes and errors."""
+        return "ViT" if self.has_patch_attention else "convolutional"
 
     # ---- text tower --------------------------------------------------------------------------------
     @property
@@ -109,7 +118,17 @@ class ClipAdapter(ABC):
     def logit_scale(self) -> Tensor:
         """s = exp(logit_scale), the temperature of CLIP's scores."""
 
-    # ---- shared forward ----------------------------------------------------------------------------
+    # ---- shared forward ---------------------------------------------------------------------------
+    def normalize(self, images: Tensor) -> Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> model input: resized to the input size (bilinear) and normalised.
+        Differentiable, for generators whose pictures CLIP scores."""
+        c = self.preprocess_config
+        if tuple(images.shape[-2:]) != c.size:
+            images = F.interpolate(images, size=c.size, mode="bilinear", align_corners=False)
+        mean = torch.tensor(c.mean, device=images.device, dtype=images.dtype)[:, None, None]
+        std = torch.tensor(c.std, device=images.device, dtype=images.dtype)[:, None, None]
+        return (images - mean) / std
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype

@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import NtlbError
 from .adapter import ClipAdapter
 from .open_clip_adapter import OpenClipAdapter
+from .support import support_of
 from .tokenizer import ClipTokenizer
 
 PACKAGE_DIR = Path(__file__).parent
@@ -47,8 +48,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every reader error becomes one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NtlbError(f"cannot read checkpoint {path}: {first}: is it a PyTorch or safetensors file?") from None
+        raise NtlbError(f"cannot read checkpoint {path}: {_reader_problem(path, err)}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -57,6 +57,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     check_finite(state, str(path))
     return state
+
+
+def _reader_problem(path: Path, error: Exception) -> str:
+    """A short account of why a checkpoint could not be read, with the fix."""
+    import zipfile
+
+    text = str(error).strip().splitlines()[0][:80] if str(error).strip() else type(error).__name__
+    with path.open("rb") as file:
+        head = file.read(8)
+    truncated = "incomplete metadata" in text or (head.startswith(b"PK") and not zipfile.is_zipfile(path))
+    if truncated:
+        return "the file is truncated (an interrupted download or copy?): get it again"
+    return f"{text}: is it a PyTorch or safetensors checkpoint?"
 
 
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
@@ -94,12 +107,20 @@ def load_weights(model: nn.Module, path: str | Path, architecture: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _check_supported(name: str) -> None:
+    """Refuse an architecture ntlb cannot explain before it is built or downloaded."""
+    support = support_of(name)
+    if support is not None and not support.works:
+        raise NtlbError(f"{name}: {support.what}: see `ntlb models` for what ntlb explains")
+
+
 def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
     if config_path is not None:
         open_clip.add_model_config(config_path)
         name = config_path.stem
     elif name not in open_clip.list_models():
         raise NtlbError(f"unknown model '{name}': run `ntlb models` to list architectures, or pass a config .json")
+    _check_supported(name)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip logs "initialized randomly"; ntlb says it once, itself
@@ -109,6 +130,30 @@ def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
             return open_clip.create_model(name, pretrained=None)
     finally:
         root.setLevel(level)
+
+
+def _pretrained_reachable(name: str, tag: str) -> bool:
+    """Whether open_clip can get the weights of a tag now: already in a local cache, or the hub answers within
+    a few seconds (without a network open_clip would retry for about a minute before failing)."""
+    import socket
+
+    config = open_clip.get_pretrained_cfg(name, tag)
+    repo = (config.get("hf_hub") or "").strip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, filename), str):
+                return True
+    url = config.get("url") or ""
+    if url and (Path.home() / ".cache" / "clip" / Path(url).name).is_file():
+        return True
+    host = "huggingface.co" if repo else url.split("/")[2] if url.count("/") >= 2 else ""
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_open_clip(name: str, pretrained: str | None) -> tuple[nn.Module, bool]:
@@ -128,6 +173,10 @@ def _load_open_clip(name: str, pretrained: str | None) -> tuple[nn.Module, bool]
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         raise NtlbError(f"unknown pretrained tag '{pretrained}' for {name}: known tags are {', '.join(tags) or 'none'}")
+    if not _pretrained_reachable(name, pretrained):
+        raise NtlbError(f"pretrained weights '{pretrained}' for {name} are not cached and the network is out of reach: "
+                        "download the checkpoint where you can and pass its path with --pretrained")
+    _check_supported(name)
     try:
         return open_clip.create_model(name, pretrained=pretrained), False
     except Exception:  # noqa: BLE001 - network errors vary; the fix is the same
@@ -154,6 +203,22 @@ def _load_hf(directory: str) -> nn.Module:
     return model
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here; one-line errors for unknown names and absent accelerators."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NtlbError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NtlbError("no CUDA device here: use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise NtlbError(f"no device {resolved}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise NtlbError("no MPS device here: use --device cpu")
+    return resolved
+
+
 def load_model(
     name: str | None = None,
     pretrained: str | None = None,
@@ -165,8 +230,9 @@ def load_model(
     name: None (the bundled default), a bundled name, an open_clip architecture ("ViT-B-32"), a path to an
     open_clip model-config JSON, or "hf:<directory>" of a saved transformers CLIPModel.
     pretrained: an open_clip tag or a checkpoint path (.pt/.safetensors); None gives random weights, except for
-    bundled models, which bring their own.
+    bundled models, which bring their own. The adapter records both (`adapter.name`, `adapter.pretrained`).
     """
+    device = resolve_device(device)
     name = name or DEFAULT_MODEL
     bundled = bundled_models()
     random_weights = False
@@ -183,7 +249,7 @@ def load_model(
         else:
             model, random_weights = _load_open_clip(name, pretrained)
         adapter = wrap(model)
-        adapter.name = name
+    adapter.name, adapter.pretrained = name, pretrained
     model.requires_grad_(False)
     model.to(device=device, dtype=dtype)
     adapter.random_weights = random_weights
@@ -216,4 +282,5 @@ def wrap(
             f"cannot wrap {type(model).__name__}: pass an open_clip CLIP or a transformers CLIPModel"
         )
     adapter.random_weights = False
+    adapter.pretrained = None
     return adapter

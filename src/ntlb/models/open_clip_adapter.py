@@ -55,6 +55,13 @@ class OpenClipAdapter(ClipAdapter):
             )
         if getattr(self.text, "cls_emb", None) is not None:
             raise NtlbError("CoCa-style text towers (appended CLS token) are not supported: use a CLIP model")
+        if getattr(self.text, "attn_mask", True) is None:
+            raise NtlbError("text towers without a causal mask (e.g. MobileCLIP-S*) are not supported yet: use a "
+                            "CLIP-style model (see `ntlb models`)")
+        pool = getattr(self.text, "text_pool_type", getattr(self.text, "pool_type", "argmax"))
+        if pool != "argmax":
+            raise NtlbError(f"text towers pooled at '{pool}' (not at the end-of-text token) are not supported yet: "
+                            "use a CLIP-style model (see `ntlb models`)")
         self._is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
         if self._is_vit and getattr(self.visual, "attn_pool", None) is not None:
             raise NtlbError("image towers with an attentional pooler (CoCa) are not supported: use a CLIP model")
@@ -130,7 +137,19 @@ class OpenClipAdapter(ClipAdapter):
         return self.visual(pixels)
 
     def last_conv_stage(self) -> nn.Module | None:
-        return None if self._is_vit else self.visual.layer4
+        if self._is_vit:
+            return None
+        if hasattr(self.visual, "layer4"):  # open_clip's ModifiedResNet
+            return self.visual.layer4
+        trunk = getattr(self.visual, "trunk", None)  # timm ConvNeXt: the last stage before pooling
+        return trunk.stages[-1] if type(trunk).__name__ == "ConvNeXt" else None
+
+    @property
+    def image_tower(self) -> str:
+        if self._is_vit:
+            return "ViT"
+        trunk = getattr(self.visual, "trunk", None)
+        return "ResNet" if trunk is None else f"timm {type(trunk).__name__}"
 
     # text tower
     @property

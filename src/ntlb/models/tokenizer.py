@@ -72,6 +72,8 @@ class ClipTokenizer:
             raise NtlbError("no texts given: pass at least one text")
         ids = torch.zeros(len(texts), self.context_length, dtype=torch.long)
         for row, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
             encoded = self.encode_one(text)
             ids[row, : len(encoded)] = torch.tensor(encoded)
         return self.from_ids(ids)

@@ -1,5 +1,6 @@
-"""Tasks built on CLIP and its explanations: zero-shot classification (more to come)."""
+"""Tasks built on CLIP and its explanations (runners): zero-shot classification, explanation of image files,
+prompt learning, layout generation, the explainer benchmark."""
 
-from .zero_shot import classify, encode_images, text_classifier
+from .zero_shot import classify
 
-__all__ = ["classify", "encode_images", "text_classifier"]
+__all__ = ["classify"]

@@ -26,13 +26,16 @@ class ImageFolder:
     samples: list[tuple[Path, int]]
 
     def few_shot(self, shots: int, seed: int) -> ImageFolder:
-        """K images per class drawn by seed (all of a class when it has fewer)."""
+        """K images per class drawn by seed; a one-line error when a class has fewer than K."""
         if shots < 1:
             raise NtlbError(f"--shots {shots}: use at least 1 image per class")
         rng = np.random.default_rng(seed)
         picked = []
         for label in range(len(self.folders)):
             members = [s for s in self.samples if s[1] == label]
+            if len(members) < shots:
+                raise NtlbError(f"class '{self.folders[label]}' has {len(members)} image(s) but --shots is {shots}: "
+                                f"use --shots {len(members)} or fewer, or add images")
             order = rng.permutation(len(members))[:shots]
             picked += [members[i] for i in sorted(order)]
         return ImageFolder(self.root, self.folders, self.classnames, picked)

@@ -2,30 +2,34 @@
 relevance, with the masked-similarity baselines in the same loop. Seeds, snapshots, checkpoints and resume.
 
 Each step draws augmented views of the image and warps the box masks with the same transform (kornia), encodes
-the views once, and takes every object's relevance map from one batched gradient call; text features are
-computed once per run.
+the views once, and takes every object's relevance map from one explainer call (chefer2021 by default: one
+batched gradient call); text features are computed once per run.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..errors import NtlbError
-from ..explain.relevance import clip_scores, one_hot_targets, propagated_rows
-from ..io import save_image_atomic, write_bytes_atomic
-from ..losses.layout import box_weights, dice, soft_relevance_mask
+from ..explain import create
+from ..explain.base import Explainer
+from ..explain.relevance import clip_scores
+from ..io import save_image_atomic, write_json_atomic
+from ..losses.layout import DICE_VARIANTS, box_weights, layout_loss
 from ..models.adapter import ClipAdapter
+from ..models.features import text_features
+from ..models.inputs import TextFeatures
+from ..training import TrainingRun
 from .layouts import Layout
 
 METHODS = ("ntlb", "masked", "masked+full")
 TABLE_COLUMNS = ("precision", "recall", "f1", "AP", "AR", "AP50")  # paper Table 3
+KIND = "layout"
 
 
 @dataclass
@@ -43,6 +47,26 @@ class LayoutConfig:
     weight_scale: float = 0.15
     create_graph: bool = True
     snapshot_every: int = 50
+    explainer: str = "chefer2021"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "views", "snapshot_every"):
+            if getattr(self, name) < 1:
+                raise NtlbError(f"{name.replace('_', '-')} = {getattr(self, name)}: use at least 1")
+        if self.lr <= 0:
+            raise NtlbError(f"lr = {self.lr}: use a positive learning rate")
+        if self.method not in METHODS:
+            raise NtlbError(f"unknown layout method '{self.method}': use one of {', '.join(METHODS)}")
+        if self.dice not in DICE_VARIANTS:
+            raise NtlbError(f"unknown Dice variant '{self.dice}': use one of {', '.join(DICE_VARIANTS)}")
+
+
+def layout_explainer(config: LayoutConfig) -> Explainer:
+    """The explainer whose maps the Dice loss reads: last image layer, cosine score (paper section 3.4)."""
+    explainer = create(config.explainer, start_layer_image=-1, logit_mode="cosine", create_graph=config.create_graph)
+    if not explainer.gives_image_maps:
+        raise NtlbError(f"explainer '{config.explainer}' gives no image maps: the layout loss needs one that does")
+    return explainer
 
 
 def augmenter(size: tuple[int, int]) -> nn.Module:
@@ -58,47 +82,18 @@ def augmenter(size: tuple[int, int]) -> nn.Module:
     )
 
 
-def _normalise(adapter: ClipAdapter, images: Tensor) -> Tensor:
-    c = adapter.preprocess_config
-    if tuple(images.shape[-2:]) != c.size:
-        images = F.interpolate(images, size=c.size, mode="bilinear", align_corners=False)
-    mean = torch.tensor(c.mean, device=images.device, dtype=images.dtype)[:, None, None]
-    std = torch.tensor(c.std, device=images.device, dtype=images.dtype)[:, None, None]
-    return (images - mean) / std
-
-
-def relevance_maps(adapter: ClipAdapter, images: Tensor, text_features: Tensor,
-                   create_graph: bool) -> tuple[Tensor, Tensor]:
-    """(cosine scores (n, k), last-layer relevance maps (n, k, H, W) at the images' size) for n images, k texts."""
-    pixels = _normalise(adapter, images)
-    encoded = adapter.encode_image(pixels, keep_from=adapter.resolve_layer(-1, "image"))
-    scores = clip_scores(encoded.features, text_features, adapter.logit_scale, "cosine")
-    k = text_features.shape[0]
-    targets = one_hot_targets(k, tuple(scores.shape), 1, scores.device, scores.dtype)
-    cls = torch.zeros((), dtype=torch.long, device=scores.device)
-    rows = propagated_rows(scores, encoded.attentions, targets, cls, create_graph, True)  # (k, n, N)
-    h, w = adapter.grid_size
-    maps = rows[..., 1:].reshape(k, -1, h, w).transpose(0, 1)
-    maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    return scores, maps
-
-
-def layout_loss(adapter: ClipAdapter, image: Tensor, masks: Tensor, text_features: Tensor, weights: Tensor,
-                config: LayoutConfig, augment: nn.Module) -> tuple[Tensor, dict]:
+def step_loss(adapter: ClipAdapter, explainer: Explainer, image: Tensor, masks: Tensor, features: Tensor,
+              weights: Tensor, config: LayoutConfig, augment: nn.Module) -> tuple[Tensor, dict]:
     """The loss of one step for the configured method, on `config.views` augmented views."""
     views, view_masks = augment(image.expand(config.views, -1, -1, -1), masks[None].expand(config.views, -1, -1, -1))
     if config.method == "ntlb":
-        scores, maps = relevance_maps(adapter, views, text_features, config.create_graph)
-        soft = soft_relevance_mask(maps, config.threshold, config.temperature)
-        dices = dice(soft, view_masks, config.dice).mean(dim=0)  # (k,)
-        similarity = scores.mean(dim=0)
-        loss = -(weights.to(dices) * dices).sum() - similarity.sum()
-        return loss, {"dice": float(dices.mean().detach()), "similarity": float(similarity.mean().detach())}
+        explanation = explainer(adapter, adapter.normalize(views), TextFeatures(features))
+        return layout_loss(explanation, view_masks, weights, config.dice, config.threshold, config.temperature)
     k = masks.shape[0]
     masked = (views[:, None] * view_masks[:, :, None]).flatten(0, 1)  # (views * k, 3, H, W): outside blacked out
     batch = torch.cat([masked, views]) if config.method == "masked+full" else masked  # one encoding per step
-    features = adapter.encode_image(_normalise(adapter, batch)).features
-    scores = clip_scores(features, text_features, adapter.logit_scale, "cosine")
+    scores = clip_scores(adapter.encode_image(adapter.normalize(batch)).features, features, adapter.logit_scale,
+                         "cosine")
     pair = scores[: config.views * k].reshape(config.views, k, k)
     masked_scores = pair.diagonal(dim1=1, dim2=2).mean(dim=0)  # CLIP(image * m_j, t_j)
     loss = -masked_scores.sum()
@@ -110,18 +105,10 @@ def layout_loss(adapter: ClipAdapter, image: Tensor, masks: Tensor, text_feature
     return loss, parts
 
 
-@torch.no_grad()
-def text_features_of(adapter: ClipAdapter, texts: list[str]) -> Tensor:
-    """The texts' features, computed once per run."""
-    tokens = adapter.tokenizer(texts).truncated()
-    return adapter.encode_text(tokens.ids, tokens.eot).features
-
-
-def _snapshot(path: Path, image: Tensor) -> None:
-    from PIL import Image
-
+def to_picture(image: Tensor) -> Image.Image:
+    """A (1, 3, H, W) image in [0, 1] as a PIL picture."""
     array = (image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
-    save_image_atomic(path, Image.fromarray(array))
+    return Image.fromarray(array)
 
 
 def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: str | Path,
@@ -130,69 +117,93 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
 
     Returns the final image (1, 3, H, W) in [0, 1]; writes snapshots and image.png to `out`.
     """
-    if config.method not in METHODS:
-        raise NtlbError(f"unknown layout method '{config.method}': use one of {', '.join(METHODS)}")
     if not adapter.has_patch_attention and config.method == "ntlb":
         raise NtlbError("the ntlb layout loss needs a ViT image tower (patch relevance): use a ViT CLIP")
     out = Path(out)
-    checkpoint = out / "checkpoint.pt"
-    text_features = text_features_of(adapter, layout.texts)
+    explainer = layout_explainer(config)
+    features = text_features(adapter, layout.texts).to(adapter.dtype)
     masks = layout.masks().to(adapter.device)
     weights = box_weights(layout.area_ratios(), config.weight_scale)
     optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
-    start, history = 0, []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=adapter.device, weights_only=False)
-        if state["config"] != asdict(config):
-            raise NtlbError(f"{checkpoint} was made with other settings: use a new --out or the same options")
+    run = TrainingRun(out / "checkpoint.pt", KIND, asdict(config), config.steps, desc=f"layout ({config.method})",
+                      progress=progress)
+    state = run.resume(map_location=adapter.device)
+    history = []
+    if state is not None:
         generator.load_state_dict(state["generator"])
         optimizer.load_state_dict(state["optimizer"])
-        start, history = state["step"], state["history"]
+        history = state["history"]
     augment = augmenter(masks.shape[-2:])
-    with torch.random.fork_rng(devices=[]):
-        bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"layout ({config.method})",
-                   unit="step", disable=not progress)
-        for step in bar:
+    with torch.random.fork_rng(devices=[]), run:
+        for step in run.steps():
             torch.manual_seed(config.seed * 100003 + step)  # the views of step s do not depend on a resume
-            loss, parts = layout_loss(adapter, generator(), masks, text_features, weights, config, augment)
+            loss, parts = step_loss(adapter, explainer, generator(), masks, features, weights, config, augment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             history.append({"loss": float(loss.detach()), **parts})
-            bar.set_postfix({k: f"{v:.3f}" for k, v in history[-1].items()})
+            run.report(history[-1])
             done = step + 1
             if done % config.snapshot_every == 0 or done == config.steps:
                 with torch.no_grad():
-                    _snapshot(out / "snapshots" / f"step_{done:05d}.png", generator())
-                buffer = io.BytesIO()
-                torch.save({"generator": generator.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
-                            "history": history, "config": asdict(config)}, buffer)
-                write_bytes_atomic(checkpoint, buffer.getvalue())
+                    save_image_atomic(out / "snapshots" / f"step_{done:05d}.png", to_picture(generator()))
+                run.save(done, generator=generator.state_dict(), optimizer=optimizer.state_dict(), history=history)
     with torch.no_grad():
         image = generator()
-    _snapshot(out / "image.png", image)
+    save_image_atomic(out / "image.png", to_picture(image))
     return image
 
 
 def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector=None) -> dict:
-    """Paper Table 3's map metrics for a generated image: per object, the last-layer relevance map binarised
-    with Otsu's threshold, precision / recall / F1 against its box, and the cosine score; with a detector, its
-    detections too (AP and AR need many images: `ntlb.metrics.detection.detection_scores`)."""
+    """Paper Table 3's map metrics for a generated image: per object, the chefer2021 last-layer relevance map
+    (cosine score) binarised with Otsu's threshold, precision / recall / F1 against its box, and the cosine score;
+    with a detector, its detections too (AP and AR need many images: `ntlb.metrics.detection.detection_scores`).
+    The evaluation explainer is fixed, whichever explainer drove the generation."""
+    from ..explain.normalize import upsample
     from ..metrics.boxes import otsu_box_scores
 
-    text_features = text_features_of(adapter, layout.texts)
-    scores, maps = relevance_maps(adapter, image.to(adapter.device, adapter.dtype), text_features, False)
+    features = text_features(adapter, layout.texts).to(adapter.dtype)
+    explainer = create("chefer2021", start_layer_image=-1, logit_mode="cosine")  # the paper's evaluation maps
+    with torch.no_grad():
+        explanation = explainer(adapter, adapter.normalize(image.to(adapter.device, adapter.dtype)),
+                                TextFeatures(features))
+    maps = upsample(explanation.image[0], tuple(image.shape[-2:]))
     masks = layout.masks(tuple(image.shape[-2:]))
     objects = []
     for j, (text, label) in enumerate(zip(layout.texts, layout.labels())):
-        precision, recall, f1 = otsu_box_scores(maps[0, j], masks[j].bool())
+        precision, recall, f1 = otsu_box_scores(maps[j], masks[j].bool())
         objects.append({"text": text, "label": label, "box": list(layout.boxes[j]), "precision": precision,
-                        "recall": recall, "f1": f1, "cosine": float(scores[0, j].detach())})
+                        "recall": recall, "f1": f1, "cosine": float(explanation.logits[0, j])})
     summary = {key: sum(o[key] for o in objects) / len(objects) for key in ("precision", "recall", "f1", "cosine")}
-    result = {"objects": objects, "mean": summary, "maps": maps[0].detach()}
+    result = {"objects": objects, "mean": summary, "maps": maps}
     if detector is not None:
         result["detections"] = [{"box": list(d.box), "label": d.label, "score": d.score} for d in detector(image[0])]
     return result
+
+
+def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: LayoutConfig,
+               generator: str = "pixels", generator_options: dict | None = None, detector: str | None = None,
+               detector_options: dict | None = None, progress: bool = True) -> dict:
+    """One layout generation end to end (what `ntlb layout generate` runs): generate (resuming), evaluate, and
+    write image.png, maps.png and metrics.json to `out`. Returns the metrics."""
+    from ..detectors import create_detector
+    from ..generators import create_generator
+    from ..viz.layout import layout_maps_figure
+
+    generator_options = generator_options or {}
+    module = create_generator(generator, (layout.height, layout.width), seed=config.seed,
+                              **generator_options).to(adapter.device)
+    found = create_detector(detector, **(detector_options or {})) if detector else None
+    out = Path(out)
+    image = generate(adapter, layout, module, out, config, progress)
+    metrics = evaluate_image(adapter, layout, image, found)
+    layout_maps_figure(image, metrics.pop("maps"), layout, out / "maps.png")
+    record = {"method": config.method, "explainer": config.explainer, "generator": generator, **generator_options,
+              "dice": config.dice, "seed": config.seed, "steps": config.steps, "model": adapter.name,
+              "pretrained": adapter.pretrained, "detector": detector or "none",
+              "random_weights": adapter.random_weights, **metrics}
+    write_json_atomic(out / "metrics.json", record)
+    return record
 
 
 def summarize_runs(results: list[dict]) -> dict[str, dict]:
@@ -217,3 +228,26 @@ def summarize_runs(results: list[dict]) -> dict[str, dict]:
                                          for r in detected]))
         table[method] = row
     return table
+
+
+def read_runs(folders: list[str | Path]) -> list[dict]:
+    """The metrics.json of each run folder of `run_layout`."""
+    import json
+
+    results = []
+    for folder in folders:
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise NtlbError(f"{path} not found: give folders written by 'ntlb layout generate'")
+        results.append(json.loads(path.read_text()))
+    return results
+
+
+def table_markdown(table: dict[str, dict]) -> str:
+    """Paper Table 3 as markdown (percentages; "—" where no detector ran)."""
+    lines = ["| method | runs | " + " | ".join(TABLE_COLUMNS) + " | cosine |",
+             "|---|" + "---:|" * (len(TABLE_COLUMNS) + 2)]
+    for method, row in table.items():
+        cells = [f"{100 * row[k]:.1f}" if k in row else "—" for k in TABLE_COLUMNS]
+        lines.append(f"| {method} | {row['runs']} | " + " | ".join(cells) + f" | {row['cosine']:.3f} |")
+    return "\n".join(lines)

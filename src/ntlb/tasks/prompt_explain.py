@@ -1,62 +1,73 @@
-"""Why a learned prompt scores an image (paper Fig. 2): relevance of v_1..v_M, the class name and the image patches."""
+"""Why a learned prompt scores an image (paper Fig. 2): relevance of v_1..v_M, the class name and the image patches,
+for the predicted class and, when given, the true one."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from pathlib import Path
 
-from ..explain.relevance import one_hot_targets, propagated_rows
+import torch
+
+from ..explain import create
+from ..explain.base import Explainer
+from ..explain.explanation import Explanation
 from ..models.adapter import ClipAdapter
-from .prompt_training import prompt_logits
+from ..models.inputs import ImageInput
 from .prompts import PromptLearner
 
 
-def prompt_words(adapter: ClipAdapter, learner: PromptLearner, row: Tensor, c: int) -> list[tuple[str, float]]:
-    """(word, relevance) over prompt c's words: v1..vM, the class name's words, "."; normalised to sum 1."""
-    layout = learner.layout
-    eot = int(layout.eot[c])
-    context = {int(p): f"v{i + 1}" for i, p in enumerate(layout.context[c])}
-    tokens = adapter.tokenizer.from_ids(layout.ids[c : c + 1]).tokens[0]
-    words, current, value = [], None, 0.0
-    for position in range(1, eot):
-        if position in context:
-            words.append((context[position], float(row[position])))
-            continue
-        piece = tokens[position]
-        text = piece.replace("</w>", "")
-        current = text if current is None else current + text
-        value = max(value, float(row[position]))
-        if piece.endswith("</w>") or position == eot - 1 or position + 1 in context:
-            words.append((current, value))
-            current, value = None, 0.0
-    total = sum(v for _, v in words) or 1.0
-    return [(w, v / total) for w, v in words]
+def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, images: ImageInput, true: list[int | None],
+                    explainer: Explainer | None = None) -> Explanation:
+    """Each image with its predicted class (slot 0) and its true class (slot 1; the prediction again where not
+    given). Each image is encoded once and every prompt once; the explainer (chefer2021 by default) reads the
+    prediction from the same forward pass."""
+
+    def predicted_and_true(logits: torch.Tensor) -> torch.Tensor:
+        predicted = logits.argmax(dim=1)
+        given = torch.tensor([p if t is None else t for p, t in zip(predicted.tolist(), true)], device=logits.device)
+        return torch.stack([predicted, given], dim=1)
+
+    with torch.no_grad():
+        return (explainer or create("chefer2021"))(adapter, images, learner.prompts(), pairs=predicted_and_true)
 
 
-def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, pixels: Tensor, true: list[int | None]):
-    """For each image b, its predicted class and true[b] (when given): (probabilities (B, C), predicted (B,),
-    per image a list of (class, word relevance, patch map (h, w))).
+def explain_prompt_files(adapter: ClipAdapter, learner: PromptLearner, images: list[str], label: str | None,
+                         out: str | Path) -> dict:
+    """`ntlb prompt explain`: for each image its predicted class and the `label` class, the relevance of the
+    prompt's words (v1..vM, the class name, ".") and its patches; captioned overlays, prompt_explanations.json
+    and a self-contained report.html that names each class. Returns what the JSON holds."""
+    from ..errors import NtlbError
+    from ..io import OutputFolder, save_image_atomic, write_json_atomic
+    from ..viz import captioned, overlay
+    from ..viz.report import write_report
+    from .explaining import model_notes
 
-    Each image is encoded once and every prompt once; relevance comes from batched gradients.
-    """
-    with torch.enable_grad():
-        image = adapter.encode_image(pixels, keep_from=0 if adapter.has_patch_attention else None)
-        logits, prompts = prompt_logits(adapter, learner, image.features, keep_from=0)
-        b_count, c_count = logits.shape
-        predicted = logits.detach().argmax(dim=1).tolist()
-        classes = [sorted({p} | ({t} if t is not None else set())) for p, t in zip(predicted, true)]
-        text_rows = propagated_rows(logits, prompts.attentions,
-                                    one_hot_targets(b_count, (b_count, c_count), 0, logits.device, logits.dtype),
-                                    learner.layout.eot.to(logits.device), False, True)  # (B, C, L)
-        maps, picked = None, sorted({c for wanted in classes for c in wanted})
-        if image.attentions:  # only the classes asked for: one batched VJP over them
-            targets = torch.zeros(len(picked), b_count, c_count, device=logits.device, dtype=logits.dtype)
-            targets[torch.arange(len(picked)), :, picked] = 1
-            cls = torch.zeros((), dtype=torch.long, device=logits.device)
-            maps = propagated_rows(logits, image.attentions, targets, cls, False, False).transpose(0, 1)
-    h, w = adapter.grid_size
-    out = []
-    for b, wanted in enumerate(classes):
-        out.append([(c, prompt_words(adapter, learner, text_rows[b, c].detach(), c),
-                     None if maps is None else maps[b, picked.index(c), 1:].detach().reshape(h, w)) for c in wanted])
-    return logits.detach().softmax(dim=-1), predicted, out
+    names = learner.classnames
+    if label is not None and label not in names:
+        raise NtlbError(f"--label '{label}' is not one of the prompts' {len(names)} classes (e.g. {names[0]!r})")
+    true = None if label is None else names.index(label)
+    explanation = explain_prompts(adapter, learner, images, [true] * len(images))
+    probabilities = explanation.probabilities()
+    folder = OutputFolder(out)
+    records, pictures, originals = [], {}, {}
+    for b, image in enumerate(images):
+        predicted = explanation.text_index(b, 0)
+        for slot in (0, 1) if explanation.text_index(b, 1) != predicted else (0,):
+            c = explanation.text_index(b, slot)
+            role = " ".join(r for r, yes in (("predicted", c == predicted), ("true", c == true)) if yes)
+            record = {"image": str(image), "class": names[c], "role": role, "label": f"{names[c]} ({role})",
+                      "logit": explanation.logit(b, slot), "probability": float(probabilities[b, c]),
+                      "words": [[w, r] for w, r in explanation.words(b, slot)], "overlay": None}
+            originals.setdefault(str(image), explanation.originals[b])
+            if explanation.has_image_maps():
+                name = f"{b:03d}_{names[c].replace(' ', '_')}.png"
+                picture = overlay(explanation.originals[b], explanation.image[b, slot], explanation.preprocess)
+                pictures[name] = captioned(picture, f"{record['label']} p {record['probability']:.2f}")
+                save_image_atomic(folder / name, pictures[name])
+                record["overlay"] = name
+            records.append(record)
+    notes = model_notes(adapter, list(originals.values()))
+    data = {"model": adapter.name, "classes": names, "method": explanation.method, "notes": notes, "pairs": records}
+    write_json_atomic(folder / "prompt_explanations.json", data)
+    write_report(folder / "report.html", f"Relevance of the learned prompt's words ({len(names)} classes)", records,
+                 notes, pictures, originals, label="label")
+    return data

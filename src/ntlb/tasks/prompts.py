@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from ..models.adapter import ClipAdapter, Encoded
+from ..models.inputs import Prompts
+from ..models.tokenizer import TokenizedTexts, Word
 
 POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"  # a token whose embedding is replaced by a learned vector
@@ -74,6 +76,16 @@ def prompt_layout(adapter: ClipAdapter, classnames: Sequence[str], n_ctx: int, p
     return PromptLayout(ids, eot, torch.tensor(contexts), names)
 
 
+def prompt_tokens(adapter: ClipAdapter, layout: PromptLayout) -> TokenizedTexts:
+    """The prompts' tokens and words, each context vector a word of its own named v1..vM (SPEC section 3)."""
+    tokens = adapter.tokenizer.from_ids(layout.ids)
+    for c, context in enumerate(layout.context.tolist()):
+        names = {position: f"v{i + 1}" for i, position in enumerate(context)}
+        tokens.tokens[c] = [names.get(p, piece) for p, piece in enumerate(tokens.tokens[c])]
+        tokens.words[c] = [Word(names[w.start], w.start, w.end) if w.start in names else w for w in tokens.words[c]]
+    return tokens
+
+
 class PromptLearner(nn.Module):
     """The learned context vectors of every class prompt; `forward()` gives the prompts' token embeddings."""
 
@@ -85,6 +97,7 @@ class PromptLearner(nn.Module):
             base_ids = adapter.tokenizer.bpe.encode(init)
             n_ctx = len(base_ids)
         self.layout = prompt_layout(adapter, classnames, n_ctx, position)
+        self.tokens = prompt_tokens(adapter, self.layout)
         self.classnames, self.n_ctx, self.position, self.csc, self.init = list(classnames), n_ctx, position, csc, init
         with torch.no_grad():
             embeddings = adapter.embed_tokens(self.layout.ids.to(adapter.device)).float()
@@ -106,9 +119,13 @@ class PromptLearner(nn.Module):
         embeddings[rows, self.layout.context.to(ctx.device)] = ctx
         return embeddings
 
-    def encode(self, adapter: ClipAdapter, keep_from: int | None = None) -> Encoded:
-        """Text features of every class prompt (attention kept from `keep_from` for relevance)."""
-        return adapter.encode_text(self.layout.ids, self.layout.eot, keep_from=keep_from, embeddings=self())
+    def prompts(self) -> Prompts:
+        """Every class prompt as an explainer input: token embeddings with the vectors in place, and words."""
+        return Prompts(self.tokens, self())
+
+    def encode(self, adapter: ClipAdapter) -> Encoded:
+        """Text features of every class prompt (differentiable in the context vectors)."""
+        return adapter.encode_text(self.layout.ids, self.layout.eot, embeddings=self())
 
     def nearest_words(self, adapter: ClipAdapter, k: int = 1) -> list[list[str]]:
         """For each context vector (per class with CSC), the vocabulary words nearest in embedding space."""

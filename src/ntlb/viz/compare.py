@@ -16,7 +16,7 @@ from .heatmap import overlay  # noqa: E402
 
 
 def _top_words(explanation: Explanation, b: int, t: int | None, count: int = 2) -> str:
-    if explanation.text_note:
+    if not explanation.has_text_relevance():
         return "(no text relevance)"
     words = sorted(explanation.words(b, t), key=lambda item: -item[1])[:count]
     return ", ".join(f"{w} {r:.2f}" for w, r in words)
@@ -37,7 +37,7 @@ def method_comparison(explanations: dict[str, Explanation], path: str | Path, te
                              figsize=(cell * (len(names) + 1), cell * len(pairs) + 0.4))
     for row, (b, t) in enumerate(pairs):
         axes[row][0].imshow(first.originals[b])
-        axes[row][0].set_title("\n".join(textwrap.wrap(texts[t], 24)[:3]), fontsize=7)
+        axes[row][0].set_title("\n".join(textwrap.wrap(texts[first.text_index(b, t)], 24)[:3]), fontsize=7)
         for column, name in enumerate(names, start=1):
             explanation = explanations[name]
             text_index = None if explanation.pairs == "diagonal" else t
@@ -50,5 +50,4 @@ def method_comparison(explanations: dict[str, Explanation], path: str | Path, te
             ax.set_title(f"{name}\n{_top_words(explanation, b, text_index)}", fontsize=6.5)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
     return save_figure_atomic(fig, path)

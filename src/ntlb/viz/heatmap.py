@@ -60,3 +60,31 @@ def to_pil(pixels: Tensor, config: PreprocessConfig) -> Image.Image:
     std = torch.tensor(config.std).view(3, 1, 1)
     rgb = (pixels.detach().float().cpu() * std + mean).clamp(0, 1)
     return Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+
+
+def captioned(picture: Image.Image, caption: str, min_side: int = 224, font_size: int = 14) -> Image.Image:
+    """The picture (enlarged to at least `min_side` pixels on its short side, so a small one stays readable)
+    above a white strip with the caption wrapped to its width."""
+    import textwrap
+
+    from PIL import ImageDraw, ImageFont
+
+    scale = max(1.0, min_side / min(picture.size))
+    if scale > 1:
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.NEAREST)
+    font = ImageFont.load_default(size=font_size)
+    per_line = max(8, int(picture.width / (0.55 * font_size)))
+    lines = textwrap.wrap(caption, per_line)[:3] or [""]
+    line_height = font_size + 4
+    out = Image.new("RGB", (picture.width, picture.height + line_height * len(lines) + 6), "white")
+    out.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for row, line in enumerate(lines):
+        draw.text((4, picture.height + 3 + row * line_height), line, fill="black", font=font)
+    return out
+
+
+def legend(width: int = 256, height: int = 14, cmap: str = "jet") -> Image.Image:
+    """A colour bar of the heatmap's colours, low relevance on the left, high on the right."""
+    ramp = np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1))
+    return Image.fromarray(colorize(ramp, cmap))

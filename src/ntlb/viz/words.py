@@ -29,3 +29,16 @@ def words_ansi(words: list[tuple[str, float]]) -> str:
         red, other = 255, int(255 * (1 - s))
         parts.append(f"\x1b[48;2;{red};{other};{other}m\x1b[38;2;0;0;0m{word}\x1b[0m")
     return " ".join(parts)
+
+
+def words_plain(words: list[tuple[str, float]]) -> str:
+    """The words with their relevance in brackets, for logs and pipes."""
+    return " ".join(f"{word}({value:.2f})" for word, value in words)
+
+
+def words_terminal(words: list[tuple[str, float]], stream=None) -> str:
+    """Colours for a terminal, plain text when the output goes to a file or a pipe."""
+    import sys
+
+    stream = stream or sys.stdout
+    return words_ansi(words) if getattr(stream, "isatty", lambda: False)() else words_plain(words)

@@ -132,3 +132,31 @@ def export_classification(out: str | Path, task: str = "colour-shape", split: st
     write_text_atomic(root / "classnames.txt",
                       "".join(f"{name.replace(' ', '_')} {name}\n" for name in names))
     return root
+
+
+def render_scenes(out: str | Path, seed: int = 0, count: int = 12, objects: int | None = None,
+                  size: int = 128) -> list[dict]:
+    """Write `count` scenes (seeds seed, seed+1, ...) as PNG files and scenes.json with their truth: a random
+    caption with each word's role and object, and every object's attributes and box. Returns the records."""
+    import json
+
+    from .scene import box_of
+
+    if count < 1 or size < 8:
+        raise NtlbError(f"--count {count}, --size {size}: render at least 1 scene of at least 8 pixels")
+    out = Path(out)
+    records = []
+    for index in tqdm(range(seed, seed + count), desc="rendering", disable=count < 50):
+        scene = random_scene(index, objects)
+        image, masks = render(scene, size)
+        name = f"scene_{index:06d}.png"
+        save_image_atomic(out / name, Image.fromarray(image))
+        caption = random_caption(scene, np.random.default_rng(index + 1))
+        records.append({
+            "image": name, "seed": index, "caption": caption.text,
+            "words": [[w.text, w.role, w.obj] for w in caption.words],
+            "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size, "box": box_of(m)}
+                        for o, m in zip(scene.objects, masks)],
+        })
+    write_text_atomic(out / "scenes.json", json.dumps(records, indent=1) + "\n")
+    return records

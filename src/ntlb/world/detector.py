@@ -90,3 +90,16 @@ class WorldDetector:
                     box = (where[1].start, where[0].start, where[1].stop, where[0].stop)
                     detections.append(Detection(box, f"{colour} {shape}", fits[shape]))
         return sorted(detections, key=lambda d: -d.score)
+
+
+def looks_like_world_scene(picture, size: int = 64, min_fit: float = 0.85, min_area: float = 0.04) -> bool:
+    """Whether a picture (PIL) looks like a scene of the procedural world: at its models' input size, the exact
+    detector finds a palette-coloured shape that fits its template well (IoU >= min_fit) and covers at least
+    `min_area` of the picture. Photos almost never pass, so a note can say when the bundled world model is asked
+    about a picture from outside its world."""
+    from PIL import Image
+
+    small = picture.convert("RGB").resize((size, size), Image.BOX)
+    found = WorldDetector()(np.asarray(small, dtype=np.float32))
+    return any(d.score >= min_fit and (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) >= min_area * size * size
+               for d in found)

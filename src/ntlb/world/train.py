@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import time
 import warnings
@@ -11,11 +10,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..errors import NtlbError
 from ..io import save_figure_atomic, write_bytes_atomic
 from ..models.loading import CONFIG_DIR, load_model, read_state_dict
+from ..training import TrainingRun, read_checkpoint, warmup_cosine
 from .datasets import WorldCaptions
 
 DEFAULT_CONFIG = CONFIG_DIR / "ntlb-world.json"
@@ -31,19 +30,6 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     targets = targets / targets.sum(dim=1, keepdim=True)
     return 0.5 * (torch.sum(-targets * logits.log_softmax(dim=1), dim=1).mean()
                   + torch.sum(-targets * logits.T.log_softmax(dim=1), dim=1).mean())
-
-
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _save(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_losses(losses: list[float], path: Path) -> None:
@@ -62,14 +48,13 @@ def plot_losses(losses: list[float], path: Path) -> None:
     ax.set_ylabel("contrastive loss")
     ax.set_yscale("log")
     ax.legend()
-    fig.tight_layout()
     save_figure_atomic(fig, path)
 
 
 def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float = 5e-4, warmup: int = 150,
           weight_decay: float = 0.05, checkpoint_every: int = 100, device: str = "cpu",
           config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None,
-          init: str | Path | None = None) -> Path:
+          init: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or resume) a CLIP of `config` on world captions; returns the checkpoint path.
 
     init: weights (.safetensors/.pt) to start from instead of a random initialisation, to continue training
@@ -78,6 +63,9 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
     Step s always sees scenes s*batch .. (s+1)*batch-1 of the clip-train seed space, so a resumed run
     continues exactly where it stopped.
     """
+    if steps < 1 or batch_size < 1 or checkpoint_every < 1:
+        raise NtlbError(f"--steps {steps}, --batch-size {batch_size}, --checkpoint-every {checkpoint_every}: "
+                        "use at least 1 each")
     out = Path(out)
     checkpoint = out / "checkpoint.pt"
     with warnings.catch_warnings():
@@ -88,43 +76,42 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=lr)
-    start, losses = 0, []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state["steps"] != steps or state["batch_size"] != batch_size:
-            raise NtlbError(f"{checkpoint} was made with steps={state['steps']}, batch={state['batch_size']}: "
-                            "pass the same values to resume, or use a new --out")
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "weight_decay": weight_decay,
+                "config": str(config), "init": None if init is None else str(init)}
+    run = TrainingRun(checkpoint, "world-clip", settings, steps, desc="training", progress=progress)
+    state = run.resume(map_location=device)
+    losses = []
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, losses = state["step"], state["losses"]
-    data = WorldCaptions((steps - start) * batch_size, adapter.preprocess, offset=start * batch_size)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=1, prefetch_factor=4)
+        losses = state["losses"]
+    data = WorldCaptions((steps - run.saved) * batch_size, adapter.preprocess, offset=run.saved * batch_size)
+    batches = iter(DataLoader(data, batch_size=batch_size, num_workers=1, prefetch_factor=4))
     began = time.monotonic()
-    step = start
-    progress = tqdm(loader, initial=start, total=steps, desc="training", unit="step")
-    for images, captions in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup)
-        tokens = adapter.tokenizer(list(captions)).truncated()
-        image_features = adapter.encode_image(images).features
-        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
-        loss = contrastive_loss(image_features, text_features, model.logit_scale.exp(), list(captions))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss.detach()))
-        step += 1
-        progress.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale.detach().exp()):.1f}")
-        out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
-        if step % checkpoint_every == 0 or step == steps or out_of_time:
-            _save(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "steps": steps, "batch_size": batch_size, "losses": losses, "config": str(config)})
-            plot_losses(losses, out / "loss.png")
-        if out_of_time:
-            print(f"stopped after {max_minutes} minutes at step {step}/{steps}; run again to resume")
-            break
+    with run:
+        for step in run.steps():
+            images, captions = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, steps, lr, warmup)
+            tokens = adapter.tokenizer(list(captions)).truncated()
+            image_features = adapter.encode_image(images).features
+            text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+            loss = contrastive_loss(image_features, text_features, model.logit_scale.exp(), list(captions))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(float(loss.detach()))
+            run.report({"loss": losses[-1], "scale": float(model.logit_scale.detach().exp())})
+            done = step + 1
+            out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
+            if done % checkpoint_every == 0 or done == steps or out_of_time:
+                run.save(done, model=model.state_dict(), optimizer=optimizer.state_dict(), losses=losses)
+                plot_losses(losses, out / "loss.png")
+            if out_of_time:
+                print(f"stopped after {max_minutes} minutes at step {done}/{steps}; run again to resume")
+                break
     return checkpoint
 
 
@@ -132,7 +119,7 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """The model weights of a training checkpoint as an fp16 safetensors file (what the package ships)."""
     from safetensors.torch import save
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    state = read_checkpoint(checkpoint, "world-clip")["model"]
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     write_bytes_atomic(path, save(half))
     read_state_dict(path)  # checks the file reads back and is finite

@@ -1,8 +1,11 @@
-"""Turn what users pass (paths, PIL images, tensors; strings, token ids) into model inputs."""
+"""Turn what users pass into model inputs: paths, PIL images or tensors; strings or token ids; and the two
+inputs that skip an encoder: features computed beforehand, and texts given as token embeddings (learned
+prompt vectors in place)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,11 +14,35 @@ from torch import Tensor
 
 from ..errors import NtlbError
 from ..io import load_image
-from ..models.adapter import ClipAdapter
-from ..models.tokenizer import TokenizedTexts
+from .adapter import ClipAdapter
+from .tokenizer import TokenizedTexts
 
-ImageInput = Tensor | Image.Image | str | Path | Sequence[Image.Image | str | Path]
-TextInput = str | Sequence[str] | Tensor | TokenizedTexts
+
+@dataclass
+class ImageFeatures:
+    """Image features (B, D) computed beforehand: the images are scored but not explained (no image maps)."""
+
+    features: Tensor
+
+
+@dataclass
+class TextFeatures:
+    """Text features (T, D) computed beforehand: the texts are scored but not explained (no text relevance)."""
+
+    features: Tensor
+
+
+@dataclass
+class Prompts:
+    """Texts given as token embeddings (T, L, width) beside their token ids and words: learned context vectors
+    (CoOp) sit in place of placeholder tokens, and gradients reach them through the text encoder."""
+
+    tokens: TokenizedTexts
+    embeddings: Tensor
+
+
+ImageInput = Tensor | Image.Image | str | Path | Sequence[Image.Image | str | Path] | ImageFeatures
+TextInput = str | Sequence[str] | Tensor | TokenizedTexts | TextFeatures | Prompts
 
 
 def prepare_images(adapter: ClipAdapter, images: ImageInput) -> tuple[Tensor, list[Image.Image] | None]:
@@ -34,7 +61,7 @@ def prepare_images(adapter: ClipAdapter, images: ImageInput) -> tuple[Tensor, li
     return pixels, originals
 
 
-def prepare_texts(adapter: ClipAdapter, texts: TextInput) -> TokenizedTexts:
+def prepare_texts(adapter: ClipAdapter, texts: str | Sequence[str] | Tensor | TokenizedTexts) -> TokenizedTexts:
     """Tokenised texts with word spans; token-id tensors are read back into tokens and words."""
     if isinstance(texts, TokenizedTexts):
         return texts

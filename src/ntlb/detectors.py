@@ -3,7 +3,7 @@
 
 "world": the world's exact colour-and-shape detector. "torchvision": any torchvision detection model with the
 user's weights file (labels are the COCO category names of torchvision's metadata). More plug in with
-`register_detector`.
+`DETECTORS.register("name")`.
 """
 
 from __future__ import annotations
@@ -13,33 +13,22 @@ from pathlib import Path
 
 import torch
 
-from ..errors import NtlbError
-from ..world.detector import Detection, WorldDetector
+from .errors import NtlbError
+from .registry import Registry
+from .world.detector import Detection, WorldDetector
 
-_DETECTORS: dict[str, Callable[..., Callable]] = {}
-
-
-def register_detector(name: str):
-    """Make a detector factory `factory(**options)` available by name."""
-
-    def add(factory):
-        _DETECTORS[name] = factory
-        return factory
-
-    return add
+DETECTORS = Registry("detector")
 
 
 def create_detector(name: str, **options) -> Callable[[torch.Tensor], list[Detection]]:
     """A detector by name ("world", "torchvision" with model= and weights=, or one registered by a user)."""
-    if name not in _DETECTORS:
-        raise NtlbError(f"unknown detector '{name}': choose one of {', '.join(sorted(_DETECTORS))}")
-    return _DETECTORS[name](**options)
+    return DETECTORS.create(name, **options)
 
 
-register_detector("world")(WorldDetector)
+DETECTORS.register("world")(WorldDetector)
 
 
-@register_detector("torchvision")
+@DETECTORS.register("torchvision")
 class TorchvisionDetector:
     """A torchvision detection model (e.g. "fasterrcnn_resnet50_fpn") with weights from a local file."""
 

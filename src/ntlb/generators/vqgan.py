@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NtlbError
-from .generators import register_generator
+from . import GENERATORS
 
 NEEDED = ("decoder.", "post_quant_conv.", "quantize.embedding.weight")
 
@@ -61,7 +61,7 @@ def read_vqgan_weights(path: str | Path) -> dict[str, Tensor]:
     return weights
 
 
-@register_generator("vqgan")
+@GENERATORS.register("vqgan")
 class VQGANImage(nn.Module):
     """A frozen VQGAN decoder driven by a learned latent grid (embed_dim, H/f, W/f), f = 2^(levels - 1)."""
 

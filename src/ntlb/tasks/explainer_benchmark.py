@@ -18,12 +18,12 @@ from tqdm import tqdm
 
 from ..explain import create
 from ..explain.explanation import Explanation
+from ..metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
+from ..metrics.localization import mask_energy, otsu_iou, pointing_game
 from ..models.adapter import ClipAdapter
 from ..world import describe, random_scene, render
 from ..world.captions import CONTENT_ROLES, Caption
 from ..world.datasets import scene_seed
-from .faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
-from .localization import mask_energy, otsu_iou, pointing_game
 
 RANDOM = "random (control)"
 
@@ -70,7 +70,7 @@ def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], ba
             explanation = create(method)(adapter, [p.picture for p in chunk], [p.caption.text for p in chunk],
                                          pairs="diagonal")
         maps += list(explanation.image.float())
-        rows += [explanation.text[i].float() for i in range(len(chunk))]
+        rows += list(explanation.text.float()) if explanation.has_text_relevance() else [None] * len(chunk)
     return explanation, maps, rows, (time.perf_counter() - started) / len(pairs)
 
 
@@ -120,7 +120,7 @@ def benchmark_explainers(adapter: ClipAdapter, methods: list[str], count: int = 
         entry = {}
         for objects, pairs in settings.items():
             explanation, maps, rows, seconds = _explain_all(adapter, method, pairs, batch_size, seed)
-            with_text = explanation is None or not explanation.text_note
+            with_text = explanation is None or explanation.has_text_relevance()
             stacked = torch.stack(maps)
             masks = torch.stack([p.mask for p in pairs])
             low = stacked.flatten(1).amin(dim=1)[:, None, None]
@@ -192,3 +192,29 @@ def comparison_figure(adapter: ClipAdapter, methods: list[str], path, count: int
         with torch.no_grad():
             explanations[method] = create(method)(adapter, pictures, texts, pairs="diagonal")
     method_comparison(explanations, path, texts, cell=1.7)
+
+
+def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, count: int, out) -> dict:
+    """`ntlb benchmark explainers`: the benchmark on `count` scenes per setting, written to out/explainers.json,
+    explainers.md (one table per setting) and explainers.png (every method on the same scenes)."""
+    from pathlib import Path
+
+    from ..errors import NtlbError
+    from ..explain import available
+    from ..io import OutputFolder, write_json_atomic, write_text_atomic
+
+    methods = list(methods or available())
+    unknown = [m for m in methods if m not in available()]
+    if unknown:
+        raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
+    if count < 1:
+        raise NtlbError(f"--count {count}: use at least 1 scene per setting")
+    results = benchmark_explainers(adapter, methods, count=count)
+    results["model"] = adapter.name
+    folder = OutputFolder(Path(out))
+    write_json_atomic(folder / "explainers.json", results)
+    results["tables"] = "\n\n".join(f"### {setting.replace('_', ' ')} scenes\n\n{markdown_table(results, setting)}"
+                                    for setting in ("1_object", "2_object"))
+    write_text_atomic(folder / "explainers.md", results["tables"] + "\n")
+    comparison_figure(adapter, methods, folder / "explainers.png")
+    return results

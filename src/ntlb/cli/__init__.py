@@ -1,0 +1,35 @@
+"""The `ntlb` command: thin sub-commands over library functions (each module registers its own)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import NtlbError
+from . import benchmark, explain, layout, prompt, world
+from .common import HelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ntlb", description="CLIP explains its own similarity scores.",
+                                     formatter_class=HelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (explain, benchmark, prompt, layout, world):
+        module.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except NtlbError as err:
+        print(f"ntlb: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"ntlb: {err or 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""`ntlb explain`, `ntlb compare`, `ntlb demo`, `ntlb models`: explanations of images and texts, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import NtlbError
+from .common import add_command, add_model_arguments, load_adapter, print_notes
+
+
+def _explainer(args: argparse.Namespace):
+    from ..explain import create
+
+    options = {}
+    if args.surgery_templates:
+        if args.method != "clip_surgery":
+            raise NtlbError("--surgery-templates is an option of --method clip_surgery")
+        path = Path(args.surgery_templates)
+        if not path.is_file():
+            raise NtlbError(f"templates file not found: {path}: give one template with {{}} per line")
+        options["empty_templates"] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return create(args.method, start_layer_image=args.start_layer_image, start_layer_text=args.start_layer_text,
+                  logit_mode=args.logit_mode, **options)
+
+
+def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str]) -> int:
+    from ..tasks.explaining import explain_files
+    from ..viz import words_terminal
+
+    adapter = load_adapter(args.model, args.pretrained, args.device)
+    explainer = _explainer(args)
+    data = explain_files(adapter, images, texts, explainer, args.out, args.batch_size)
+    if not args.quiet:
+        for record in data["pairs"]:
+            words = words_terminal([tuple(w) for w in record["words"]]) if record["words"] else record["text"]
+            print(f"{Path(record['image']).name} | {words} | logit {record['logit']:.2f} p {record['probability']:.2f}")
+    notes = data["notes"]
+    if args.method == "gradcam" and (args.start_layer_image or args.start_layer_text):
+        notes = [*notes, "gradcam reads the last layer only: the start layers were not used"]
+    print_notes(notes)
+    files = ", ".join(["report.html", "explanations.json", *data["grids"]])
+    print(f"wrote {len(data['pairs'])} pairs to {args.out}/ ({files})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    return _explain_and_print(args, args.images, args.text)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Render a world scene and explain it with its own captions and a wrong one."""
+    from ..tasks.explaining import demo_inputs
+
+    picture, texts = demo_inputs(args.seed, args.out)
+    return _explain_and_print(args, [str(picture)], texts)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..tasks.explaining import compare_explainers
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    adapter = load_adapter(args.model, args.pretrained, args.device)
+    data = compare_explainers(adapter, args.images, args.text, methods, args.out, args.logit_mode)
+    for method, reason in data["skipped"].items():
+        print(f"skipped {method}: {reason}")
+    print_notes(data["notes"])
+    print(f"wrote {args.out}/compare.png and compare.json ({len(data['methods'])} explainers)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import open_clip
+
+    from ..models import bundled_models
+    from ..models.support import support_of
+
+    print("Bundled (load with no --model, or by name):")
+    for name, entry in bundled_models().items():
+        state = "trained weights" if entry["weights"] else "no weights yet: random init"
+        print(f"  {name:<16} {entry['config'].name} ({state})")
+    groups: dict[str, list[str]] = {}
+    for name in open_clip.list_models():
+        support = support_of(name)
+        groups.setdefault(support.what, []).append(name)
+    print("\nopen_clip architectures ntlb explains (--model NAME; add --pretrained TAG|PATH):")
+    for what, names in groups.items():
+        if not what.startswith("not supported"):
+            print(f"  {what}:\n    " + ", ".join(names))
+    print("\nRefused with a one-line reason (not supported yet):")
+    for what, names in groups.items():
+        if what.startswith("not supported"):
+            print(f"  {what.removeprefix('not supported yet: ')}:\n    " + ", ".join(names))
+    print("\nPretrained tags need a network or a filled open_clip cache; with neither, pass a checkpoint path.")
+    print("Also: --model path/to/config.json (open_clip model config) and --model hf:<dir> (transformers CLIPModel).")
+    return 0
+
+
+def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    from ..explain import available
+
+    parser.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
+    parser.add_argument("--start-layer-image", type=int, default=0,
+                        help="first image layer used (0: all layers, as ntlb's default; negative counts from the "
+                             "end: -1 = the last layer only, as the authors' later notebook)")
+    parser.add_argument("--start-layer-text", type=int, default=0, help="first text layer used (as above)")
+    parser.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"],
+                        help="score explained: logit_scale x cosine, or the cosine")
+    parser.add_argument("--surgery-templates", default=None,
+                        help="clip_surgery: file of prompt templates (one per line, {} for the class) whose empty-"
+                             "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--out", default=default_out, help="output folder (files of an earlier run there are replaced)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the highlighted words")
+
+
+def add_commands(commands) -> None:
+    explain = add_command(commands, "explain", "relevance maps and word relevance for images x texts",
+                          "Explain the CLIP score of every image with every text: captioned overlays, "
+                          "explanations.json, report.html, grid.png.")
+    explain.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    explain.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
+    add_model_arguments(explain)
+    add_explain_options(explain, default_out="out/explain")
+    explain.set_defaults(run=cmd_explain)
+
+    compare = add_command(commands, "compare", "the same images and texts under several explainers",
+                          "One figure: rows are image-text pairs, columns are explainers.")
+    compare.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    compare.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
+    compare.add_argument("--methods", default=None, help="comma-separated explainers (default: all registered ones)")
+    compare.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
+    compare.add_argument("--out", default="out/compare", help="output folder")
+    add_model_arguments(compare)
+    compare.set_defaults(run=cmd_compare)
+
+    models = add_command(commands, "models", "list bundled models and the open_clip architectures ntlb explains")
+    models.set_defaults(run=cmd_models)
+
+    demo = add_command(commands, "demo", "render a world scene and explain it with the bundled model",
+                       "Render a two-object world scene and explain it with its captions and a wrong one.")
+    demo.add_argument("--seed", type=int, default=7, help="scene seed")
+    add_explain_options(demo, default_out="out/demo")
+    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu")

@@ -1,0 +1,125 @@
+"""`ntlb prompt train|eval|explain`: few-shot prompt learning with the explainability loss, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_command, add_device_argument, add_model_arguments, load_adapter, print_notes
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..tasks.explaining import model_notes
+    from ..tasks.folders import read_image_folder
+    from ..tasks.prompt_training import PromptConfig, load_learner, train_prompts
+
+    config = PromptConfig(
+        n_ctx=args.ctx, position=args.position, csc=args.csc, init=args.init, expl_weight=args.expl_weight,
+        explainer=args.explainer, score=args.score, reduction=args.reduction,
+        also_minimize=not args.no_also_minimize, shots=args.shots, seed=args.seed, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, model=args.model,
+        pretrained=args.pretrained,
+    )
+    data = read_image_folder(args.data, args.classnames)
+    adapter = load_adapter(args.model, args.pretrained, args.device)
+    print_notes(model_notes(adapter))
+    out = train_prompts(adapter, data, args.out, config)
+    learner, _ = load_learner(adapter, out)
+    print(f"wrote {out} ({len(data.classnames)} classes, {config.shots} shot(s), M={learner.n_ctx}, "
+          f"lambda={config.expl_weight}, {config.explainer}); nearest words of the context vectors:")
+    for row in learner.nearest_words(adapter)[: 3 if config.csc else 1]:
+        print("  " + " ".join(row))
+    return 0
+
+
+def _load_prompts(path: str, device: str):
+    from ..tasks.prompt_training import load_learner, read_prompts
+
+    settings = read_prompts(path)["settings"]
+    adapter = load_adapter(settings["model"], settings["pretrained"], device)
+    learner, _ = load_learner(adapter, path)
+    return adapter, learner
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..tasks.explaining import model_notes
+    from ..tasks.prompt_training import evaluate_prompts
+
+    adapter, learner = _load_prompts(args.prompts, args.device)
+    out = Path(args.out or Path(args.prompts).with_suffix(".eval"))
+    results = evaluate_prompts(adapter, learner, args.data, out, args.prompts)
+    print_notes(model_notes(adapter))
+    for folder, result in results.items():
+        print(f"{folder}: accuracy {100 * result['accuracy']:.2f}% ({result['images']} images, "
+              f"{result['classes']} classes) -> {out / result['file']}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..tasks.prompt_explain import explain_prompt_files
+    from ..viz import words_terminal
+
+    adapter, learner = _load_prompts(args.prompts, args.device)
+    data = explain_prompt_files(adapter, learner, args.images, args.label, args.out)
+    for record in data["pairs"]:
+        print(f"{Path(record['image']).name} {record['class']} [{record['role']}] p={record['probability']:.2f} "
+              f"{words_terminal([tuple(w) for w in record['words']])}")
+    print_notes(data["notes"])
+    print(f"wrote {args.out}/report.html and prompt_explanations.json")
+    return 0
+
+
+def add_commands(commands) -> None:
+    from ..explain import available
+
+    prompt = add_command(commands, "prompt", "few-shot prompt learning (CoOp) with the explainability loss",
+                         "Learn prompts on K shots per class, evaluate them, explain them.")
+    sub = prompt.add_subparsers(dest="prompt_command", required=True)
+
+    train = add_command(sub, "train", "learn context vectors on K images per class (resumes from --out)",
+                        "CoOp with lambda * (-S(c_gt) + sum S(c)) on the class name; CLIP frozen.")
+    train.add_argument("--data", required=True, help="image folder: one sub-folder per class (classnames.txt "
+                                                     "optional; ImageNet synset folders named automatically)")
+    train.add_argument("--classnames", default=None, help="class names file ('<folder> <name>' per line)")
+    train.add_argument("--shots", type=int, default=1, help="images per class")
+    train.add_argument("--ctx", type=int, default=16, help="number M of context vectors")
+    train.add_argument("--position", default="middle", choices=["end", "middle", "front"],
+                       help="where the class name goes")
+    train.add_argument("--csc", action="store_true", help="class-specific context vectors")
+    train.add_argument("--init", default=None, help="initialise from words, e.g. 'a photo of a' (sets M)")
+    train.add_argument("--expl-weight", type=float, default=1.0,
+                       help="lambda of the explainability loss; 0 is CoOp (paper: 1 ViT-B/16, 3 others)")
+    train.add_argument("--explainer", default="chefer2021", choices=available(),
+                       help="explainer whose text relevance the loss reads")
+    train.add_argument("--score", default="paper", choices=["paper", "coop"],
+                       help="S(c): Eq. 2 of the paper, or the released code's normalisation")
+    train.add_argument("--reduction", default="paper", choices=["paper", "released"],
+                       help="sum over the other classes (paper) or the mean over B x C (released code)")
+    train.add_argument("--no-also-minimize", action="store_true", help="drop the term on the wrong classes")
+    train.add_argument("--epochs", type=int, default=50, help="passes over the shots")
+    train.add_argument("--batch-size", type=int, default=32, help="images per step")
+    train.add_argument("--lr", type=float, default=0.002, help="SGD learning rate (1 warm-up epoch, then cosine)")
+    train.add_argument("--no-augment", action="store_true", help="no random resized crop and flip")
+    train.add_argument("--seed", type=int, default=0, help="shots, initialisation and shuffling")
+    add_model_arguments(train)
+    train.add_argument("--out", required=True, help="prompts file to write (and to resume from)")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = add_command(sub, "eval", "accuracy of learned prompts on image-folder datasets",
+                           "Accuracy per dataset, one JSON each; a dataset may use a subset of the classes.")
+    evaluate.add_argument("--prompts", required=True, help="prompts file from 'ntlb prompt train'")
+    evaluate.add_argument("--data", nargs="+", required=True, help="image folders to evaluate on")
+    evaluate.add_argument("--out", default=None,
+                          help="folder for one <dataset>.json per dataset (default: the prompts file's name + .eval/)")
+    add_device_argument(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+    explain = add_command(sub, "explain", "relevance of the learned prompt's words and the image patches",
+                          "For the predicted (and --label) class: v1..vM, class-name and patch relevance "
+                          "(paper Fig. 2).")
+    explain.add_argument("images", nargs="+", help="image files")
+    explain.add_argument("--prompts", required=True, help="prompts file from 'ntlb prompt train'")
+    explain.add_argument("--label", default=None, help="the true class name, explained beside the prediction")
+    explain.add_argument("--out", default="out/prompt-explain", help="output folder")
+    add_device_argument(explain)
+    explain.set_defaults(run=cmd_explain)

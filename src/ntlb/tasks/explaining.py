@@ -1,0 +1,152 @@
+"""Explaining image files and saving what a person reads: per pair a captioned overlay PNG and highlighted
+words, `explanations.json` (with the settings the explainer really used), a self-contained `report.html` and a
+paged `grid.png` - what `ntlb explain` and `ntlb demo` run. `compare_explainers` puts several explainers side by
+side (`ntlb compare`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import NtlbError
+from ..explain import available, create
+from ..explain.base import Explainer
+from ..explain.explanation import Explanation
+from ..io import OutputFolder, save_image_atomic, write_json_atomic
+from ..models.adapter import ClipAdapter
+from ..models.loading import DEFAULT_MODEL
+from ..viz import captioned, method_comparison, overlay, picture_grid
+from ..viz.report import write_report
+from ..world import COLOURS, describe, random_scene, relate, render
+from ..world.detector import looks_like_world_scene
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "text"
+
+
+def model_notes(adapter: ClipAdapter, pictures: Sequence[Image.Image] = ()) -> list[str]:
+    """What a reader must know about the model behind the maps: random weights; the bundled world model asked
+    about pictures from outside its world."""
+    notes = []
+    if getattr(adapter, "random_weights", False):
+        notes.append(f"model {adapter.name} has random weights: the maps show the numerics, not meaning")
+    if adapter.name == DEFAULT_MODEL and not adapter.random_weights:
+        outside = sum(not looks_like_world_scene(picture) for picture in pictures)
+        if outside:
+            notes.append(f"{outside} of {len(pictures)} image(s) do not look like scenes of ntlb's procedural world: "
+                         f"the bundled {DEFAULT_MODEL} model knows only coloured shapes, so on photos its maps show "
+                         "that world's notions, not what a CLIP trained on photos sees; pass --model/--pretrained "
+                         "with a real CLIP checkpoint")
+    return notes
+
+
+def pair_record(explanation: Explanation, b: int, t: int, image: str, text: str) -> dict:
+    """One pair's JSON record: score, probability, words (None without text relevance), patch map."""
+    column = explanation.text_index(b, t)
+    record = {"image": image, "text": text, "logit": explanation.logit(b, t),
+              "probability": float(explanation.probabilities()[b, column]),
+              "words": [[w, r] for w, r in explanation.words(b, t)] if explanation.has_text_relevance() else None,
+              "overlay": None, "patch_map": None}
+    if explanation.has_image_maps():
+        patch = explanation.image[explanation._index(b, t)]
+        record["patch_map"] = [[round(float(v), 6) for v in row] for row in patch]
+    return record
+
+
+def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
+                  out: str | Path, batch_size: int = 8, title: str | None = None) -> dict:
+    """Explain every image with every text, in batches of images (each image encoded once for all texts), and
+    write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Files an
+    earlier run wrote to `out` are removed first. Returns what explanations.json holds."""
+    if batch_size < 1:
+        raise NtlbError(f"--batch-size {batch_size}: use at least 1 image per batch")
+    if not texts:
+        raise NtlbError('no texts given: add at least one --text "..."')
+    tokens = adapter.tokenizer(list(texts))
+    folder = OutputFolder(out)
+    records, cells, pictures, originals, notes = [], [], {}, {}, []
+    chunks = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    if not chunks:
+        raise NtlbError("no images given: pass at least one image")
+    for start, chunk in zip(range(0, len(images), batch_size),
+                            tqdm(chunks, desc="explaining", unit="batch", disable=len(chunks) < 2)):
+        with torch.no_grad():
+            explanation = explainer(adapter, chunk, tokens)
+        notes += [n for n in (explanation.image_note, explanation.text_note) if n and n not in notes]
+        for b, t in explanation.pair_indices():
+            text = texts[explanation.text_index(b, t)]
+            record = pair_record(explanation, b, t, str(chunk[b]), text)
+            originals.setdefault(str(chunk[b]), explanation.originals[b])
+            picture = explanation.originals[b]
+            if explanation.has_image_maps():
+                picture = overlay(picture, explanation.image[explanation._index(b, t)], explanation.preprocess)
+                name = f"{start + b:03d}_{_slug(Path(chunk[b]).stem, 24)}__{t:02d}_{_slug(text)}.png"
+                pictures[name] = captioned(picture, f"{text}  (p {record['probability']:.2f})")
+                save_image_atomic(folder / name, pictures[name])
+                record["overlay"] = name
+            cells.append((picture, f"{Path(chunk[b]).name}: {text}\nlogit {record['logit']:.2f}  "
+                                   f"p {record['probability']:.2f}"))
+            records.append(record)
+    notes = model_notes(adapter, list(originals.values())) + notes
+    method = explainer.name
+    title = title or f"ntlb {method} on {adapter.name}"
+    grids = folder.record(picture_grid(cells, len(texts), folder.root / "grid.png",
+                                       title + (f" - {notes[0]}" if notes else "")))
+    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
+            "method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
+            "notes": notes, "grids": [g.name for g in grids], "pairs": records}
+    write_json_atomic(folder / "explanations.json", data)
+    write_report(folder / "report.html", title, records, notes, pictures, originals)
+    return data
+
+
+def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str],
+                       methods: Sequence[str] | None, out: str | Path, logit_mode: str = "scaled") -> dict:
+    """The same pairs under several explainers: compare.png (rows: pairs, columns: explainers) and compare.json.
+    An explainer that cannot run on the model is skipped with its reason."""
+    methods = list(methods or available())
+    unknown = [m for m in methods if m not in available()]
+    if unknown:
+        raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
+    if not texts:
+        raise NtlbError('no texts given: add at least one --text "..."')
+    tokens = adapter.tokenizer(list(texts))
+    explanations, skipped = {}, {}
+    for method in tqdm(methods, desc="explainers", unit="method"):
+        try:
+            with torch.no_grad():
+                explanations[method] = create(method, logit_mode=logit_mode)(adapter, list(images), tokens)
+        except NtlbError as error:  # e.g. clip_surgery on a convolutional tower: say so and compare the others
+            skipped[method] = str(error)
+    if not explanations:
+        raise NtlbError(f"no explainer could run on {adapter.name}: {'; '.join(skipped.values())}")
+    folder = OutputFolder(out)
+    first = next(iter(explanations.values()))
+    method_comparison(explanations, folder / "compare.png", list(texts))
+    summary = {
+        method: [{"image": str(images[b]), "text": texts[e.text_index(b, t)],
+                  "words": e.words(b, t) if e.has_text_relevance() else None, "options": e.options,
+                  "text_note": e.text_note, "image_note": e.image_note} for b, t in e.pair_indices()]
+        for method, e in explanations.items()
+    }
+    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
+            "notes": model_notes(adapter, first.originals), "methods": summary, "skipped": skipped}
+    write_json_atomic(folder / "compare.json", data)
+    return data
+
+
+def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
+    """A two-object world scene written to out/scene.png, with its two captions, a relation caption and a caption
+    naming a colour that is not in the picture."""
+    scene = random_scene(seed, 2)
+    picture = save_image_atomic(Path(out) / "scene.png", Image.fromarray(render(scene, 256)[0]))
+    absent = next(c for c in COLOURS if c not in {o.colour for o in scene.objects})
+    texts = [describe(scene, 0).text, describe(scene, 1).text, relate(scene, 0, 1, "left").text,
+             f"a {absent} {scene.objects[0].shape}"]
+    return picture, texts
