@@ -1,6 +1,7 @@
 """Bad inputs to explain give one-line errors that name the problem and the fix."""
 
 import pytest
+import torch
 from conftest import EXAMPLE, random_pixels
 
 import ntlb
@@ -58,3 +59,13 @@ def test_paths_and_pil_images_are_preprocessed(world_model):
     assert sum(r for _, r in words) == pytest.approx(1.0)
     assert explanation.probabilities().sum(dim=1).tolist() == pytest.approx([1.0, 1.0])
     assert explanation.image_map(0, 1).shape == (64, 64)
+
+
+def test_top_k_pairs_explain_the_best_scoring_texts(world_model):
+    texts = ["a blue square", "a red circle", "a green star"]
+    full = ntlb.explain(world_model, EXAMPLE, texts)
+    best = ntlb.explain(world_model, EXAMPLE, texts, pairs=ntlb.top_k(2))
+    order = full.logits[0].argsort(descending=True)[:2].tolist()
+    assert [best.text_index(0, k) for k in range(2)] == order
+    assert torch.allclose(best.image[0, 1], full.image[0, order[1]], rtol=1e-5)
+    assert [w for w, _ in best.words(0, 0)] == texts[order[0]].split()

@@ -21,6 +21,8 @@ from ..explain.explanation import Explanation
 from ..metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
 from ..metrics.localization import mask_energy, otsu_iou, pointing_game
 from ..models.adapter import ClipAdapter
+from ..models.features import image_features as encode_images
+from ..models.features import text_features as encode_texts
 from ..world import describe, random_scene, render
 from ..world.captions import CONTENT_ROLES, Caption
 from ..world.datasets import scene_seed
@@ -95,9 +97,8 @@ def _faithfulness(adapter: ClipAdapter, pairs: list[NamedObject], maps: list[Ten
         pixels = adapter.preprocess(pair.picture)
         tokens = adapter.tokenizer([pair.caption.text])
         eot = int(tokens.eot[0])
-        with torch.no_grad():
-            image_features = adapter.encode_image(pixels[None]).features[0]
-            text_features = adapter.encode_text(tokens.ids, tokens.eot).features[0]
+        image_features = encode_images(adapter, pixels[None])[0]
+        text_features = encode_texts(adapter, [pair.caption.text])[0]
         for positive in (True, False):
             suffix = "positive" if positive else "negative"
             curve = patch_perturbation_curve(adapter, pixels, text_features, patch_map, positive)
