@@ -190,3 +190,7 @@ def test_summary_rows_average_runs_and_score_detections():
     # one of the two classes found exactly in both images: AP and AR are 1 for it and 0 for the other
     assert table["ntlb"]["AP"] == pytest.approx(0.5) and table["ntlb"]["AR"] == pytest.approx(0.5)
     assert table["masked"]["AP"] == pytest.approx(0.0) and table["ntlb (released Dice)"]["f1"] == pytest.approx(0.9)
+    undetected = run("ntlb", 0.4, [])
+    del undetected["detections"]  # a run without a detector counts in F1, not in AP
+    pooled = summarize_runs([run("ntlb", 0.2, exact), undetected])["ntlb"]
+    assert pooled["detected_runs"] == 1 and pooled["AP"] == pytest.approx(0.5) and pooled["f1"] == pytest.approx(0.3)

@@ -266,8 +266,10 @@ def test_every_option_has_help_with_its_default():
     for command, parser, action in _options(build_parser()):
         assert action.help, f"{command} {action.option_strings[0]} has no help"
         text = parser.formatter_class("x")._get_help_string(action)
-        if action.default not in (None, False):
-            assert "default" in text, f"{command} {action.option_strings[0]}: default not shown"
+        if action.default is not False and not action.required:  # flags aside: the default, or what leaving it out does
+            assert re.search(r"default|needed with|give exactly one", text), f"{command} {action.option_strings[0]}"
+        if action.default is not None and action.default is not False:
+            assert "%(default)s" in text or str(action.default) in text, f"{command} {action.option_strings[0]}"
         seen += 1
     assert seen > 60
 

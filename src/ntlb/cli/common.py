@@ -13,8 +13,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.option_strings and "%(default)" not in text and action.default not in (None, False)
-                and action.default is not argparse.SUPPRESS and not isinstance(action, argparse._HelpAction)):
+        if (action.option_strings and "%(default)" not in text and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS
+                and not isinstance(action, argparse._HelpAction)):
             text += " (default: %(default)s)"
         return text
 
@@ -29,8 +30,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) ->
                         help="open_clip architecture (ViT-B-32), model-config .json, hf:<dir>, or a bundled name "
                              "(default: the bundled ntlb-world model)")
     parser.add_argument("--pretrained", default=None,
-                        help="open_clip tag or checkpoint path (.pt/.safetensors); none: the bundled model's own "
-                             "weights, random weights for other architectures")
+                        help="open_clip tag or checkpoint path (.pt/.safetensors) (default: the bundled model's own "
+                             "weights; random weights for other architectures)")
     if device:
         add_device_argument(parser)
 

@@ -64,10 +64,12 @@ def add_commands(commands) -> None:
                            "Algorithm 1 with the paper's Dice loss, or the masked baselines. A rerun with the same "
                            "options resumes from --out/checkpoint.pt.")
     generate.add_argument("--layout", default=None, help="layout JSON (width, height, objects: box + text); see "
-                                                         "examples/layout.json")
-    generate.add_argument("--coco", default=None, help="COCO instances JSON (with --image-id)")
-    generate.add_argument("--image-id", type=int, default=None, help="COCO image id")
-    generate.add_argument("--world-seed", type=int, default=None, help="a random world layout by seed")
+                                                         "examples/layout.json (give exactly one layout source)")
+    generate.add_argument("--coco", default=None,
+                          help="COCO instances JSON, with --image-id (give exactly one layout source)")
+    generate.add_argument("--image-id", type=int, default=None, help="COCO image id (needed with --coco)")
+    generate.add_argument("--world-seed", type=int, default=None,
+                          help="a random world layout by seed (give exactly one layout source)")
     generate.add_argument("--method", default="ntlb", choices=["ntlb", "masked", "masked+full"],
                           help="ntlb's Dice loss, or baseline (a) masked or (b) masked + full similarity")
     generate.add_argument("--explainer", default="chefer2021", choices=available(),
@@ -77,14 +79,15 @@ def add_commands(commands) -> None:
     generate.add_argument("--decay", type=float, default=1.0,
                           help="spectrum decay of the pixels generator: higher gives smoother, flatter colours "
                                "(1.5 suits the world's 64-pixel scenes)")
-    generate.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (with --generator vqgan)")
-    generate.add_argument("--vqgan-checkpoint", default=None, help="taming VQGAN .ckpt (with --generator vqgan)")
+    generate.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")
+    generate.add_argument("--vqgan-checkpoint", default=None, help="taming VQGAN .ckpt (needed with --generator vqgan)")
     generate.add_argument("--dice", default="paper", choices=["paper", "released"],
                           help="Dice of the paper, or the released code's (no false-negative term)")
     generate.add_argument("--detector", default=None, choices=["world", "torchvision", "none"],
                           help="detector for AP/AR (default: world for --world-seed layouts, else none)")
     generate.add_argument("--detector-model", default="fasterrcnn_resnet50_fpn", help="torchvision detection model")
-    generate.add_argument("--detector-weights", default=None, help="state dict file of the torchvision detector")
+    generate.add_argument("--detector-weights", default=None,
+                          help="state dict file of the torchvision detector (needed with --detector torchvision)")
     generate.add_argument("--steps", type=int, default=300, help="optimisation steps")
     generate.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (paper: 0.1)")
     generate.add_argument("--views", type=int, default=4, help="augmented views per step")

@@ -80,13 +80,16 @@ def add_commands(commands) -> None:
                         "CoOp with lambda * (-S(c_gt) + sum S(c)) on the class name; CLIP frozen.")
     train.add_argument("--data", required=True, help="image folder: one sub-folder per class (classnames.txt "
                                                      "optional; ImageNet synset folders named automatically)")
-    train.add_argument("--classnames", default=None, help="class names file ('<folder> <name>' per line)")
+    train.add_argument("--classnames", default=None,
+                       help="class names file ('<folder> <name>' per line) (default: classnames.txt in --data, "
+                            "else the folder names)")
     train.add_argument("--shots", type=int, default=1, help="images per class")
     train.add_argument("--ctx", type=int, default=16, help="number M of context vectors")
     train.add_argument("--position", default="middle", choices=["end", "middle", "front"],
                        help="where the class name goes")
     train.add_argument("--csc", action="store_true", help="class-specific context vectors")
-    train.add_argument("--init", default=None, help="initialise from words, e.g. 'a photo of a' (sets M)")
+    train.add_argument("--init", default=None,
+                       help="initialise from words, e.g. 'a photo of a' (sets M) (default: random vectors)")
     train.add_argument("--expl-weight", type=float, default=1.0,
                        help="lambda of the explainability loss; 0 is CoOp (paper: 1 ViT-B/16, 3 others)")
     train.add_argument("--explainer", default="chefer2021", choices=available(),
@@ -119,7 +122,8 @@ def add_commands(commands) -> None:
                           "(paper Fig. 2).")
     explain.add_argument("images", nargs="+", help="image files")
     explain.add_argument("--prompts", required=True, help="prompts file from 'ntlb prompt train'")
-    explain.add_argument("--label", default=None, help="the true class name, explained beside the prediction")
+    explain.add_argument("--label", default=None,
+                         help="the true class name, explained beside the prediction (default: the prediction only)")
     explain.add_argument("--out", default="out/prompt-explain", help="output folder")
     add_device_argument(explain)
     explain.set_defaults(run=cmd_explain)

@@ -66,7 +66,9 @@ def add_commands(commands) -> None:
     train.add_argument("--batch-size", type=int, default=128, help="captioned scenes per step")
     train.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (warm-up, then cosine)")
     train.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    train.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
-    train.add_argument("--init", default=None, help="weights to start from (.safetensors/.pt) instead of random")
+    train.add_argument("--max-minutes", type=float, default=None,
+                       help="stop (resumably) after this long (default: no limit)")
+    train.add_argument("--init", default=None,
+                       help="weights to start from (.safetensors/.pt) (default: random initialisation)")
     add_device_argument(train)
     train.set_defaults(run=cmd_train)

@@ -27,7 +27,7 @@ from ..world.detector import looks_like_world_scene
 
 
 def _slug(text: str, limit: int = 32) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "text"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:limit].strip("-") or "text"
 
 
 def model_notes(adapter: ClipAdapter, pictures: Sequence[Image.Image] = ()) -> list[str]:
