@@ -43,7 +43,8 @@ class Explanation:
     text_note: str = ""
     options: dict = field(default_factory=dict)
 
-    def _index(self, b: int, t: int | None) -> tuple[int, ...]:
+    def key(self, b: int, t: int | None = None) -> tuple[int, ...]:
+        """The index of pair (b, t) into `image` and `text`: (b,) for diagonal pairs, (b, t) otherwise."""
         if self.pairs == "diagonal":
             if t is not None and t != b:
                 raise NtlbError(f"pairs='diagonal' explains image {b} with text {b} only, not text {t}")
@@ -54,7 +55,7 @@ class Explanation:
 
     def text_index(self, b: int, t: int | None = None) -> int:
         """The text explained in slot t of image b."""
-        index = self._index(b, t)
+        index = self.key(b, t)
         return int(self.columns[b, 0] if self.pairs == "diagonal" else self.columns[index])
 
     @property
@@ -81,7 +82,7 @@ class Explanation:
         """The (h, w) patch map of a pair, upsampled to `size` (default: model input) and min-max scaled."""
         if self.image is None:
             raise NtlbError(self.image_note or f"{self.method} gave no image maps for this model")
-        patch = self.image[self._index(b, t)].detach().float()
+        patch = self.image[self.key(b, t)].detach().float()
         out = upsample(patch, size or self.input_size)
         return minmax(out) if normalize else out
 
@@ -89,7 +90,7 @@ class Explanation:
         """The token row of a pair in a named normalisation (see `normalize_text`)."""
         if not self.has_text_relevance():
             raise NtlbError(self.text_note or f"{self.method} gave no text relevance")
-        row = self.text[self._index(b, t)].detach()
+        row = self.text[self.key(b, t)].detach()
         return normalize_text(row, self.tokens.eot[self.text_index(b, t)], normalize)
 
     def words(self, b: int, t: int | None = None, normalize: str = "visual") -> list[tuple[str, float]]:

@@ -54,7 +54,7 @@ def pair_record(explanation: Explanation, b: int, t: int, image: str, text: str)
               "words": [[w, r] for w, r in explanation.words(b, t)] if explanation.has_text_relevance() else None,
               "overlay": None, "patch_map": None}
     if explanation.has_image_maps():
-        patch = explanation.image[explanation._index(b, t)]
+        patch = explanation.image[explanation.key(b, t)]
         record["patch_map"] = [[round(float(v), 6) for v in row] for row in patch]
     return record
 
@@ -85,7 +85,7 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
             originals.setdefault(str(chunk[b]), explanation.originals[b])
             picture = explanation.originals[b]
             if explanation.has_image_maps():
-                picture = overlay(picture, explanation.image[explanation._index(b, t)], explanation.preprocess)
+                picture = overlay(picture, explanation.image[explanation.key(b, t)], explanation.preprocess)
                 name = f"{start + b:03d}_{_slug(Path(chunk[b]).stem, 24)}__{t:02d}_{_slug(text)}.png"
                 pictures[name] = captioned(picture, f"{text}  (p {record['probability']:.2f})")
                 save_image_atomic(folder / name, pictures[name])

@@ -40,14 +40,13 @@ def method_comparison(explanations: dict[str, Explanation], path: str | Path, te
         axes[row][0].set_title("\n".join(textwrap.wrap(texts[first.text_index(b, t)], 24)[:3]), fontsize=7)
         for column, name in enumerate(names, start=1):
             explanation = explanations[name]
-            text_index = None if explanation.pairs == "diagonal" else t
             ax = axes[row][column]
             if explanation.has_image_maps():
-                key = (b,) if explanation.pairs == "diagonal" else (b, t)
-                ax.imshow(overlay(explanation.originals[b], explanation.image[key].detach(), explanation.preprocess))
+                patch = explanation.image[explanation.key(b, t)].detach()
+                ax.imshow(overlay(explanation.originals[b], patch, explanation.preprocess))
             else:
                 ax.imshow(explanation.originals[b])
-            ax.set_title(f"{name}\n{_top_words(explanation, b, text_index)}", fontsize=6.5)
+            ax.set_title(f"{name}\n{_top_words(explanation, b, t)}", fontsize=6.5)
     for ax in axes.flat:
         ax.axis("off")
     return save_figure_atomic(fig, path)

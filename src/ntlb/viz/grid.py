@@ -58,7 +58,7 @@ def explanation_grid(explanation: Explanation, path: str | Path, texts: list[str
     for b, t in explanation.pair_indices():
         picture = explanation.originals[b]
         if explanation.has_image_maps():
-            picture = overlay(picture, explanation.image[explanation._index(b, t)], explanation.preprocess)
+            picture = overlay(picture, explanation.image[explanation.key(b, t)], explanation.preprocess)
         column = explanation.text_index(b, t)
         label = texts[column] if texts else f"text {column}"
         top = ""
