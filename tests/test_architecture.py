@@ -12,7 +12,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "src" / "ntlb"
 LAYERS = [  # bottom first; the same list is drawn in docs/architecture.md
     {"errors"},
-    {"io", "registry"},
+    {"io", "registry", "distributed"},
     {"training"},
     {"models"},
     {"explain"},
@@ -20,6 +20,7 @@ LAYERS = [  # bottom first; the same list is drawn in docs/architecture.md
     {"detectors"},
     {"tasks"},
     {"cli"},
+    {"__main__"},  # `python -m ntlb`: the command line
 ]
 FACADES = {"__init__", "explainers"}  # the package's public names, re-exported from below
 

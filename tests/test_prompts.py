@@ -15,7 +15,7 @@ from ntlb.explain.relevance import clip_scores
 from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
 from ntlb.models import ImageFeatures, image_features, text_features
 from ntlb.tasks.folders import class_subset, read_image_folder
-from ntlb.tasks.prompt_training import PromptConfig, evaluate, step_loss, train_prompts
+from ntlb.tasks.prompt_training import PromptConfig, evaluate, step_gradients, train_prompts
 from ntlb.tasks.prompts import PromptLearner, prompt_layout
 from ntlb.training import TrainingRun
 from ntlb.world.datasets import export_classification
@@ -114,6 +114,12 @@ def test_loss_through_the_explainer_matches_the_reference_per_class(world_model,
     assert torch.allclose(fast_grad, slow_grad, rtol=1e-9, atol=1e-15) and float(slow_grad.abs().sum()) > 0
 
 
+def _step(adapter, learner, pixels, labels, config, **options):
+    learner.ctx.grad = None
+    parts = step_gradients(adapter, learner, pixels, labels, config, **options)
+    return parts, learner.ctx.grad.clone()
+
+
 def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
     """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors;
     clip_surgery has no text relevance and is refused in one line."""
@@ -121,13 +127,30 @@ def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
     learner = PromptLearner(world_model, NAMES, n_ctx=2, seed=0).double()
     gradients = {}
     for name in ("attention", "rollout", "gradcam", "chefer2021"):
-        config = PromptConfig(n_ctx=2, explainer=name)
-        loss, parts = step_loss(world_model, learner, pixels, torch.tensor([0, 1]), config)
-        (gradients[name],) = torch.autograd.grad(loss, [learner.ctx])
+        parts, gradients[name] = _step(world_model, learner, pixels, torch.tensor([0, 1]),
+                                       PromptConfig(n_ctx=2, explainer=name))
         assert float(gradients[name].abs().sum()) > 0 and parts["expl"] != 0
     assert not torch.allclose(gradients["attention"], gradients["chefer2021"])
     with pytest.raises(NtlbError, match="clip_surgery.*gives no text relevance"):
-        step_loss(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
+        step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
+
+
+@pytest.mark.parametrize("expl_weight, reduction", [(0.0, "paper"), (1.0, "paper"), (3.0, "released")])
+def test_class_chunks_add_up_to_the_whole_step(world_model, expl_weight, reduction):
+    """Classes through the text encoder in chunks (cross-entropy entering through all logits' softmax, the loss a
+    weighted sum over classes) give the whole step's gradient and loss terms: 1e-9 in float64."""
+    names = ["red circle", "blue star", "green square", "pink cross", "dog"]
+    pixels, labels = random_pixels(world_model, 3), torch.tensor([0, 4, 2])
+    learner = PromptLearner(world_model, names, n_ctx=3, seed=2).double()
+    config = PromptConfig(n_ctx=3, expl_weight=expl_weight, reduction=reduction)
+    whole, whole_grad = _step(world_model, learner, pixels, labels, config)
+    chunked, chunked_grad = _step(world_model, learner, pixels, labels, config, class_chunk=2)
+    assert torch.allclose(chunked_grad, whole_grad, rtol=1e-9, atol=1e-14) and float(whole_grad.abs().sum()) > 0
+    assert chunked == pytest.approx(whole, rel=1e-9)
+    half, half_grad = _step(world_model, learner, pixels[:2], labels[:2], config, batch_size=3)  # a process's share
+    other, other_grad = _step(world_model, learner, pixels[2:], labels[2:], config, batch_size=3)
+    assert torch.allclose(half_grad + other_grad, whole_grad, rtol=1e-9, atol=1e-14)
+    assert half["ce"] + other["ce"] == pytest.approx(whole["ce"], rel=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -41,9 +41,11 @@ def test_pair_selection_and_targets_by_hand():
     chosen = torch.tensor([[1, 2], [0, 2]])
     images = image_targets(chosen, logits)  # slot k of every image at once
     assert images[0].tolist() == [[0, 1, 0], [1, 0, 0]] and images[1].tolist() == [[0, 0, 1], [0, 0, 1]]
-    rounds_targets, rounds = text_targets(chosen, logits)  # text 2 is explained twice: one round per image
-    assert rounds_targets.tolist() == [[[0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 0, 1]]]
-    assert rounds.tolist() == [[0, 0], [1, 1]]
+    rounds_targets, rounds = text_targets(chosen, logits)  # text 2 is explained twice: its second pair waits
+    assert rounds_targets.tolist() == [[[0, 1, 1], [1, 0, 0]], [[0, 0, 0], [0, 0, 1]]]
+    assert rounds.tolist() == [[0, 0], [0, 1]]
+    every, rounds = text_targets(select_pairs("all", logits)[1], logits)  # every text with both images: 2 rounds
+    assert every.tolist() == [[[1, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 1]]] and rounds.tolist() == [[0] * 3, [1] * 3]
     square = torch.zeros(2, 2)
     single, rounds = text_targets(select_pairs("diagonal", square)[1], square)  # each text once: one round
     assert single.tolist() == [[[1, 0], [0, 1]]] and rounds.tolist() == [[0], [0]]

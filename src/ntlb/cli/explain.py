@@ -21,7 +21,7 @@ def _explainer(args: argparse.Namespace):
             raise NtlbError(f"templates file not found: {path}: give one template with {{}} per line")
         options["empty_templates"] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return create(args.method, start_layer_image=args.start_layer_image, start_layer_text=args.start_layer_text,
-                  logit_mode=args.logit_mode, **options)
+                  logit_mode=args.logit_mode, max_memory=args.max_memory, **options)
 
 
 def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str]) -> int:
@@ -110,6 +110,9 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
                         help="clip_surgery: file of prompt templates (one per line, {} for the class) whose empty-"
                              "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--max-memory", default=None,
+                        help="memory budget, e.g. 2GB: gradients go in chunks and pairs in tiles to fit it (default: "
+                             "half the memory available)")
     parser.add_argument("--out", default=default_out, help="output folder (files of an earlier run there are replaced)")
     parser.add_argument("--quiet", action="store_true", help="do not print the highlighted words")
 
@@ -142,3 +145,63 @@ def add_commands(commands) -> None:
     demo.add_argument("--seed", type=int, default=7, help="scene seed")
     add_explain_options(demo, default_out="out/demo")
     demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu")
+    add_dataset_command(commands)
+
+
+def cmd_explain_dataset(args: argparse.Namespace) -> int:
+    from ..distributed import current_world, process_device
+    from ..tasks.dataset_explanation import DatasetSettings, dataset_units, explain_dataset
+
+    world = current_world(args.device)
+    if args.classes and args.text:
+        raise NtlbError("give either --classes FILE or --text, not both")
+    texts, template = list(args.text), args.template or "{}"
+    if args.classes:
+        path = Path(args.classes)
+        if not path.is_file():
+            raise NtlbError(f"classes file not found: {path}: give one class name per line")
+        texts, template = [line.strip() for line in path.read_text().splitlines() if line.strip()], \
+            args.template or "a photo of a {}."
+    elif not texts:
+        _, names = dataset_units(args.data, args.shard_size)
+        texts, template = names or [], args.template or "a photo of a {}."
+    top = args.top_k if args.top_k is not None else (min(5, len(texts)) if args.classes or not args.text else None)
+    settings = DatasetSettings(args.data, texts, template, top, args.method, args.start_layer_image,
+                               args.start_layer_text, args.logit_mode, args.shard_size, args.model, args.pretrained)
+    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world))
+    index = explain_dataset(adapter, settings, args.out, world, args.batch_size, args.workers, args.max_memory)
+    if world.main:
+        rate = index["images"] / max(index["seconds"], 1e-9)
+        print(f"explained {index['images']} images x {top or len(texts)} texts in {len(index['shards'])} shards "
+              f"({rate:.1f} images/s this run) -> {args.out}/index.json")
+    return 0
+
+
+def add_dataset_command(commands) -> None:
+    from ..explain import available
+
+    dataset = add_command(commands, "explain-dataset", "explain every image of a dataset (folder, list, WebDataset)",
+                          "Maps of each image's top-k classes or of the given texts, written as safetensors shards "
+                          "with an index; rerun to resume; under torchrun the processes share the shards.")
+    dataset.add_argument("data", help="an image folder (class folders or images), a .txt file list, or WebDataset "
+                                      "shards (data-{000000..000009}.tar)")
+    dataset.add_argument("--classes", default=None,
+                         help="file of class names, one per line (default: the folder's classes, unless --text)")
+    dataset.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
+    dataset.add_argument("--template", default=None,
+                         help="prompt template (default: 'a photo of a {}.' for classes, '{}' for texts)")
+    dataset.add_argument("--top-k", type=int, default=None,
+                         help="explain each image's k best-scoring texts (default: 5 for classes, every --text)")
+    dataset.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
+    dataset.add_argument("--start-layer-image", type=int, default=0, help="first image layer used")
+    dataset.add_argument("--start-layer-text", type=int, default=0, help="first text layer used")
+    dataset.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
+    dataset.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    dataset.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")
+    dataset.add_argument("--shard-size", type=int, default=1024, help="images per output shard (a .tar input: one "
+                                                                      "shard per .tar)")
+    dataset.add_argument("--max-memory", default=None,
+                         help="memory budget of one batch, e.g. 6GB (default: half the memory available)")
+    add_model_arguments(dataset)
+    dataset.add_argument("--out", required=True, help="output folder (shards/, index.json, settings.json)")
+    dataset.set_defaults(run=cmd_explain_dataset)

@@ -9,6 +9,7 @@ from .common import add_command, add_device_argument, add_model_arguments, load_
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..distributed import current_world, process_device
     from ..tasks.explaining import model_notes
     from ..tasks.folders import read_image_folder
     from ..tasks.prompt_training import PromptConfig, load_learner, train_prompts
@@ -18,12 +19,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         explainer=args.explainer, score=args.score, reduction=args.reduction,
         also_minimize=not args.no_also_minimize, shots=args.shots, seed=args.seed, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment, model=args.model,
-        pretrained=args.pretrained,
+        pretrained=args.pretrained, max_memory=args.max_memory,
     )
     data = read_image_folder(args.data, args.classnames)
-    adapter = load_adapter(args.model, args.pretrained, args.device)
-    print_notes(model_notes(adapter))
-    out = train_prompts(adapter, data, args.out, config)
+    world = current_world(args.device)
+    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world))
+    if world.main:
+        print_notes(model_notes(adapter))
+    out = train_prompts(adapter, data, args.out, config, workers=args.workers)
+    if not world.main:
+        return 0
     learner, _ = load_learner(adapter, out)
     print(f"wrote {out} ({len(data.classnames)} classes, {config.shots} shot(s), M={learner.n_ctx}, "
           f"lambda={config.expl_weight}, {config.explainer}); nearest words of the context vectors:")
@@ -104,6 +109,10 @@ def add_commands(commands) -> None:
     train.add_argument("--lr", type=float, default=0.002, help="SGD learning rate (1 warm-up epoch, then cosine)")
     train.add_argument("--no-augment", action="store_true", help="no random resized crop and flip")
     train.add_argument("--seed", type=int, default=0, help="shots, initialisation and shuffling")
+    train.add_argument("--max-memory", default=None,
+                       help="memory budget of one step, e.g. 8GB: classes go through the text encoder in chunks to "
+                            "fit it (default: half the memory available)")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     add_model_arguments(train)
     train.add_argument("--out", required=True, help="prompts file to write (and to resume from)")
     train.set_defaults(run=cmd_train)

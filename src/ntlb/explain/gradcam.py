@@ -53,9 +53,8 @@ class GradCam(GradientExplainer):
     The layer is fixed to the last one (that is the method): start layers are ignored and not recorded.
     """
 
-    def __init__(self, start_layer_image: int = -1, start_layer_text: int = -1, logit_mode: str = "scaled",
-                 create_graph: bool = False, chunk_size: int | None = None):
-        super().__init__(-1, -1, logit_mode, create_graph, chunk_size)
+    def __init__(self, start_layer_image: int = -1, start_layer_text: int = -1, **options):
+        super().__init__(-1, -1, **options)
 
     def options(self) -> dict:
         return {"layer": "last", "logit_mode": self.logit_mode, "create_graph": self.create_graph}

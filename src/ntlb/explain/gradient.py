@@ -1,22 +1,28 @@
 """The shared half of gradient-based explainers: batched gradients of the selected scores with respect to what
-the method reads (attention probabilities, a convolutional stage), chunked to bound memory. A method supplies
-only `combine`: how its formula turns those tensors and their gradients into one relevance row per pair."""
+the method reads (attention probabilities, a convolutional stage), chunked and tiled to fit a memory budget. A
+method supplies only `combine`: how its formula turns those tensors and their gradients into one relevance row
+per pair."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from .base import Batch, Explainer
+from ..models.adapter import ClipAdapter
+from .base import Batch, Explainer, Inputs
+from .memory import DEFAULT_SHARE, Plan, available_memory, measure_costs, plan_tiles
 from .relevance import attention_gradients
-from .targets import image_targets, text_targets
+from .targets import Pairs, image_targets, text_targets
 
 
 class GradientExplainer(Explainer):
     """Relevance from d(score)/d(tensors) for every selected pair, in one autograd call per tower and chunk.
 
-    Image side: K gradient targets (slot k of every image at once). Text side: one target, or one per image when
-    a text is explained for several images. `chunk_size` targets per call bound the memory.
+    Image side: K gradient targets (slot k of every image at once). Text side: one target per round, a round
+    selecting each text once. With chunk_size="auto" the targets per call and, when even one call of the whole
+    batch would not fit, tiles of images x texts are chosen from the memory budget.
     """
 
     uses_gradients = True
@@ -35,16 +41,18 @@ class GradientExplainer(Explainer):
         text_inputs = self.gradient_inputs(batch, "text")
         keep_graph = batch.differentiable or self.create_graph
         image = text = None
-        if image_inputs:
+        if image_inputs:  # the graph stays for the text side's call and for the next tile of this image group
             targets = image_targets(batch.columns, batch.logits)
-            image = self._rows(batch, "image", image_inputs, targets, keep_graph or bool(text_inputs)).transpose(0, 1)
+            image = self._rows(batch, "image", image_inputs, targets, batch.image_chunk,
+                               keep_graph or bool(text_inputs) or batch.keep_image_graph).transpose(0, 1)
         if text_inputs:
             targets, rounds = text_targets(batch.columns, batch.logits)
-            text = self._rows(batch, "text", text_inputs, targets, keep_graph)[rounds, batch.columns]
+            text = self._rows(batch, "text", text_inputs, targets, batch.text_chunk, keep_graph)[rounds, batch.columns]
         return image, text
 
-    def _rows(self, batch: Batch, tower: str, tensors: list[Tensor], targets: Tensor, retain: bool) -> Tensor:
-        size = self.chunk_size or targets.shape[0]
+    def _rows(self, batch: Batch, tower: str, tensors: list[Tensor], targets: Tensor, chunk: int | None,
+              retain: bool) -> Tensor:
+        size = chunk or targets.shape[0]
         rows = []
         for start in range(0, targets.shape[0], size):
             last = start + size >= targets.shape[0]
@@ -52,3 +60,19 @@ class GradientExplainer(Explainer):
                                             retain or not last)
             rows.append(self.combine(batch, tower, tensors, gradients))
         return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+    def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, differentiable: bool) -> Plan | None:
+        """With chunk_size="auto": the chunks (and, unless the results are differentiable, whose graphs are kept
+        anyway, the tiles) whose estimated peak fits `max_memory` (default: half the memory available now)."""
+        if self.chunk_size != "auto":
+            return None
+        budget = self.max_memory or int(DEFAULT_SHARE * available_memory(adapter.device))
+        costs = measure_costs(adapter, self.keep_from(adapter, "image"), self.keep_from(adapter, "text"))
+        if inputs.image_features is not None:
+            costs = replace(costs, image_graph=0.0, image_attention=0.0)
+        if inputs.text_features is not None:
+            costs = replace(costs, token_graph=0.0, text_attention_per_token2=0.0)
+        length = inputs.tokens.ids.shape[1] if inputs.tokens is not None else 1
+        slots = None if isinstance(pairs, str) and pairs == "all" else 1 if isinstance(pairs, str) else (
+            pairs.shape[-1] if isinstance(pairs, Tensor) and pairs.ndim == 2 else None)
+        return plan_tiles(costs, inputs.images, inputs.texts, length, slots, budget, tiles=not differentiable)

@@ -71,10 +71,8 @@ class ClipSurgery(Explainer):
 
     gives_text_relevance = False
 
-    def __init__(self, surgery_layers: int = 6, empty_templates: Sequence[str] | None = None,
-                 start_layer_image: int = 0, start_layer_text: int = 0, logit_mode: str = "scaled",
-                 create_graph: bool = False, chunk_size: int | None = None):
-        super().__init__(start_layer_image, start_layer_text, logit_mode, create_graph, chunk_size)
+    def __init__(self, surgery_layers: int = 6, empty_templates: Sequence[str] | None = None, **options):
+        super().__init__(**options)
         if surgery_layers < 1:
             raise NtlbError(f"surgery_layers={surgery_layers}: use at least 1 block")
         self.surgery_layers = surgery_layers

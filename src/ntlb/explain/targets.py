@@ -62,15 +62,14 @@ def text_targets(columns: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
     """(R, B, T) selectors for the text side and the (B, K) round each pair's row is read from.
 
     A text's attention gets gradients from every image it is scored with, so one gradient call may select each
-    text once only: when no text is explained twice (diagonal pairs) one round selects every pair; otherwise
-    round b selects image b's pairs (B rounds).
+    text once only: a pair goes to round r when its text was explained r times before it (row by row). R is the
+    most times any text is explained: 1 for diagonal pairs, B for all pairs, a few for top-k classes.
     """
-    b = logits.shape[0]
-    rows = torch.arange(b, device=logits.device)[:, None].expand_as(columns)
-    if columns.unique().numel() == columns.numel():
-        targets = torch.zeros(1, *logits.shape, device=logits.device, dtype=logits.dtype)
-        targets[0, rows, columns] = 1
-        return targets, torch.zeros_like(columns)
-    targets = torch.zeros(b, *logits.shape, device=logits.device, dtype=logits.dtype)
-    targets[rows, rows, columns] = 1
-    return targets, rows
+    flat = columns.flatten()
+    order = torch.arange(flat.numel(), device=flat.device)
+    same = (flat[:, None] == flat[None, :]) & (order[None, :] < order[:, None])
+    rounds = same.sum(dim=1).reshape(columns.shape)
+    rows = torch.arange(columns.shape[0], device=columns.device)[:, None].expand_as(columns)
+    targets = torch.zeros(int(rounds.max()) + 1, *logits.shape, device=logits.device, dtype=logits.dtype)
+    targets[rounds, rows, columns] = 1
+    return targets, rounds

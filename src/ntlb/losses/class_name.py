@@ -39,18 +39,26 @@ def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str =
     return row.masked_fill(~names, float("-inf")).amax(dim=-1)
 
 
+def explainability_weights(labels: Tensor, classes: int, reduction: str = "paper", also_minimize: bool = True,
+                           batch: int | None = None) -> Tensor:
+    """(B, C) weights w with loss = sum(w * S): -1/B on each image's true class and, with `also_minimize`, +1/B on
+    the others ("paper": the sum over the other classes, averaged over the batch) or +1/(B C) ("released": the mean
+    over the B x C matrix with the true entries zeroed). The loss is a sum over classes, so class chunks can be
+    explained one at a time. `batch`: the B to divide by (the global batch when a process holds part of it)."""
+    if reduction not in REDUCTIONS:
+        raise NtlbError(f"unknown loss reduction '{reduction}': use one of {', '.join(REDUCTIONS)}")
+    count = batch or labels.shape[0]
+    true = torch.nn.functional.one_hot(labels, classes).to(torch.float64)
+    others = (1 - true) * (1.0 / count if reduction == "paper" else 1.0 / (count * classes))
+    return -true / count + (others if also_minimize else 0.0)
+
+
 def explainability_loss(scores: Tensor, labels: Tensor, reduction: str = "paper", also_minimize: bool = True) -> Tensor:
     """-S(c_gt) + sum_{c != c_gt} S(c), averaged over the batch ("paper"), or the released code's form: the mean
     of -S(c_gt) plus the mean over the B x C matrix with the true entries zeroed. `also_minimize=False` keeps
     only the first term."""
-    if reduction not in REDUCTIONS:
-        raise NtlbError(f"unknown loss reduction '{reduction}': use one of {', '.join(REDUCTIONS)}")
-    true = scores.gather(1, labels[:, None].to(scores.device)).squeeze(1)
-    loss = -true.mean()
-    if also_minimize:
-        others = scores.scatter(1, labels[:, None].to(scores.device), 0.0)
-        loss = loss + (others.sum(dim=1).mean() if reduction == "paper" else others.mean())
-    return loss
+    weights = explainability_weights(labels.to(scores.device), scores.shape[1], reduction, also_minimize)
+    return (weights.to(scores.dtype) * scores).sum()
 
 
 def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor, score: str = "paper",

@@ -7,21 +7,23 @@ through the text encoder, SPEC section 4), and the loss is computed from that ex
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.relevance import clip_scores
-from ..losses import REDUCTIONS, SCORES, class_name_loss
+from ..io import load_image
+from ..losses import REDUCTIONS, SCORES, explainability_scores, explainability_weights
 from ..models.adapter import ClipAdapter
-from ..models.features import image_features
-from ..models.inputs import ImageFeatures
+from ..models.features import accumulation_dtype, image_features
+from ..models.inputs import ImageFeatures, Prompts
 from ..training import TrainingRun, read_checkpoint, warmup_cosine
 from .folders import FolderDataset, ImageFolder, class_subset
 from .prompts import POSITIONS, PromptLearner
@@ -55,6 +57,7 @@ class PromptConfig:
     augment: bool = True
     model: str | None = None
     pretrained: str | None = None
+    max_memory: str | None = None  # budget of one step (default: half the memory available): sets the class chunks
     classnames: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -93,23 +96,71 @@ def prompt_explainer(config: PromptConfig) -> Explainer:
     return explainer
 
 
-def step_loss(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
-              config: PromptConfig, explainer: Explainer | None = None) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy plus lambda times the explainability loss, for one batch."""
+def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
+                   config: PromptConfig, explainer: Explainer | None = None, module: torch.nn.Module | None = None,
+                   batch_size: int | None = None, class_chunk: int | None = None, processes: int = 1) -> dict:
+    """One step's forward and backward (gradients accumulate in the context vectors): cross-entropy plus lambda
+    times the explainability loss over `pixels`, a process's share of a global batch of `batch_size` images
+    (default: these alone). `module` is the learner or its DDP wrapper (which averages over `processes`).
+
+    With `class_chunk` < the number of classes, the classes go through the text encoder in chunks, each with its
+    own backward: the cross-entropy's gradient enters through its logits (the softmax of all classes' logits,
+    computed first without a graph), and the explainability loss is a weighted sum over classes, so the gradients
+    add up to those of the whole step, while memory holds one chunk's graph.
+    """
+    module = module or learner
     with torch.no_grad():
         features = adapter.encode_image(pixels).features
     labels = labels.to(adapter.device)
-    if config.expl_weight <= 0:
-        logits = clip_scores(features, learner.encode(adapter).features, adapter.logit_scale, "scaled")
-        ce = F.cross_entropy(logits.float(), labels)
-        return ce, {"ce": float(ce.detach())}
-    explanation = (explainer or prompt_explainer(config))(adapter, ImageFeatures(features), learner.prompts())
-    ce = F.cross_entropy(explanation.logits.float(), labels)
-    expl, scores = class_name_loss(explanation, learner.layout.names, labels, config.score, config.reduction,
-                                   config.also_minimize)
-    parts = {"ce": float(ce.detach()), "expl": float(expl.detach()),
-             "s_true": float(scores.detach().gather(1, labels[:, None]).mean())}
-    return ce + config.expl_weight * expl, parts
+    total = batch_size or len(labels)
+    classes = len(learner.classnames)
+    chunk = min(class_chunk or classes, classes)
+    explain = config.expl_weight > 0
+    explainer = (explainer or prompt_explainer(config)) if explain else None
+    weights = (explainability_weights(labels, classes, config.reduction, config.also_minimize, total)
+               if explain else None)
+    layout = learner.layout
+    pieces = [list(range(start, min(start + chunk, classes))) for start in range(0, classes, chunk)]
+    gradient_of_ce = None
+    if len(pieces) > 1:
+        with torch.no_grad():
+            logits = clip_scores(features, learner.encode(adapter).features, adapter.logit_scale, "scaled")
+            logits = logits.to(accumulation_dtype(logits.dtype))
+            ce = F.cross_entropy(logits, labels, reduction="sum") / total
+            gradient_of_ce = (logits.softmax(dim=-1) - F.one_hot(labels, classes).to(logits.dtype)) / total
+    parts = {"ce": 0.0, "expl": 0.0, "s_true": 0.0} if explain else {"ce": 0.0}
+    for number, piece in enumerate(pieces):
+        last = number == len(pieces) - 1
+        sync = nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+        with sync:
+            embeddings = module()[piece]
+            tokens = learner.tokens.select(piece)
+            if explain:
+                explanation = explainer(adapter, ImageFeatures(features), Prompts(tokens, embeddings))
+                logits = explanation.logits
+                scores = explainability_scores(explanation.text, tokens.eot, layout.names[piece], config.score)
+                expl = (weights[:, piece].to(scores.dtype) * scores).sum()
+            else:
+                encoded = adapter.encode_text(layout.ids[piece], layout.eot[piece], embeddings=embeddings)
+                logits = clip_scores(features, encoded.features, adapter.logit_scale, "scaled")
+                expl = None
+            logits = logits.to(accumulation_dtype(logits.dtype))
+            if gradient_of_ce is None:
+                ce = F.cross_entropy(logits, labels, reduction="sum") / total
+                loss = ce
+            else:
+                loss = (gradient_of_ce[:, piece] * logits).sum()
+            if expl is not None:
+                loss = loss + config.expl_weight * expl
+                parts["expl"] += float(expl.detach())
+                in_piece = torch.tensor([label in piece for label in labels.tolist()], device=labels.device)
+                if in_piece.any():
+                    local = torch.tensor([piece.index(label) for label in labels[in_piece].tolist()],
+                                         device=labels.device)
+                    parts["s_true"] += float(scores.detach()[in_piece].gather(1, local[:, None]).sum()) / total
+            (loss * processes).backward()  # DDP averages over the processes: each holds its share of the mean
+    parts["ce"] = float(ce.detach())
+    return parts
 
 
 def read_prompts(path: str | Path) -> dict:
@@ -135,20 +186,70 @@ def build_learner(adapter: ClipAdapter, config: PromptConfig) -> PromptLearner:
                          config.seed).to(adapter.device)
 
 
+class ShotImages(Dataset):
+    """The shots, each image augmented with its own seed (run seed, epoch, index): the same picture whichever batch
+    or process it lands in, so a run split over processes sees exactly what one process sees."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform, seed: int):
+        self.samples, self.transform, self.seed = samples, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        path, label = self.samples[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
+            return self.transform(load_image(path)), label
+
+
+def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of an epoch: a shuffle seeded by (seed, epoch), cut into batches."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
+def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner: PromptLearner, images: int,
+                      budget: int | None) -> int:
+    """The most class prompts one backward may hold within `budget` bytes (default: half the memory available)."""
+    from dataclasses import replace
+
+    from ..explain.memory import DEFAULT_SHARE, available_memory, measure_costs, plan_tiles
+
+    budget = budget or int(DEFAULT_SHARE * available_memory(adapter.device))
+    keep = explainer.keep_from(adapter, "text") if explainer is not None else None
+    costs = replace(measure_costs(adapter, None, keep), image_graph=0.0, image_attention=0.0)
+    classes = len(learner.classnames)
+    plan = plan_tiles(costs, images, classes, learner.layout.ids.shape[1], None, budget)
+    return plan.text_group
+
+
 def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, config: PromptConfig,
-                  progress: bool = True) -> Path:
-    """Learn prompts on `config.shots` images per class of `data`; resumes from `out` when it holds a run."""
+                  progress: bool = True, workers: int = 0) -> Path:
+    """Learn prompts on `config.shots` images per class of `data`; resumes from `out` when it holds a run.
+
+    Under torchrun each process takes its share of every global batch and the gradients are all-reduced (DDP);
+    the first process writes the checkpoints.
+    """
+    from ..distributed import current_world
+    from ..explain.memory import parse_memory
+
     if len(data.classnames) < 2:
         raise NtlbError(f"{data.root} has {len(data.classnames)} class: prompt learning tells classes apart, give "
                         "a dataset with at least 2 class folders")
     config.classnames = list(data.classnames)
     shots = data.few_shot(config.shots, config.seed)
+    world = current_world(adapter.device)
     explainer = prompt_explainer(config) if config.expl_weight > 0 else None
     learner = build_learner(adapter, config)
+    module = learner
+    if world.size > 1:
+        module = torch.nn.parallel.DistributedDataParallel(learner)
     optimizer = torch.optim.SGD(learner.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     run = TrainingRun(out, KIND, asdict(config), config.epochs, unit="epoch", desc="prompt learning",
-                      progress=progress)
+                      progress=progress and world.main)
     state = run.resume()
     history = []
     if state is not None:
@@ -156,29 +257,38 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
             learner.ctx.copy_(state["ctx"])
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(FolderDataset(shots.samples, train_transform(adapter, config.augment)),
-                        batch_size=config.batch_size, shuffle=True, generator=generator)
-    with torch.random.fork_rng(), run:  # augmentations draw from the global generator: seed it, restore it after
-        torch.manual_seed(config.seed)
-        for _ in range(run.saved):  # the shuffles and augmentations of a resumed run continue where they stopped
-            for _batch in loader:
-                pass
+    images = ShotImages(shots.samples, train_transform(adapter, config.augment), config.seed)
+    chunk = classes_per_chunk(adapter, explainer, learner, config.batch_size, parse_memory(config.max_memory))
+    with run:
         for epoch in run.steps():
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(epoch, config.epochs, config.lr, config.warmup_epochs, config.warmup_lr)
+            batches = epoch_batches(len(images), config.batch_size, config.seed, epoch)
+            shares = [torch.tensor_split(torch.tensor(batch), world.size)[world.rank].tolist() for batch in batches]
+            loader = DataLoader(images, batch_sampler=[[(epoch, i) for i in share] for share in shares],
+                                num_workers=workers)
             totals: dict[str, float] = {}
-            for pixels, labels in loader:
-                loss, parts = step_loss(adapter, learner, pixels, labels, config, explainer)
+            for batch, (pixels, labels) in zip(batches, loader):
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                parts = step_gradients(adapter, learner, pixels, labels, config, explainer, module, len(batch), chunk,
+                                       world.size)
                 for key, value in parts.items():
-                    totals[key] = totals.get(key, 0.0) + value / len(loader)
+                    totals[key] = totals.get(key, 0.0) + value / len(batches)
+                optimizer.step()
+            totals = _mean_over_processes(totals, world)
             history.append(totals)
             run.report(totals)
-            run.save(epoch + 1, ctx=learner.ctx.detach().cpu(), optimizer=optimizer.state_dict(), history=history)
+            if world.main:
+                run.save(epoch + 1, ctx=learner.ctx.detach().cpu(), optimizer=optimizer.state_dict(), history=history)
     return Path(out)
+
+
+def _mean_over_processes(totals: dict[str, float], world) -> dict[str, float]:
+    """Each process's loss terms are its share of the global batch's: their sum is the batch's."""
+    from ..distributed import sum_over_processes
+
+    summed = sum_over_processes(torch.tensor(list(totals.values()), dtype=torch.float64), world)
+    return dict(zip(totals, summed.tolist()))
 
 
 def dataset_labels(data: ImageFolder) -> torch.Tensor:

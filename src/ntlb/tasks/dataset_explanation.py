@@ -1,0 +1,257 @@
+"""Explaining a whole dataset: an image folder, a file list or WebDataset shards, in batches from DataLoader
+workers, written as shards of maps (safetensors) and an index; resumable, and split over torchrun's processes.
+
+Work is cut into units fixed by the data alone (`shard_size` images of a folder or list, or one input .tar),
+one output shard each, so a rerun skips the shards already written (each is written atomically: none is ever
+half there) and N processes take every N-th unit: no image twice, none missed, the same shards as one process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..distributed import World, barrier
+from ..errors import Interrupted, NtlbError
+from ..explain import create
+from ..explain.base import Explainer
+from ..explain.relevance import clip_scores
+from ..explain.targets import top_k
+from ..io import load_image, write_bytes_atomic, write_json_atomic
+from ..models.adapter import ClipAdapter
+from ..models.features import text_features
+from .folders import EXTENSIONS, read_image_folder
+
+WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
+
+
+@dataclass
+class DatasetSettings:
+    """What defines a dataset explanation (a rerun with other settings into the same folder is refused)."""
+
+    data: str
+    texts: list[str]
+    template: str = "{}"
+    top_k: int | None = None  # explain each image's k best-scoring texts (None: every text)
+    method: str = "chefer2021"
+    start_layer_image: int = 0
+    start_layer_text: int = 0
+    logit_mode: str = "scaled"
+    shard_size: int = 1024
+    model: str | None = None
+    pretrained: str | None = None
+
+
+@dataclass
+class Unit:
+    """One output shard's input: (path, label) items of a folder or list, or one WebDataset .tar."""
+
+    index: int
+    items: list[tuple[str, int]] | None = None
+    url: str | None = None
+
+
+def dataset_units(data: str | Path, shard_size: int) -> tuple[list[Unit], list[str] | None]:
+    """The units of `data` and its class names (for a folder of class folders), one-line errors otherwise."""
+    if shard_size < 1:
+        raise NtlbError(f"--shard-size {shard_size}: use at least 1 image per shard")
+    text = str(data)
+    if text.endswith(".tar") or "{" in text:
+        from braceexpand import braceexpand
+
+        urls = list(braceexpand(text))
+        missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+        if missing:
+            raise NtlbError(f"WebDataset shard not found: {missing[0]}: check the path or brace pattern")
+        return [Unit(i, url=url) for i, url in enumerate(urls)], None
+    path = Path(data)
+    if path.is_file():
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        items = [(str(p if Path(p).is_absolute() else path.parent / p), -1) for p in lines]
+        names = None
+    elif path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        folder = read_image_folder(path)
+        items, names = [(str(p), label) for p, label in folder.samples], folder.classnames
+    elif path.is_dir():
+        items, names = [(str(p), -1) for p in sorted(path.iterdir()) if p.suffix.lower() in EXTENSIONS], None
+    else:
+        raise NtlbError(f"dataset not found: {data}: give an image folder, a file list (.txt) or WebDataset .tar")
+    if not items:
+        raise NtlbError(f"{data} holds no images: give PNG/JPEG/... files")
+    return [Unit(i // shard_size, items=items[i : i + shard_size]) for i in range(0, len(items), shard_size)], names
+
+
+class _Files(Dataset):
+    """(pixels, item index) of a unit's files."""
+
+    def __init__(self, items: list[tuple[str, int]], preprocess):
+        self.items, self.preprocess = items, preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.preprocess(load_image(self.items[index][0])), index
+
+
+def _batches(unit: Unit, preprocess, batch_size: int, workers: int):
+    """(pixels, keys, labels) batches of a unit."""
+    if unit.url is not None:
+        try:
+            import webdataset as wds
+        except ImportError:
+            raise NtlbError("WebDataset shards need the webdataset package: pip install 'ntlb[webdataset]'") from None
+        images = (wds.WebDataset(unit.url, shardshuffle=False).decode("pil").to_tuple(WEBDATASET_IMAGES, "__key__")
+                  .map_tuple(lambda image: preprocess(image.convert("RGB")), str))
+        for pixels, keys in DataLoader(images, batch_size=batch_size, num_workers=min(workers, 1)):
+            yield pixels, list(keys), torch.full((len(keys),), -1)
+        return
+    loader = DataLoader(_Files(unit.items, preprocess), batch_size=batch_size, num_workers=workers)
+    for pixels, index in loader:
+        chosen = [unit.items[int(i)] for i in index]
+        yield pixels, [path for path, _ in chosen], torch.tensor([label for _, label in chosen])
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / "shards" / f"shard-{index:06d}.safetensors"
+
+
+def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, settings: DatasetSettings, tokens,
+                 features: torch.Tensor | None, batch_size: int, workers: int, bar: tqdm | None) -> dict:
+    """The tensors of one shard: per image its K explained texts (`columns`), their scores, image maps and text
+    relevance (padded to the longest text), its label (-1: none) and key."""
+    parts: dict[str, list] = {"image": [], "text": [], "columns": [], "scores": [], "labels": [], "keys": []}
+    length = tokens.ids.shape[1]
+    for pixels, keys, labels in _batches(unit, adapter.preprocess, batch_size, workers):
+        if features is not None:  # many texts: pick each image's top k from cached features, explain those only
+            with torch.no_grad():
+                logits = clip_scores(adapter.encode_image(pixels).features, features, adapter.logit_scale,
+                                     settings.logit_mode)
+                columns = logits.topk(settings.top_k, dim=1).indices
+                needed = sorted(set(columns.flatten().tolist()))
+                local = torch.tensor([needed.index(c) for c in columns.flatten().tolist()]).reshape(columns.shape)
+                explanation = explainer(adapter, pixels, tokens.select(needed).truncated(), pairs=local)
+        else:
+            with torch.no_grad():
+                pairs = top_k(settings.top_k) if settings.top_k else "all"
+                explanation = explainer(adapter, pixels, tokens, pairs=pairs)
+                columns = explanation.columns.cpu()
+                logits = explanation.logits
+        parts["columns"].append(columns.cpu())
+        parts["scores"].append(logits.detach().float().cpu().gather(1, columns.cpu()))
+        if explanation.has_image_maps():
+            parts["image"].append(explanation.image.float().cpu())
+        if explanation.has_text_relevance():
+            text = explanation.text.float().cpu()
+            parts["text"].append(torch.nn.functional.pad(text, (0, length - text.shape[-1])))
+        parts["labels"].append(labels)
+        parts["keys"] += keys
+        if bar is not None:
+            bar.update(len(keys))
+    if not parts["keys"]:
+        raise NtlbError(f"shard {unit.index} of {settings.data} holds no readable image")
+    return {name: (values if name == "keys" else torch.cat(values)) for name, values in parts.items() if values}
+
+
+def write_shard(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save
+
+    keys = tensors.pop("keys")
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"keys": json.dumps(keys)})
+    write_bytes_atomic(path, data)
+
+
+def read_shard(path: str | Path) -> dict:
+    """A shard's tensors and its image keys ("keys")."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as file:
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+        tensors["keys"] = json.loads(file.metadata()["keys"])
+    return tensors
+
+
+def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | Path, world: World | None = None,
+                    batch_size: int = 32, workers: int = 2, max_memory: str | None = None,
+                    progress: bool = True) -> dict:
+    """Explain every image of `settings.data` with its texts (all of them, or each image's top k), writing
+    out/shards/shard-NNNNNN.safetensors and out/index.json. Finished shards are skipped, so an interrupted run
+    continues where it stopped; under torchrun each process takes every N-th shard and the first writes the
+    index. Returns the index."""
+    world = world or World()
+    out = Path(out)
+    if not settings.texts:
+        raise NtlbError("no texts or classes given: add --text \"...\", --classes FILE, or give an image folder with "
+                        "class folders")
+    if settings.top_k is not None and not 1 <= settings.top_k <= len(settings.texts):
+        raise NtlbError(f"--top-k {settings.top_k}: use 1..{len(settings.texts)} (the number of texts)")
+    units, _ = dataset_units(settings.data, settings.shard_size)
+    _claim(out, settings, world)
+    explainer = create(settings.method, start_layer_image=settings.start_layer_image,
+                       start_layer_text=settings.start_layer_text, logit_mode=settings.logit_mode,
+                       max_memory=max_memory)
+    prompts = [settings.template.format(text) for text in settings.texts]
+    tokens = adapter.tokenizer(prompts).truncated()
+    many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
+    features = text_features(adapter, prompts).to(adapter.dtype) if many else None
+    mine = [unit for unit in units if unit.index % world.size == world.rank]
+    todo = [unit for unit in mine if not shard_path(out, unit.index).is_file()]
+    images = sum(len(unit.items) for unit in todo) if all(unit.items for unit in todo) else None
+    bar = tqdm(total=images, unit="img", desc="explaining dataset", disable=not (progress and world.main),
+               smoothing=0.1)
+    done = len(mine) - len(todo)
+    if done and progress and world.main:
+        print(f"resuming: {done} of {len(mine)} shards of this process are written in {out}", file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        for unit in todo:
+            tensors = explain_unit(adapter, explainer, unit, settings, tokens, features, batch_size, workers, bar)
+            write_shard(shard_path(out, unit.index), tensors)
+            done += 1
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written (no partial shard): rerun the same "
+                          "command to resume") from None
+    finally:
+        bar.close()
+    barrier(world)
+    index = _index(out, settings, units, adapter.name) if world.main else {}
+    if world.main:
+        write_json_atomic(out / "index.json", index)
+    index["seconds"] = time.perf_counter() - started
+    return index
+
+
+def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
+    """Write the settings beside the shards, or refuse a folder that holds a run with other settings."""
+    path = out / "settings.json"
+    wanted = asdict(settings)
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if held != wanted:
+            changed = sorted(k for k in {*held, *wanted} if held.get(k) != wanted.get(k))
+            raise NtlbError(f"{out} holds a dataset explanation with other settings ({', '.join(changed)}): use a "
+                            "new --out, or the same options to resume")
+    elif world.main:
+        write_json_atomic(path, wanted)
+    barrier(world)
+
+
+def _index(out: Path, settings: DatasetSettings, units: list[Unit], model: str) -> dict:
+    shards = []
+    for unit in units:
+        path = shard_path(out, unit.index)
+        count = len(read_shard(path)["keys"])
+        shards.append({"file": str(path.relative_to(out)), "images": count})
+    return {"settings": asdict(settings), "model": model,
+            "texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
+            "images": sum(s["images"] for s in shards),
+            "tensors": {"columns": "(N, K) index of each explained text", "scores": "(N, K) its score",
+                        "image": "(N, K, h, w) patch relevance", "text": "(N, K, L) token relevance R[EOT, :]",
+                        "labels": "(N,) class index, -1 when none"}}
