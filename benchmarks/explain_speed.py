@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peak_memory import PeakMemory
 from PIL import Image
 
 import ntlb
@@ -92,28 +93,10 @@ def timed(method: str, adapter, pixels, tokens, repeats: int, budget: str | None
 
 def peak_memory_worker(method: str, device: str, images: int, text_count: int, budget: str | None, queue) -> None:
     adapter, pixels, tokens = setup(device, images, text_count)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        started = time.perf_counter()
-        run(method, adapter, pixels, tokens, budget)
-        torch.cuda.synchronize()
-        queue.put(((torch.cuda.max_memory_allocated() - base) / 2**20, time.perf_counter() - started))
-        return
-    with open("/proc/self/clear_refs", "w") as refs:  # Linux: reset the peak-RSS counter (VmHWM)
-        refs.write("5")
-    base = _status_kib("VmRSS")
     started = time.perf_counter()
-    run(method, adapter, pixels, tokens, budget)
-    queue.put(((_status_kib("VmHWM") - base) / 1024, time.perf_counter() - started))
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    with PeakMemory(device) as peak:
+        run(method, adapter, pixels, tokens, budget)
+    queue.put((peak.mib, time.perf_counter() - started))
 
 
 def peak_memory(method: str, device: str, images: int, text_count: int, budget: str | None = None):

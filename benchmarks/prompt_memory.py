@@ -17,14 +17,7 @@ import time
 import warnings
 
 import torch
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+from peak_memory import PeakMemory
 
 
 def step_worker(classes: int, batch: int, budget: str, device: str, queue) -> None:
@@ -49,19 +42,12 @@ def step_worker(classes: int, batch: int, budget: str, device: str, queue) -> No
     chunk = classes_per_chunk(adapter, explainer, learner, batch, parse_memory(budget))
     costs = replace(measure_costs(adapter, None, 0), image_graph=0.0, image_attention=0.0)
     whole = plan_tiles(costs, batch, classes, learner.layout.ids.shape[1], None, 10**15).estimate
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        base = _status_kib("VmRSS") * 1024
     started = time.perf_counter()
-    parts = step_gradients(adapter, learner, pixels, labels, config, explainer, class_chunk=chunk)
+    with PeakMemory(device) as peak:
+        parts = step_gradients(adapter, learner, pixels, labels, config, explainer, class_chunk=chunk)
     seconds = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda") else _status_kib("VmHWM") * 1024) - base
     queue.put({"classes": classes, "batch": batch, "budget": budget, "class_chunk": chunk,
-               "peak_GiB": round(peak / 2**30, 2), "whole_step_estimate_GiB": round(whole / 2**30, 1),
+               "peak_GiB": round(peak.mib / 2**10, 2), "whole_step_estimate_GiB": round(whole / 2**30, 1),
                "seconds": round(seconds, 1), "loss": parts["ce"] + parts["expl"], "device": device})
 
 

@@ -40,17 +40,22 @@ def _all_shards(out) -> dict:
             for key in parts[0]}
 
 
+def _as_explained_directly(model, shards: dict, names: list[str]) -> None:
+    """The shards equal ntlb.explain of the same images with every text and each image's top 2."""
+    with torch.no_grad():
+        direct = ntlb.explain(model, shards["keys"], [f"a photo of a {c}." for c in names], pairs=ntlb.top_k(2))
+    assert torch.equal(shards["columns"], direct.columns)
+    assert torch.allclose(shards["image"], direct.image, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(shards["text"][..., : direct.text.shape[-1]], direct.text, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(shards["scores"], direct.logits.gather(1, direct.columns), rtol=1e-5)
+
+
 def test_shards_hold_the_explanations_of_the_top_classes(folder, model, tmp_path):
     settings = DatasetSettings(str(folder), CLASSES, "a photo of a {}.", top_k=2, shard_size=5)
     index = explain_dataset(model, settings, tmp_path / "out", batch_size=4, workers=0, progress=False)
     assert index["images"] == 12 and [s["images"] for s in index["shards"]] == [5, 5, 2]
     shards = _all_shards(tmp_path / "out")
-    with torch.no_grad():
-        direct = ntlb.explain(model, shards["keys"], [f"a photo of a {c}." for c in CLASSES], pairs=ntlb.top_k(2))
-    assert torch.equal(shards["columns"], direct.columns)
-    assert torch.allclose(shards["image"], direct.image, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(shards["text"][..., : direct.text.shape[-1]], direct.text, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(shards["scores"], direct.logits.gather(1, direct.columns), rtol=1e-5)
+    _as_explained_directly(model, shards, CLASSES)
     assert shards["labels"].tolist() == [label for _, label in read_image_folder(folder).samples]
 
 
@@ -59,12 +64,7 @@ def test_many_classes_take_the_cached_features_path(folder, model, tmp_path):
     names = CLASSES + [f"{c} thing" for c in ("red", "blue", "green", "pink", "cyan", "yellow", "orange")]
     settings = DatasetSettings(str(folder), names, "a photo of a {}.", top_k=2, shard_size=12)
     explain_dataset(model, settings, tmp_path / "out", batch_size=6, workers=0, progress=False)
-    shards = _all_shards(tmp_path / "out")
-    with torch.no_grad():
-        direct = ntlb.explain(model, shards["keys"], [f"a photo of a {c}." for c in names], pairs=ntlb.top_k(2))
-    assert torch.equal(shards["columns"], direct.columns)
-    assert torch.allclose(shards["image"], direct.image, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(shards["text"][..., : direct.text.shape[-1]], direct.text, rtol=1e-4, atol=1e-6)
+    _as_explained_directly(model, _all_shards(tmp_path / "out"), names)
 
 
 def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monkeypatch, capsys):
