@@ -71,6 +71,9 @@ def test_loss_reductions_by_hand():
     assert float(paper) == pytest.approx(((-0.5 + 0.3) + (-0.9 + 0.3)) / 2)
     released = explainability_loss(scores, labels, "released")
     assert float(released) == pytest.approx(-(0.5 + 0.9) / 2 + (0.1 + 0.2 + 0.3) / 6)
+    bounded = explainability_loss(scores, labels, "bounded")  # the mean over each image's 2 other classes
+    assert float(bounded) == pytest.approx(((-0.5 + 0.15) + (-0.9 + 0.15)) / 2)
+    assert float(explainability_loss(scores, labels)) == pytest.approx(float(released))  # the default
     only_true = explainability_loss(scores, labels, "paper", also_minimize=False)
     assert float(only_true) == pytest.approx(-0.7)
 
@@ -135,7 +138,8 @@ def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
         step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
 
 
-@pytest.mark.parametrize("expl_weight, reduction", [(0.0, "paper"), (1.0, "paper"), (3.0, "released")])
+@pytest.mark.parametrize("expl_weight, reduction", [(0.0, "paper"), (1.0, "paper"), (3.0, "released"),
+                                                    (1.0, "bounded")])
 def test_class_chunks_add_up_to_the_whole_step(world_model, expl_weight, reduction):
     """Classes through the text encoder in chunks (cross-entropy entering through all logits' softmax, the loss a
     weighted sum over classes) give the whole step's gradient and loss terms: 1e-9 in float64."""

@@ -99,10 +99,13 @@ def add_commands(commands) -> None:
                        help="lambda of the explainability loss; 0 is CoOp (paper: 1 ViT-B/16, 3 others)")
     train.add_argument("--explainer", default="chefer2021", choices=available(),
                        help="explainer whose text relevance the loss reads")
-    train.add_argument("--score", default="paper", choices=["paper", "coop"],
-                       help="S(c): Eq. 2 of the paper, or the released code's normalisation")
-    train.add_argument("--reduction", default="paper", choices=["paper", "released"],
-                       help="sum over the other classes (paper) or the mean over B x C (released code)")
+    train.add_argument("--score", default="coop", choices=["coop", "paper"],
+                       help="S(c): the released code's share of the relevance on the class name, or the paper's Eq. 2 "
+                            "ratio (unbounded: with --reduction paper and lambda 3 it collapses accuracy, "
+                            "docs/results-prompt-learning.md)")
+    train.add_argument("--reduction", default="released", choices=["released", "paper", "bounded"],
+                       help="the term on the other classes: the released code's mean over B x C, the paper's sum over "
+                            "the other classes (Eq. 3), or its mean (bounded)")
     train.add_argument("--no-also-minimize", action="store_true", help="drop the term on the wrong classes")
     train.add_argument("--epochs", type=int, default=50, help="passes over the shots")
     train.add_argument("--batch-size", type=int, default=32, help="images per step")

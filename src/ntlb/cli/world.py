@@ -52,8 +52,10 @@ def add_commands(commands) -> None:
     export.add_argument("--task", default="colour-shape", choices=["colour-shape", "shape"],
                         help="48 colour x shape classes, or the 6 shapes")
     export.add_argument("--split", default="test", choices=["train", "test"], help="seed space of the scenes")
-    export.add_argument("--variant", default="base", choices=["base", "seed", "outline", "clutter", "palette"],
-                        help="the shifted variants play ImageNet-V2, -Sketch, -A, -R")
+    export.add_argument("--variant", default="base",
+                        choices=["base", "seed", "outline", "clutter", "palette", "cue", "cue-swapped"],
+                        help="seed, outline, clutter, palette play ImageNet-V2, -Sketch, -A, -R; cue tints each "
+                             "background by its class (a spurious cue), cue-swapped by another class")
     export.add_argument("--per-class", type=int, default=10, help="images per class")
     export.add_argument("--size", type=int, default=64, help="image side in pixels")
     export.add_argument("--out", required=True, help="output folder")

@@ -14,14 +14,15 @@ from ..errors import NtlbError
 from ..explain.explanation import Explanation
 
 SCORES = ("paper", "coop")
-REDUCTIONS = ("paper", "released")
+REDUCTIONS = ("released", "paper", "bounded")
 
-def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str = "paper") -> Tensor:
+def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str = "coop") -> Tensor:
     """S(c) for rows (B, C, L), EOT positions (C,) and class-name token masks (C, L) -> (B, C).
 
-    "paper" (Eq. 2): max relevance of the class-name tokens over the summed relevance of the other prompt
-    tokens (SOT and EOT excluded); "coop" (released code): the row with EOT zeroed, divided by its sum over all
-    positions (SOT included), then the max over the class-name tokens.
+    "coop" (the released code's, default): the row with EOT zeroed, divided by its sum over all positions (SOT
+    included), then the max over the class-name tokens, a share in [0, 1]; "paper" (Eq. 2): the max relevance of
+    the class-name tokens over the summed relevance of the other prompt tokens (SOT and EOT excluded), an unbounded
+    ratio.
     """
     if score not in SCORES:
         raise NtlbError(f"unknown explainability score '{score}': use one of {', '.join(SCORES)}")
@@ -41,28 +42,31 @@ def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str =
 
 def explainability_weights(labels: Tensor, classes: int, reduction: str = "paper", also_minimize: bool = True,
                            batch: int | None = None) -> Tensor:
-    """(B, C) weights w with loss = sum(w * S): -1/B on each image's true class and, with `also_minimize`, +1/B on
-    the others ("paper": the sum over the other classes, averaged over the batch) or +1/(B C) ("released": the mean
-    over the B x C matrix with the true entries zeroed). The loss is a sum over classes, so class chunks can be
-    explained one at a time. `batch`: the B to divide by (the global batch when a process holds part of it)."""
+    """(B, C) weights w with loss = sum(w * S): -1/B on each image's true class and, with `also_minimize`, on the
+    others +1/(B C) ("released", default: the released code's mean over the B x C matrix with the true entries
+    zeroed), +1/B ("paper": Eq. 3 as written, the sum over the other classes, averaged over the batch) or
+    +1/(B (C - 1)) ("bounded": the mean over the other classes, so the term stays the size of one class's score
+    however many classes there are). The loss is a sum over classes, so class chunks can be explained one at a
+    time. `batch`: the B to divide by (the global batch when a process holds part of it)."""
     if reduction not in REDUCTIONS:
         raise NtlbError(f"unknown loss reduction '{reduction}': use one of {', '.join(REDUCTIONS)}")
     count = batch or labels.shape[0]
     true = torch.nn.functional.one_hot(labels, classes).to(torch.float64)
-    others = (1 - true) * (1.0 / count if reduction == "paper" else 1.0 / (count * classes))
+    share = {"released": count * classes, "paper": count, "bounded": count * max(classes - 1, 1)}[reduction]
+    others = (1 - true) / share
     return -true / count + (others if also_minimize else 0.0)
 
 
-def explainability_loss(scores: Tensor, labels: Tensor, reduction: str = "paper", also_minimize: bool = True) -> Tensor:
-    """-S(c_gt) + sum_{c != c_gt} S(c), averaged over the batch ("paper"), or the released code's form: the mean
-    of -S(c_gt) plus the mean over the B x C matrix with the true entries zeroed. `also_minimize=False` keeps
-    only the first term."""
+def explainability_loss(scores: Tensor, labels: Tensor, reduction: str = "released",
+                        also_minimize: bool = True) -> Tensor:
+    """The mean of -S(c_gt) over the batch plus the term on the other classes (see `explainability_weights`:
+    "released" default, "paper" Eq. 3's sum, "bounded" its mean). `also_minimize=False` keeps only the first term."""
     weights = explainability_weights(labels.to(scores.device), scores.shape[1], reduction, also_minimize)
     return (weights.to(scores.dtype) * scores).sum()
 
 
-def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor, score: str = "paper",
-                    reduction: str = "paper", also_minimize: bool = True) -> tuple[Tensor, Tensor]:
+def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor, score: str = "coop",
+                    reduction: str = "released", also_minimize: bool = True) -> tuple[Tensor, Tensor]:
     """(loss, scores (B, C)) of an explanation of every image with every class prompt (pairs="all"), whose
     text relevance is differentiable; `names` (C, L) marks each prompt's class-name tokens."""
     explanation.require("the class-name loss", text=True, all_pairs=True)

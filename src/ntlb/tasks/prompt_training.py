@@ -41,8 +41,8 @@ class PromptConfig:
     init: str | None = None
     expl_weight: float = 1.0  # lambda; 0 is CoOp. Paper: 1 for ViT-B/16, 3 otherwise
     explainer: str = "chefer2021"  # the explainer whose text relevance the loss is computed from
-    score: str = "paper"  # S(c) of Eq. 2, or "coop" (released code)
-    reduction: str = "paper"  # sum over the other classes, or "released" (mean over B x C)
+    score: str = "coop"  # the released code's S(c) (default: Eq. 2's ratio collapses accuracy), or "paper"
+    reduction: str = "released"  # mean over B x C (released code), "paper" (Eq. 3's sum) or "bounded" (its mean)
     also_minimize: bool = True
     start_layer_text: int = 0
     shots: int = 1

@@ -25,7 +25,10 @@ VARIANTS = {
     "outline": Style(outline=True),  # the -Sketch analogue
     "clutter": Style(distractors=10, texture="checker"),  # the -A analogue
     "palette": Style(palette_shift=0.06, texture="stripes"),  # the -R analogue
+    "cue": Style(),  # background tinted by the class: a spurious cue that goes with the label (see cue_colour)
+    "cue-swapped": Style(),  # the tint of another class: the cue points the wrong way
 }
+CUE_VARIANTS = ("cue", "cue-swapped")
 VARIANT_OFFSET = {name: index * 10**7 for index, name in enumerate(VARIANTS)}
 TASKS = ("colour-shape", "shape")
 
@@ -37,6 +40,15 @@ def class_names(task: str = "colour-shape") -> list[str]:
     if task == "shape":
         return list(SHAPES)
     raise NtlbError(f"unknown world task '{task}': use one of {', '.join(TASKS)}")
+
+
+def cue_colour(label: int, classes: int) -> tuple[float, float, float]:
+    """The background tint that goes with a class in the "cue" variant: hues spread over the classes, muted so
+    that no background is mistaken for an object's palette colour."""
+    import colorsys
+
+    red, green, blue = colorsys.hsv_to_rgb(label / classes, 0.45, 0.62)
+    return red * 255, green * 255, blue * 255
 
 
 def scene_seed(space: str, index: int, variant: str = "base") -> int:
@@ -82,7 +94,11 @@ def labelled_sample(index: int, task: str = "colour-shape", split: str = "test",
         colour, shape = names[label].split()
     else:
         colour, shape = None, names[label]
-    scene = Scene([random_object(rng, shape=shape, colour=colour)], seed, VARIANTS[variant])
+    style = VARIANTS[variant]
+    if variant in CUE_VARIANTS:  # the cue of the label's own class, or of the class half the list away
+        cue = label if variant == "cue" else (label + len(names) // 2) % len(names)
+        style = Style(background=cue_colour(cue, len(names)))
+    scene = Scene([random_object(rng, shape=shape, colour=colour)], seed, style)
     image, masks = render(scene, size)
     return Sample(Image.fromarray(image), scene, masks, label=label)
 

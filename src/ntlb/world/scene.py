@@ -40,6 +40,7 @@ class Style:
     texture: str = "noise"  # "noise", "stripes" or "checker"
     distractors: int = 0  # grey clutter shapes drawn under the objects
     noise: float = 0.05
+    background: tuple[float, float, float] | None = None  # the background's base colour (None: drawn at random)
 
 
 @dataclass
@@ -85,7 +86,9 @@ def _hue_shift(rgb: tuple[int, int, int], shift: float) -> np.ndarray:
 
 
 def _background(size: int, rng: np.random.Generator, style: Style) -> np.ndarray:
-    base = rng.uniform(90, 170, size=3).astype(np.float32)
+    base = rng.uniform(90, 170, size=3).astype(np.float32)  # drawn even when fixed: the rest of the scene is the same
+    if style.background is not None:
+        base = np.array(style.background, dtype=np.float32)
     yy, xx = _grid(size, 0.0)
     if style.texture == "stripes":
         freq, phase = rng.uniform(4, 9), rng.uniform(0, 6.3)
