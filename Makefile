@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/ntlb demo --out out/demo
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(VENV)/.installed

@@ -19,6 +19,7 @@ LAYERS = [  # bottom first; the same list is drawn in docs/architecture.md
     {"losses", "metrics", "viz", "generators", "world"},
     {"detectors"},
     {"tasks"},
+    {"app"},
     {"cli"},
     {"__main__"},  # `python -m ntlb`: the command line
 ]

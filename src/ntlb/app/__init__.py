@@ -1,0 +1,245 @@
+"""`ntlb app`: explore explanations in the browser (gradio). The model is loaded once; each request runs the same
+library runners as the command line (one batched explainer call per request) and offers the same PNG / JSON /
+HTML for download. Bad input shows its one-line message in the page, never a stack trace.
+
+Tabs: Explain (images x texts, any explainer, start layers, score; overlays, highlighted words, probabilities, a
+side-by-side of explainers), Prompts (a prompts file from `ntlb prompt train`), Layout (generation from a world
+seed or a layout JSON, with progress). Text-guided editing and multi-word generation get their tabs when they
+exist.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import NtlbError
+from ..explain import available, create
+from ..models.adapter import ClipAdapter
+from ..world import describe, random_scene, render
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app runs offline
+
+EXAMPLE_SEEDS = (7, 11, 23)
+
+
+def _gradio():
+    try:
+        import gradio
+    except ImportError:
+        raise NtlbError("the app needs gradio: pip install 'ntlb[app]'") from None
+    return gradio
+
+
+def example_scenes(folder: Path) -> list[tuple[str, str]]:
+    """World scenes to start from: (picture path, its captions one per line)."""
+    examples = []
+    for seed in EXAMPLE_SEEDS:
+        scene = random_scene(seed, 2)
+        path = folder / f"world-scene-{seed}.png"
+        if not path.is_file():
+            Image.fromarray(render(scene, 256)[0]).save(path)
+        examples.append((str(path), "\n".join(describe(scene, i).text for i in range(len(scene.objects)))))
+    return examples
+
+
+class Pages:
+    """The app's request handlers over one loaded model; each returns what its page shows."""
+
+    def __init__(self, adapter: ClipAdapter, workspace: Path):
+        self.adapter = adapter
+        self.workspace = workspace
+
+    def _folder(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.workspace))
+
+    def _fail(self, error: Exception):
+        gradio = _gradio()
+        return gradio.Error(str(error), print_exception=False)
+
+    def _inputs(self, image, texts: str) -> tuple[str, list[str]]:
+        if image is None:
+            raise NtlbError("no image: upload one or pick an example below")
+        lines = [line.strip() for line in (texts or "").splitlines() if line.strip()]
+        if not lines:
+            raise NtlbError("no texts: write one text per line")
+        folder = self._folder()
+        path = folder / "image.png"
+        (image if isinstance(image, Image.Image) else Image.open(image)).convert("RGB").save(path)
+        return str(path), lines
+
+    def explain(self, image, texts: str, method: str, start_layer_image: int, start_layer_text: int,
+                logit_mode: str):
+        """Overlays with captions, highlighted words, probabilities over the texts, the JSON and the files."""
+        from ..tasks.explaining import explain_files
+
+        try:
+            path, lines = self._inputs(image, texts)
+            explainer = create(method, start_layer_image=int(start_layer_image),
+                               start_layer_text=int(start_layer_text), logit_mode=logit_mode)
+            out = Path(path).parent / "explanation"
+            data = explain_files(self.adapter, [path], lines, explainer, out)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        gallery = [(str(out / r["overlay"]), f"{r['text']} (p {r['probability']:.2f})")
+                   for r in data["pairs"] if r["overlay"]]
+        words: list[tuple[str, float | None]] = []
+        for record in data["pairs"]:
+            words += [(f"{record['text']}:", None)] + [(w, float(v)) for w, v in record["words"] or []]
+            words.append(("\n", None))
+        probabilities = {r["text"]: r["probability"] for r in data["pairs"]}
+        files = [str(out / name) for name in ("explanations.json", "report.html", *data["grids"])]
+        return gallery, words, probabilities, data, files
+
+    def compare(self, image, texts: str, methods: list[str], logit_mode: str):
+        """One figure: the pairs under every chosen explainer."""
+        from ..tasks.explaining import compare_explainers
+
+        try:
+            path, lines = self._inputs(image, texts)
+            out = Path(path).parent / "compare"
+            compare_explainers(self.adapter, [path], lines, methods or None, out, logit_mode)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        return str(out / "compare.png")
+
+    def prompts(self, prompts_file, image, label: str):
+        """The learned prompt's words (v1..vM, class name) and patches for the predicted and the given class."""
+        from ..tasks.prompt_explain import explain_prompt_files
+        from ..tasks.prompt_training import load_learner
+
+        try:
+            if prompts_file is None:
+                raise NtlbError("no prompts file: upload one written by 'ntlb prompt train'")
+            path, _ = self._inputs(image, "prompt")
+            learner, _ = load_learner(self.adapter, getattr(prompts_file, "name", prompts_file))
+            out = Path(path).parent / "prompts"
+            data = explain_prompt_files(self.adapter, learner, [path], label.strip() or None, out)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        gallery = [(str(out / r["overlay"]), f"{r['label']} p {r['probability']:.2f}") for r in data["pairs"]
+                   if r["overlay"]]
+        words: list[tuple[str, float | None]] = []
+        for record in data["pairs"]:
+            words += [(f"{record['label']}:", None)] + [(w, float(v)) for w, v in record["words"]] + [("\n", None)]
+        return gallery, words, data
+
+    def layout(self, world_seed: float | None, layout_file, method: str, explainer: str, steps: float,
+               views: float, seed: float):
+        """Algorithm 1 on a world layout or a layout JSON: the image, each text's map with its box, the metrics."""
+        from ..tasks.layout_generation import LayoutConfig, run_layout
+        from ..tasks.layouts import random_world_layout, read_layout
+
+        try:
+            if layout_file is not None:
+                layout, detector = read_layout(getattr(layout_file, "name", layout_file)), None
+            elif world_seed is not None:
+                layout, detector = random_world_layout(int(world_seed)), "world"
+            else:
+                raise NtlbError("no layout: give a world seed or upload a layout JSON")
+            config = LayoutConfig(method=method, steps=int(steps), views=int(views), seed=int(seed),
+                                  snapshot_every=max(1, int(steps)), explainer=explainer)
+            out = self._folder() / "layout"
+            metrics = run_layout(self.adapter, layout, out, config, "pixels", {"decay": 1.5}, detector)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        return str(out / "image.png"), str(out / "maps.png"), metrics
+
+
+def build_app(adapter: ClipAdapter, workspace: str | Path | None = None, preload: bool = False):
+    """The gradio Blocks of the app on a loaded model. `preload`: the page opens on the first example, explained
+    (for screenshots)."""
+    gradio = _gradio()
+    workspace = Path(workspace or tempfile.mkdtemp(prefix="ntlb-app-"))
+    workspace.mkdir(parents=True, exist_ok=True)
+    pages = Pages(adapter, workspace)
+    examples = example_scenes(workspace)
+    methods = available()
+    shown = [None] * 5  # the explanation the page opens with
+    if preload:
+        shown = pages.explain(Image.open(examples[0][0]), examples[0][1], "chefer2021", 0, 0, "scaled")
+    random = " (random weights: the maps show numerics, not meaning)" if adapter.random_weights else ""
+    with gradio.Blocks(title="ntlb: CLIP explains its scores") as app:
+        gradio.Markdown(f"## ntlb: why does CLIP score this image with this text?\nModel: **{adapter.name}**{random}."
+                        " Relevance of every word and image patch for each score; p is the probability of a text "
+                        "among the texts given.")
+        with gradio.Tab("Explain"):
+            with gradio.Row():
+                with gradio.Column(scale=1):
+                    image = gradio.Image(type="pil", label="image", value=examples[0][0] if preload else None)
+                    texts = gradio.Textbox(label="texts, one per line", lines=4,
+                                           value=examples[0][1] if preload else "")
+                    method = gradio.Dropdown(methods, value="chefer2021", label="explainer")
+                    with gradio.Row():
+                        start_image = gradio.Number(0, precision=0, label="start layer, image (-1: last only)")
+                        start_text = gradio.Number(0, precision=0, label="start layer, text")
+                    logit_mode = gradio.Radio(["scaled", "cosine"], value="scaled", label="score explained")
+                    run = gradio.Button("Explain", variant="primary")
+                    gradio.Examples([[path, text] for path, text in examples], [image, texts])
+                with gradio.Column(scale=2):
+                    gallery = gradio.Gallery(shown[0], label="where the score rests (captioned overlays)", columns=3,
+                                             object_fit="contain")
+                    words = gradio.HighlightedText(shown[1], label="word relevance (tokens sum to 1 per text)")
+                    probabilities = gradio.Label(shown[2], label="p over the texts")
+                    files = gradio.File(shown[4], label="downloads: explanations.json, report.html, grid.png",
+                                        file_count="multiple")
+                    record = gradio.JSON(shown[3], label="explanations.json")
+            explain_inputs = [image, texts, method, start_image, start_text, logit_mode]
+            explain_outputs = [gallery, words, probabilities, record, files]
+            run.click(pages.explain, explain_inputs, explain_outputs, api_name="explain")
+            with gradio.Row():
+                chosen = gradio.CheckboxGroup(methods, value=methods, label="explainers side by side")
+                compare = gradio.Button("Compare explainers")
+            figure = gradio.Image(label="pairs x explainers", type="filepath")
+            compare.click(pages.compare, [image, texts, chosen, logit_mode], figure, api_name="compare")
+        with gradio.Tab("Prompts"):
+            with gradio.Row():
+                with gradio.Column():
+                    prompts_file = gradio.File(label="prompts file (ntlb prompt train --out)")
+                    prompt_image = gradio.Image(type="pil", label="image")
+                    label = gradio.Textbox(label="true class (optional)")
+                    explain_prompts = gradio.Button("Explain the prompts", variant="primary")
+                with gradio.Column():
+                    prompt_gallery = gradio.Gallery(label="patches", columns=2)
+                    prompt_words = gradio.HighlightedText(label="v1..vM, class name")
+                    prompt_record = gradio.JSON(label="prompt_explanations.json")
+            explain_prompts.click(pages.prompts, [prompts_file, prompt_image, label],
+                                  [prompt_gallery, prompt_words, prompt_record], api_name="prompts")
+        with gradio.Tab("Layout"):
+            with gradio.Row():
+                with gradio.Column():
+                    world_seed = gradio.Number(3, precision=0, label="world layout seed (or upload a layout JSON)")
+                    layout_file = gradio.File(label="layout JSON (width, height, objects: box + text)")
+                    layout_method = gradio.Radio(["ntlb", "masked", "masked+full"], value="ntlb", label="method")
+                    layout_explainer = gradio.Dropdown(methods, value="chefer2021", label="explainer of the loss")
+                    steps = gradio.Slider(2, 400, value=100, step=1, label="steps")
+                    views = gradio.Slider(1, 8, value=4, step=1, label="augmented views per step")
+                    layout_seed = gradio.Number(0, precision=0, label="seed")
+                    generate = gradio.Button("Generate", variant="primary")
+                with gradio.Column():
+                    generated = gradio.Image(label="generated", type="filepath")
+                    maps = gradio.Image(label="each text's map and box", type="filepath")
+                    metrics = gradio.JSON(label="metrics.json")
+
+            tracker = gradio.Progress(track_tqdm=True)  # the runner's progress bar, shown in the page
+
+            def layout_with_progress(world_seed, layout_file, method, explainer, steps, views, seed,
+                                     progress=tracker):
+                return pages.layout(world_seed, layout_file, method, explainer, steps, views, seed)
+
+            generate.click(layout_with_progress,
+                           [world_seed, layout_file, layout_method, layout_explainer, steps, views, layout_seed],
+                           [generated, maps, metrics], api_name="layout")
+    return app
+
+
+def serve(adapter: ClipAdapter, host: str = "127.0.0.1", port: int = 7860, preload: bool = False,
+          block: bool = True):
+    """Start the app on host:port (loopback by default); returns the running Blocks when `block` is False."""
+    app = build_app(adapter, preload=preload)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
+               show_error=True)
+    return app
