@@ -221,3 +221,27 @@ def test_attention_maps_run_on_hf_and_resnet_towers(hf_small, rn50):
 def test_unknown_explainer_lists_the_known_ones():
     with pytest.raises(NtlbError, match="chefer2021.*clip_surgery|clip_surgery.*chefer2021"):
         ntlb.explainers.create("lime")
+
+
+def test_legrad_is_each_layers_own_gradient_summed(world_model):
+    """Slow LeGrad, pair by pair and layer by layer: the layer's mean token through the final norm and projection,
+    its cosine with the text, the gradient to that layer's attention alone, clamped, averaged, summed, min-max."""
+    pixels = random_pixels(world_model, 2)
+    fast = ntlb.explain(world_model, pixels, TEXTS[:2], method="legrad")
+    assert fast.text is None and fast.image.shape == (2, 2, 8, 8)
+    tokens = prepare_texts(world_model, TEXTS[:2])
+    slow = torch.zeros(2, 2, 64, dtype=torch.float64)
+    depth = len(world_model.image_blocks)
+    for b in range(2):
+        for t in range(2):
+            text = F.normalize(world_model.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1]).features, dim=-1)
+            total = torch.zeros(64, dtype=torch.float64)
+            for layer in (depth - 2, depth - 1):
+                image = world_model.encode_image(pixels[b : b + 1], keep_from=layer)
+                states = image.layer_inputs[1:] + [image.tokens]
+                pooled = world_model.model.visual.ln_post(states[0].mean(dim=1)) @ world_model.model.visual.proj
+                score = (F.normalize(pooled, dim=-1) @ text.T)[0, 0]
+                (grad,) = torch.autograd.grad(score, [image.attentions[0]])
+                total += grad[0].clamp(min=0).mean(dim=(0, 1))[1:]
+            slow[b, t] = (total - total.min()) / (total.max() - total.min())
+    assert relative_error(fast.image.flatten(-2), slow) <= TOL

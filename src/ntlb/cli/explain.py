@@ -20,8 +20,9 @@ def _explainer(args: argparse.Namespace):
         if not path.is_file():
             raise NtlbError(f"templates file not found: {path}: give one template with {{}} per line")
         options["empty_templates"] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return create(args.method, start_layer_image=args.start_layer_image, start_layer_text=args.start_layer_text,
-                  logit_mode=args.logit_mode, max_memory=args.max_memory, **options)
+    layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
+                                            ("start_layer_text", args.start_layer_text)) if value is not None}
+    return create(args.method, logit_mode=args.logit_mode, max_memory=args.max_memory, **layers, **options)
 
 
 def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str]) -> int:
@@ -36,7 +37,7 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
             words = words_terminal([tuple(w) for w in record["words"]]) if record["words"] else record["text"]
             print(f"{Path(record['image']).name} | {words} | logit {record['logit']:.2f} p {record['probability']:.2f}")
     notes = data["notes"]
-    if args.method == "gradcam" and (args.start_layer_image or args.start_layer_text):
+    if args.method == "gradcam" and (args.start_layer_image is not None or args.start_layer_text is not None):
         notes = [*notes, "gradcam reads the last layer only: the start layers were not used"]
     print_notes(notes)
     files = ", ".join(["report.html", "explanations.json", *data["grids"]])
@@ -100,10 +101,12 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
     from ..explain import available
 
     parser.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
-    parser.add_argument("--start-layer-image", type=int, default=0,
-                        help="first image layer used (0: all layers, as ntlb's default; negative counts from the "
-                             "end: -1 = the last layer only, as the authors' later notebook)")
-    parser.add_argument("--start-layer-text", type=int, default=0, help="first text layer used (as above)")
+    parser.add_argument("--start-layer-image", type=int, default=None,
+                        help="first image layer used: 0 = all layers, negative counts from the end, -1 = the last "
+                             "layer only, as the authors' later notebook (default: the method's own: 0 for "
+                             "chefer2021 and rollout, -2 for legrad)")
+    parser.add_argument("--start-layer-text", type=int, default=None,
+                        help="first text layer used (default: the method's own, 0 = all layers)")
     parser.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"],
                         help="score explained: logit_scale x cosine, or the cosine")
     parser.add_argument("--surgery-templates", default=None,
@@ -193,8 +196,10 @@ def add_dataset_command(commands) -> None:
     dataset.add_argument("--top-k", type=int, default=None,
                          help="explain each image's k best-scoring texts (default: 5 for classes, every --text)")
     dataset.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
-    dataset.add_argument("--start-layer-image", type=int, default=0, help="first image layer used")
-    dataset.add_argument("--start-layer-text", type=int, default=0, help="first text layer used")
+    dataset.add_argument("--start-layer-image", type=int, default=None,
+                         help="first image layer used (default: the method's own)")
+    dataset.add_argument("--start-layer-text", type=int, default=None,
+                         help="first text layer used (default: the method's own)")
     dataset.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
     dataset.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     dataset.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")

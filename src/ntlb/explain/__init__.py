@@ -6,6 +6,7 @@ from ..models.inputs import ImageFeatures, ImageInput, Prompts, TextFeatures, Te
 from . import attention as _attention  # noqa: F401  (registers "attention", "rollout")
 from . import chefer as _chefer  # noqa: F401  (registers "chefer2021")
 from . import gradcam as _gradcam  # noqa: F401  (registers "gradcam")
+from . import legrad as _legrad  # noqa: F401  (registers "legrad")
 from . import surgery as _surgery  # noqa: F401  (registers "clip_surgery")
 from .base import Explainer
 from .explanation import Explanation
@@ -22,8 +23,8 @@ def explain(
     *,
     method: str = "chefer2021",
     pairs: Pairs = "all",
-    start_layer_image: int = 0,
-    start_layer_text: int = 0,
+    start_layer_image: int | None = None,
+    start_layer_text: int | None = None,
     logit_mode: str = "scaled",
     create_graph: bool = False,
     **options,
@@ -33,11 +34,12 @@ def explain(
     model: an adapter from `load_model`, or an open_clip / transformers CLIP you hold. images: (B, 3, H, W)
     preprocessed tensors, PIL images, paths or `ImageFeatures`. texts: strings, token ids, `Prompts` or
     `TextFeatures`. pairs: "all", "diagonal", a (B, K) tensor of text indices or `top_k(k)`. Negative start
-    layers count from the end (-1 = last layer only). Differentiable when gradients are enabled and the inputs
-    or the model require grad.
+    layers count from the end (-1 = last layer only); None keeps the method's own default (0, all layers, for
+    chefer2021 and rollout). Differentiable when gradients are enabled and the inputs or the model require grad.
     """
-    explainer = create(method, start_layer_image=start_layer_image, start_layer_text=start_layer_text,
-                       logit_mode=logit_mode, create_graph=create_graph, **options)
+    layers = {key: value for key, value in (("start_layer_image", start_layer_image),
+                                            ("start_layer_text", start_layer_text)) if value is not None}
+    explainer = create(method, logit_mode=logit_mode, create_graph=create_graph, **layers, **options)
     return explainer(model, images, texts, pairs=pairs)
 
 

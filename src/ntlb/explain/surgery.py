@@ -38,7 +38,7 @@ def surgery_tokens(adapter: ClipAdapter, pixels: Tensor, layers: int) -> tuple[T
     """(image features (B, D) of the original path, projected tokens (B, N, D): CLS original, patches new)."""
     blocks = adapter.image_blocks
     start = len(blocks) - layers
-    x, _ = run_blocks(blocks[:start], adapter.embed_image(pixels.to(adapter.device, adapter.dtype)))
+    x, _, _ = run_blocks(blocks[:start], adapter.embed_image(pixels.to(adapter.device, adapter.dtype)))
     new = x
     for block in blocks[start:]:
         new = new + value_attention(block, x)

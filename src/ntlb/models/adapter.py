@@ -31,6 +31,7 @@ class Encoded:
     keep_from: int | None = None
     tokens: Tensor | None = None
     activation: Tensor | None = None
+    layer_inputs: list[Tensor] = field(default_factory=list)  # the tokens entering each kept layer
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class ClipAdapter(ABC):
     @abstractmethod
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
         """Every token after the last block (B, N, width) through the final norm and projection -> (B, N, D)."""
+
+    def image_head(self) -> tuple[nn.LayerNorm, Callable[[Tensor], Tensor]] | None:
+        """(final layer norm, projection) when the image feature is proj(norm(CLS token)); None otherwise."""
+        return None
 
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         """Features of a tower without patch attention (ResNet, ConvNeXt, ...): the library's own forward."""
@@ -146,8 +151,8 @@ class ClipAdapter(ABC):
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         if not self.has_patch_attention:
             return Encoded(self.encode_resnet_image(pixels))
-        tokens, attentions = run_blocks(self.image_blocks, self.embed_image(pixels), None, keep_from)
-        return Encoded(self.pool_image(tokens), attentions, keep_from, tokens)
+        tokens, attentions, inputs = run_blocks(self.image_blocks, self.embed_image(pixels), None, keep_from)
+        return Encoded(self.pool_image(tokens), attentions, keep_from, tokens, layer_inputs=inputs)
 
     def encode_text(
         self, ids: Tensor, eot: Tensor, keep_from: int | None = None, embeddings: Tensor | None = None
@@ -158,8 +163,9 @@ class ClipAdapter(ABC):
             embeddings = self.embed_tokens(ids)
         x = self.add_positions(embeddings.to(self.dtype))
         mask = causal_mask(x.shape[1], x.dtype, x.device)
-        tokens, attentions = run_blocks(self.text_blocks, x, mask, keep_from)
-        return Encoded(self.pool_text(tokens, eot.to(self.device)), attentions, keep_from, tokens)
+        tokens, attentions, inputs = run_blocks(self.text_blocks, x, mask, keep_from)
+        return Encoded(self.pool_text(tokens, eot.to(self.device)), attentions, keep_from, tokens,
+                       layer_inputs=inputs)
 
     def resolve_layer(self, start_layer: int, tower: str) -> int:
         """A start layer as a non-negative index; negative values count from the end (-1 = last layer)."""

@@ -65,15 +65,18 @@ def attention_block(
 
 def run_blocks(
     blocks: list[BlockView], x: Tensor, attn_mask: Tensor | None = None, keep_from: int | None = None
-) -> tuple[Tensor, list[Tensor]]:
-    """Run the stack; probabilities are kept for layers >= keep_from (None keeps none)."""
-    kept = []
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Run the stack: (tokens after the last block, probabilities of the layers >= keep_from, the tokens entering
+    each of those layers). None keeps none. The kept inputs are in the graph anyway: keeping them costs nothing."""
+    kept, inputs = [], []
     for index, block in enumerate(blocks):
         keep = keep_from is not None and index >= keep_from
+        if keep:
+            inputs.append(x)
         x, probs = attention_block(block, x, attn_mask, keep)
         if keep:
             kept.append(probs)
-    return x, kept
+    return x, kept, inputs
 
 
 def causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -90,6 +90,9 @@ class HFClipAdapter(ClipAdapter):
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
         return self.model.visual_projection(self.vision.post_layernorm(tokens))
 
+    def image_head(self):
+        return self.vision.post_layernorm, self.model.visual_projection
+
     @property
     def text_blocks(self) -> list[BlockView]:
         return self._text_blocks

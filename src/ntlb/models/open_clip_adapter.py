@@ -133,6 +133,12 @@ class OpenClipAdapter(ClipAdapter):
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
         return _project(self.visual.ln_post(tokens), self.visual.proj)
 
+    def image_head(self):
+        v = self.visual
+        if not self._is_vit or v.pool_type != "tok" or getattr(v, "final_ln_after_pool", False):
+            return None
+        return v.ln_post, (lambda x: _project(x, v.proj))
+
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         return self.visual(pixels)
 

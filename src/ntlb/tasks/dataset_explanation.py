@@ -41,8 +41,8 @@ class DatasetSettings:
     template: str = "{}"
     top_k: int | None = None  # explain each image's k best-scoring texts (None: every text)
     method: str = "chefer2021"
-    start_layer_image: int = 0
-    start_layer_text: int = 0
+    start_layer_image: int | None = None  # None: the method's own default
+    start_layer_text: int | None = None
     logit_mode: str = "scaled"
     shard_size: int = 1024
     model: str | None = None
@@ -194,9 +194,9 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
         raise NtlbError(f"--top-k {settings.top_k}: use 1..{len(settings.texts)} (the number of texts)")
     units, _ = dataset_units(settings.data, settings.shard_size)
     _claim(out, settings, world)
-    explainer = create(settings.method, start_layer_image=settings.start_layer_image,
-                       start_layer_text=settings.start_layer_text, logit_mode=settings.logit_mode,
-                       max_memory=max_memory)
+    layers = {key: value for key, value in (("start_layer_image", settings.start_layer_image),
+                                            ("start_layer_text", settings.start_layer_text)) if value is not None}
+    explainer = create(settings.method, logit_mode=settings.logit_mode, max_memory=max_memory, **layers)
     prompts = [settings.template.format(text) for text in settings.texts]
     tokens = adapter.tokenizer(prompts).truncated()
     many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
