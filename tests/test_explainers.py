@@ -245,3 +245,53 @@ def test_legrad_is_each_layers_own_gradient_summed(world_model):
                 total += grad[0].clamp(min=0).mean(dim=(0, 1))[1:]
             slow[b, t] = (total - total.min()) / (total.max() - total.min())
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
+
+
+def test_decomposition_adds_up_to_each_layers_attention_output(world_model):
+    """TextSpan's direct effects, checked against open_clip's own attention modules: for every layer, the per-head,
+    per-token terms plus the out-projection bias equal the layer's attention output at CLS read through the final
+    norm (scale fixed), the projection and the text; the whole residual stream read that way is the cosine."""
+    from ntlb.explain.decomposition import direct_effects
+    from ntlb.models.features import text_features
+
+    pixels = random_pixels(world_model, 2)
+    texts = F.normalize(text_features(world_model, TEXTS), dim=-1)
+    image = world_model.encode_image(pixels, keep_from=0)
+    effects = direct_effects(world_model, image, texts)  # (B, L, H, N, T)
+    visual = world_model.model.visual
+    cls = image.tokens[:, 0]
+    sigma = (cls.var(dim=-1, unbiased=False) + visual.ln_post.eps).sqrt()
+    norm = image.features.norm(dim=-1)
+
+    def read(vector):  # (B, W) -> (B, T): through the linearised final norm, the projection and the text
+        centred = vector - vector.mean(dim=-1, keepdim=True)
+        return ((visual.ln_post.weight * centred / sigma[:, None]) @ visual.proj) @ texts.T / norm[:, None]
+
+    cosine = F.normalize(image.features, dim=-1) @ texts.T
+    whole = read(cls) + (visual.ln_post.bias @ visual.proj) @ texts.T / norm[:, None]
+    assert relative_error(whole, cosine) <= TOL
+    for layer, block in enumerate(visual.transformer.resblocks):
+        normed = block.ln_1(image.layer_inputs[layer])
+        inputs = (normed, normed, normed) if block.attn.batch_first else (normed.transpose(0, 1),) * 3
+        output = block.attn(*inputs, need_weights=False)[0]
+        output = output if block.attn.batch_first else output.transpose(0, 1)
+        expected = read(block.ls_1(output[:, 0]))
+        bias = read(block.ls_1(block.attn.out_proj.bias).expand(2, -1))
+        assert relative_error(effects[:, layer].sum(dim=(1, 2)) + bias, expected) <= TOL
+    maps = ntlb.explain(world_model, pixels, TEXTS, method="decomposition", start_layer_image=0)
+    patches = effects[:, :, :, 1:].sum(dim=(1, 2)).transpose(1, 2) * world_model.logit_scale
+    assert maps.text is None and relative_error(maps.image.flatten(-2), patches) <= TOL
+    from ntlb.explain.decomposition import head_contributions
+
+    heads = head_contributions(world_model, pixels, TEXTS)
+    assert relative_error(heads, effects.sum(dim=3).permute(0, 3, 1, 2)) <= TOL
+
+
+def test_decomposition_runs_on_hugging_face_and_refuses_resnets(hf_small, rn50):
+    maps = ntlb.explain(hf_small, random_pixels(hf_small, 1), TEXTS[:2], method="decomposition")
+    assert maps.image.shape == (1, 2, 4, 4) and torch.isfinite(maps.image).all()
+    assert float(maps.image.abs().sum()) > 0
+    with pytest.raises(NtlbError, match="chefer2021"):
+        ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:1], method="decomposition")
+    with pytest.raises(NtlbError, match="gradcam"):
+        ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:1], method="legrad")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import NtlbError
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype
 from .base import Batch, Explainer
@@ -29,6 +30,10 @@ class LeGrad(Explainer):
     def __init__(self, start_layer_image: int = -2, start_layer_text: int = 0, **options):
         super().__init__(start_layer_image, start_layer_text, **options)
 
+    def check(self, adapter: ClipAdapter) -> None:
+        if not adapter.has_patch_attention:
+            raise NtlbError("legrad needs a ViT image tower: use method='gradcam' for convolutional towers")
+
     def keep_from(self, adapter: ClipAdapter, tower: str) -> int | None:
         return super().keep_from(adapter, tower) if tower == "image" else None
 
@@ -37,8 +42,6 @@ class LeGrad(Explainer):
 
     def relevance(self, batch: Batch) -> tuple[Tensor | None, Tensor | None]:
         image = batch.image
-        if not image.attentions:
-            return None, None
         adapter = batch.adapter
         texts = F.normalize(batch.text.features, dim=-1)
         targets = None

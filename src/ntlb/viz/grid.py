@@ -41,7 +41,7 @@ def picture_grid(cells: list[tuple[Image.Image, str]], columns: int, path: str |
             ax.set_title("\n".join(lines[:4]), fontsize=6.5)
         page_title = title + (f" (page {number} of {len(pages)})" if len(pages) > 1 else "")
         if page_title:
-            fig.suptitle(page_title, fontsize=8)
+            fig.suptitle("\n".join(textwrap.wrap(page_title, int(cell * columns * 15))), fontsize=8)
         target = path if len(pages) == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
         written.append(save_figure_atomic(fig, target))
     return written
