@@ -182,14 +182,16 @@ def test_clip_surgery_single_text_subtracts_the_empty_prompt(vit_b32):
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
 
 
-def test_clip_surgery_keeps_gradients_to_the_pixels(world_model):
+@pytest.mark.parametrize("method", ["clip_surgery", "gem", "decomposition", "legrad"])
+def test_image_only_maps_keep_gradients_to_the_pixels(world_model, method):
     pixels = random_pixels(world_model, 1).requires_grad_(True)
-    explanation = ntlb.explain(world_model, pixels, TEXTS, method="clip_surgery")
+    explanation = ntlb.explain(world_model, pixels, TEXTS, method=method, create_graph=True)
     (explanation.image[0, 0] * torch.linspace(0, 1, 64, dtype=torch.float64).reshape(8, 8)).sum().backward()
     assert pixels.grad is not None and float(pixels.grad.abs().sum()) > 0
 
 
-@pytest.mark.parametrize("method", ["attention", "rollout", "gradcam", "clip_surgery", "chefer2021"])
+@pytest.mark.parametrize("method", ["attention", "rollout", "gradcam", "clip_surgery", "chefer2021", "legrad", "gem",
+                                    "decomposition"])
 def test_diagonal_and_chosen_pairs_are_entries_of_all_pairs(world_model, method):
     """Explaining image i with text i, or chosen texts per image (a text twice, for two images), gives the
     entries of the all-pairs explanation: the batched targets select exactly those scores."""
@@ -202,8 +204,9 @@ def test_diagonal_and_chosen_pairs_are_entries_of_all_pairs(world_model, method)
     assert relative_error(diagonal.image, full.image[index, index]) <= TOL
     assert relative_error(selected.image, full.image[rows, chosen]) <= TOL
     assert selected.text_index(2, 1) == 2 and diagonal.text_index(1) == 1
-    if method == "clip_surgery":
-        assert full.text is None and diagonal.text is None and selected.text is None
+    if full.text is None:
+        assert diagonal.text is None and selected.text is None and method in ("clip_surgery", "legrad", "gem",
+                                                                              "decomposition")
         return
     assert torch.allclose(diagonal.text, full.text[index, index], rtol=TOL, atol=1e-12)
     assert torch.allclose(selected.text, full.text[rows, chosen], rtol=TOL, atol=1e-12)
@@ -295,3 +298,53 @@ def test_decomposition_runs_on_hugging_face_and_refuses_resnets(hf_small, rn50):
         ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:1], method="decomposition")
     with pytest.raises(NtlbError, match="gradcam"):
         ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS[:1], method="legrad")
+
+
+def _slow_gem_tokens(adapter, pixels, layers, iterations=1):
+    """GEM's self-self path through open_clip's own modules, head by head and query/key/value one at a time."""
+    visual = adapter.model.visual
+    x = visual.conv1(pixels).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    x = visual.ln_pre(x)
+    blocks = list(visual.transformer.resblocks)
+    for block in blocks[: len(blocks) - layers]:
+        x = block(x)
+    new = x.clone()
+    for block in blocks[len(blocks) - layers :]:
+        attn = block.attn
+        normed = block.ln_1(x)
+        q, k, v = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        width = v.shape[-1] // attn.num_heads
+        outputs = []
+        for b in range(x.shape[0]):
+            temperature = normed[b].norm(dim=-1).mean() / width**0.5
+            heads = []
+            for h in range(attn.num_heads):
+                part = slice(h * width, (h + 1) * width)
+                total = 0
+                for states in (q[b, :, part], k[b, :, part], v[b, :, part]):
+                    for _ in range(iterations):
+                        s = states / states.norm(dim=-1, keepdim=True)
+                        states = torch.softmax(temperature * s @ s.T, dim=-1) @ s
+                    s = states / states.norm(dim=-1, keepdim=True)
+                    total = total + torch.softmax(temperature * s @ s.T, dim=-1) @ v[b, :, part]
+                heads.append(total / 3)
+            outputs.append(torch.cat(heads, dim=-1))
+        new = new + block.ls_1(attn.out_proj(torch.stack(outputs)))
+        x = block(x)
+    return visual.ln_post(new) @ visual.proj
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_gem_matches_its_formula_and_keeps_clips_scores(vit_b32, iterations):
+    pixels = random_pixels(vit_b32, 2)
+    fast = ntlb.explain(vit_b32, pixels, TEXTS, method="gem", iterations=iterations)
+    tokens = prepare_texts(vit_b32, TEXTS)
+    with torch.no_grad():
+        patches = F.normalize(_slow_gem_tokens(vit_b32, pixels, 6, iterations)[:, 1:], dim=-1)
+        texts = vit_b32.encode_text(tokens.ids, tokens.eot).features
+        slow = _minmax((patches @ F.normalize(texts, dim=-1).T).transpose(1, 2))
+        plain = clip_scores(vit_b32.encode_image(pixels).features, texts, vit_b32.logit_scale)
+    assert relative_error(fast.image.flatten(-2), slow) <= TOL
+    assert torch.allclose(fast.logits, plain, rtol=1e-10)
+    assert fast.text is None

@@ -6,6 +6,7 @@ from ..models.inputs import ImageFeatures, ImageInput, Prompts, TextFeatures, Te
 from . import attention as _attention  # noqa: F401  (registers "attention", "rollout")
 from . import chefer as _chefer  # noqa: F401  (registers "chefer2021")
 from . import decomposition as _decomposition  # noqa: F401  (registers "decomposition")
+from . import gem as _gem  # noqa: F401  (registers "gem")
 from . import gradcam as _gradcam  # noqa: F401  (registers "gradcam")
 from . import legrad as _legrad  # noqa: F401  (registers "legrad")
 from . import surgery as _surgery  # noqa: F401  (registers "clip_surgery")

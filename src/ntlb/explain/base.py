@@ -103,6 +103,11 @@ class Batch:
             return tuple(self.image.activation.shape[-2:])
         return self.adapter.grid_size
 
+    def explained(self, maps: Tensor) -> Tensor:
+        """The explained pairs' rows (B, K, P) of maps computed for every text (B, T, P)."""
+        columns = self.columns.to(maps.device)
+        return maps.gather(1, columns[..., None].expand(-1, -1, maps.shape[-1]))
+
     def position(self, tower: str) -> Tensor:
         """The row each tower's relevance is read from: CLS (0) for images, each text's EOT for texts."""
         if tower == "image":

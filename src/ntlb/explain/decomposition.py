@@ -74,8 +74,7 @@ class Decomposition(Explainer):
         if self.logit_mode == "scaled":
             effects = effects * batch.adapter.logit_scale.to(effects.dtype)
         maps = effects.sum(dim=(1, 2))[:, 1:].transpose(1, 2)  # (B, T, P): patches only
-        columns = batch.columns.to(maps.device)
-        return maps.gather(1, columns[..., None].expand(-1, -1, maps.shape[-1])), None
+        return batch.explained(maps), None
 
 
 def head_contributions(adapter: ClipAdapter, images, texts, start_layer_image: int = 0) -> Tensor:

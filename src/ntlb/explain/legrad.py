@@ -15,6 +15,7 @@ from ..errors import NtlbError
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype
 from .base import Batch, Explainer
+from .normalize import minmax
 from .registry import register
 from .relevance import attention_gradients
 from .targets import image_targets
@@ -56,5 +57,4 @@ class LeGrad(Explainer):
             layer = gradient.to(dtype).clamp(min=0).mean(dim=(-3, -2))  # mean over heads and query rows
             total = layer if total is None else total + layer
         maps = total[..., 1:].transpose(0, 1)  # (B, K, P)
-        low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
-        return (maps - low) / (high - low).clamp(min=1e-12), None
+        return minmax(maps, dims=(-1,)), None

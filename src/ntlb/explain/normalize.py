@@ -47,8 +47,8 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
 
 
-def minmax(maps: Tensor) -> Tensor:
-    """Min-max scaling of each (h, w) map to [0, 1] (constant maps become 0)."""
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    high = maps.amax(dim=(-2, -1), keepdim=True)
+def minmax(maps: Tensor, dims: tuple[int, ...] = (-2, -1)) -> Tensor:
+    """Min-max scaling of each map (over `dims`: (h, w), or (-1,) for flat rows) to [0, 1] (constant: 0)."""
+    low = maps.amin(dim=dims, keepdim=True)
+    high = maps.amax(dim=dims, keepdim=True)
     return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)

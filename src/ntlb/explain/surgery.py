@@ -21,6 +21,7 @@ from ..models.adapter import ClipAdapter, Encoded
 from ..models.blocks import BlockView, attention_block, run_blocks, split_heads
 from ..models.features import accumulation_dtype, text_features
 from .base import Batch, Explainer
+from .normalize import minmax
 from .registry import register
 
 ENSEMBLE_TEMPLATES = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
@@ -112,7 +113,4 @@ class ClipSurgery(Explainer):
         text_features_ = F.normalize(batch.text.features.to(dtype), dim=-1)
         empty = self._empty_prompt(batch.adapter).to(dtype) if text_features_.shape[0] == 1 else None
         maps = feature_surgery(normed[:, 1:], normed[:, 0], text_features_, empty).transpose(1, 2)  # (B, T, P)
-        low, high = maps.amin(dim=-1, keepdim=True), maps.amax(dim=-1, keepdim=True)
-        maps = (maps - low) / (high - low).clamp(min=1e-12)
-        columns = batch.columns.to(maps.device)
-        return maps.gather(1, columns[..., None].expand(-1, -1, maps.shape[-1])), None
+        return batch.explained(minmax(maps, dims=(-1,))), None
