@@ -98,3 +98,35 @@ def test_token_perturbation_deletes_the_least_relevant_tokens_first(world_model)
                                               dim=-1)
     expected = world_model.logit_scale * texts @ torch.nn.functional.normalize(image, dim=0)
     assert torch.allclose(curve, expected, rtol=1e-9)
+
+
+def test_segmentation_miou_by_hand():
+    from ntlb.metrics import segmentation_miou
+
+    maps = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.9, 1.0], [0.1, 0.0, 0.0]],
+                         [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]])
+    masks = torch.tensor([[[0, 1, 1], [0, 0, 1], [0, 0, 0]]] * 2, dtype=torch.bool)
+    # map 1: mean 0.333, foreground {(0,2), (1,1), (1,2)}: object IoU 2/4; background {6 cells} vs 6 cells,
+    # 5 shared of 7: 5/7. Map 2: everything but one corner marked: object 3/8, background 1/6.
+    expected = [(2 / 4 + 5 / 7) / 2, (3 / 8 + 1 / 6) / 2]
+    assert segmentation_miou(maps, masks).tolist() == pytest.approx(expected)
+
+
+def test_insertion_shows_the_most_relevant_patches_on_a_blank_image(world_model):
+    from conftest import random_pixels
+
+    from ntlb.metrics.faithfulness import patch_perturbation_curve
+
+    pixels = random_pixels(world_model, 1)[0]
+    text = torch.randn(world_model.model.text_projection.shape[1], dtype=torch.float64)
+    patch_map = torch.arange(64, dtype=torch.float64).reshape(8, 8)
+    curve = patch_perturbation_curve(world_model, pixels, text, patch_map, fractions=(0.0, 0.1), insertion=True)
+    shown = torch.zeros_like(pixels)
+    for index in (63, 62, 61, 60, 59, 58):
+        y, x = divmod(index, 8)
+        shown[:, 8 * y : 8 * y + 8, 8 * x : 8 * x + 8] = pixels[:, 8 * y : 8 * y + 8, 8 * x : 8 * x + 8]
+    with torch.no_grad():
+        features = world_model.encode_image(torch.stack([torch.zeros_like(pixels), shown])).features
+    expected = world_model.logit_scale * torch.nn.functional.normalize(features, dim=-1) @ \
+        torch.nn.functional.normalize(text, dim=0)
+    assert torch.allclose(curve, expected, rtol=1e-9)

@@ -149,6 +149,43 @@ def add_commands(commands) -> None:
     add_explain_options(demo, default_out="out/demo")
     demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu")
     add_dataset_command(commands)
+    add_pair_command(commands)
+
+
+def cmd_explain_pair(args: argparse.Namespace) -> int:
+    from ..tasks.explaining import explain_pair_files
+
+    options = {"start_layer_image": args.start_layer_image} if args.start_layer_image is not None else {}
+    if args.window is not None:
+        if args.method != "occlusion":
+            raise NtlbError("--window is an option of --method occlusion")
+        options["window"] = args.window
+    adapter = load_adapter(args.model, args.pretrained, args.device)
+    data = explain_pair_files(adapter, args.images[0], args.images[1:], args.method, args.out,
+                              max_memory=args.max_memory, **options)
+    for record in data["pairs"]:
+        print(f"{Path(record['query']).name} ~ {Path(record['image']).name}: similarity {record['similarity']:.3f}")
+    print_notes(data["notes"])
+    print(f"wrote {len(data['pairs'])} pairs to {args.out}/ (pairs.json, {', '.join(data['grids'])})")
+    return 0
+
+
+def add_pair_command(commands) -> None:
+    from ..explain import available
+
+    pair = add_command(commands, "explain-pair", "maps on both images of a CLIP image-image similarity",
+                       "Explain the similarity of the first image with each of the others (retrieval, near "
+                       "duplicates): a map on each image of each pair, pairs.png and pairs.json.")
+    pair.add_argument("images", nargs="+", help="the query image, then the images to compare it with")
+    pair.add_argument("--method", default="chefer2021", choices=available(),
+                      help="explainer: a gradient-attention method, or occlusion (model-agnostic baseline)")
+    pair.add_argument("--start-layer-image", type=int, default=None,
+                      help="first image layer used (default: the method's own)")
+    pair.add_argument("--window", type=int, default=None, help="occlusion: window side in cells (default: 1)")
+    pair.add_argument("--max-memory", default=None, help="memory budget, e.g. 2GB (default: half the memory free)")
+    pair.add_argument("--out", default="out/pairs", help="output folder (files of an earlier run there are replaced)")
+    add_model_arguments(pair)
+    pair.set_defaults(run=cmd_explain_pair)
 
 
 def cmd_explain_dataset(args: argparse.Namespace) -> int:

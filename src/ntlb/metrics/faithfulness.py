@@ -2,7 +2,9 @@
 
 Remove image patches (or text tokens) in order of decreasing relevance (positive test: the score should
 fall fast, lower area is better) or increasing relevance (negative test: higher area is better), 10% more at
-each step, and record the pair's CLIP score. The area under the curve is the mean over the steps.
+each step, and record the pair's CLIP score. The area under the curve is the mean over the steps. Insertion
+(Petsiuk et al. 2018) runs the other way: from a blank image, the most relevant patches are shown first (higher
+area is better).
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ def _order(relevance: Tensor, positive: bool) -> Tensor:
 
 @torch.no_grad()
 def patch_perturbation_curve(adapter: ClipAdapter, pixels: Tensor, text_features: Tensor, patch_map: Tensor,
-                             positive: bool = True, fractions: tuple[float, ...] = FRACTIONS) -> Tensor:
-    """Scaled CLIP score of one image (3, H, W) with one text feature (D,) as its patches are blanked.
+                             positive: bool = True, fractions: tuple[float, ...] = FRACTIONS,
+                             insertion: bool = False) -> Tensor:
+    """Scaled CLIP score of one image (3, H, W) with one text feature (D,) as its patches are blanked (or, with
+    `insertion`, as the most relevant patches are shown on a blank image, that share at each step).
 
-    A removed patch is set to 0 in the normalised input (the dataset's mean colour).
+    A blank patch is set to 0 in the normalised input (the dataset's mean colour).
     """
     h, w = patch_map.shape
-    order = _order(patch_map.flatten().float(), positive)
+    order = _order(patch_map.flatten().float(), positive or insertion)
     size_h, size_w = pixels.shape[-2] // h, pixels.shape[-1] // w
     batch = pixels.unsqueeze(0).repeat(len(fractions), 1, 1, 1)
     for step, fraction in enumerate(fractions):
-        for index in order[: int(round(fraction * h * w))].tolist():
+        count = int(round(fraction * h * w))
+        for index in (order[count:] if insertion else order[:count]).tolist():
             y, x = divmod(index, w)
             batch[step, :, y * size_h : (y + 1) * size_h, x * size_w : (x + 1) * size_w] = 0
     dtype = accumulation_dtype(adapter.dtype)

@@ -2,7 +2,9 @@
 
 Each pair is a scene with a caption that names one of its objects ("a photo of a small red circle"); the
 object's visible mask is the right answer for the image map and its colour, shape and size words are the
-right answer for the words. Scenes come from a seed space no model was trained on.
+right answer for the words. For image-image similarity, two scenes share one object (same colour, shape and
+size, elsewhere) beside objects of their own: the shared object is the right answer on both sides. Scenes come
+from a seed space no model was trained on.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from ..errors import NtlbError
 from ..explain import create
 from ..explain.explanation import Explanation
+from ..explain.normalize import minmax
 from ..metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
-from ..metrics.localization import mask_energy, otsu_iou, pointing_game
+from ..metrics.localization import mask_energy, otsu_iou, pointing_game, segmentation_miou
 from ..models.adapter import ClipAdapter
 from ..models.features import image_features as encode_images
 from ..models.features import text_features as encode_texts
 from ..world import describe, random_scene, render
 from ..world.captions import CONTENT_ROLES, Caption
 from ..world.datasets import scene_seed
+from ..world.scene import Scene, random_object
 
 RANDOM = "random (control)"
 
@@ -53,6 +58,35 @@ def named_object_pairs(count: int, objects: int, template: str = "photo", offset
     return pairs
 
 
+@dataclass
+class SharedObject:
+    """Two scenes that share one object (placed differently), and that object's visible mask in each."""
+
+    first: Image.Image
+    second: Image.Image
+    first_mask: Tensor
+    second_mask: Tensor
+
+
+def shared_object_pairs(count: int, offset: int = 6 * 10**6, size: int = 64) -> list[SharedObject]:
+    """`count` held-out pairs: a two-object scene, and a scene with its first object moved beside an object that
+    is in neither."""
+    pairs = []
+    for i in range(count):
+        first = random_scene(scene_seed("multi-test", offset + i), 2)
+        shared = first.objects[0]
+        rng = np.random.default_rng(scene_seed("multi-test", offset + count + i))
+        taken = {(o.colour, o.shape) for o in first.objects}
+        other = random_object(rng)
+        while (other.colour, other.shape) in taken:
+            other = random_object(rng)
+        second = Scene([other, random_object(rng, shared.shape, shared.colour, shared.size)], first.seed + 1)
+        (image_a, masks_a), (image_b, masks_b) = render(first, size), render(second, size)
+        pairs.append(SharedObject(Image.fromarray(image_a), Image.fromarray(image_b), torch.from_numpy(masks_a[0]),
+                                  torch.from_numpy(masks_b[1])))
+    return pairs
+
+
 def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], batch_size: int,
                  seed: int) -> tuple[Explanation | None, list[Tensor], list[Tensor], float]:
     """Maps (h, w) and token rows of every pair (diagonal pairs in batches) and the time per pair."""
@@ -71,9 +105,33 @@ def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], ba
         with torch.no_grad():
             explanation = create(method)(adapter, [p.picture for p in chunk], [p.caption.text for p in chunk],
                                          pairs="diagonal")
-        maps += list(explanation.image.float())
+        maps += list(explanation.image.float()) if explanation.has_image_maps() else [None] * len(chunk)
         rows += list(explanation.text.float()) if explanation.has_text_relevance() else [None] * len(chunk)
     return explanation, maps, rows, (time.perf_counter() - started) / len(pairs)
+
+
+def _pair_localisation(adapter: ClipAdapter, method: str, pairs: list[SharedObject], batch_size: int,
+                       seed: int) -> dict:
+    """Image-image similarity of scenes sharing one object: pointing game and energy on both sides."""
+    from ..explain.pairs import explain_pair
+
+    maps, masks = [], []
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        if method == RANDOM:
+            maps += list(torch.rand(2 * len(chunk), *adapter.grid_size, generator=generator))
+        else:
+            with torch.no_grad():
+                both = explain_pair(adapter, [p.first for p in chunk], [p.second for p in chunk], method=method,
+                                    pairs="diagonal")
+            maps += list(both.first.image.float()) + list(both.second.image.float())
+        masks += [p.first_mask for p in chunk] + [p.second_mask for p in chunk]
+    seconds = (time.perf_counter() - started) / len(pairs)
+    scaled, masks = minmax(torch.stack(maps)), torch.stack(masks)
+    return {"pointing_game": float(pointing_game(scaled, masks).float().mean()),
+            "energy_in_mask": float(mask_energy(scaled, masks).mean()), "seconds_per_pair": seconds}
 
 
 def _word_accuracy(adapter: ClipAdapter, pairs: list[NamedObject], rows: list[Tensor]) -> float:
@@ -91,8 +149,8 @@ def _word_accuracy(adapter: ClipAdapter, pairs: list[NamedObject], rows: list[Te
 
 def _faithfulness(adapter: ClipAdapter, pairs: list[NamedObject], maps: list[Tensor], rows: list[Tensor],
                   with_text: bool) -> dict:
-    areas: dict[str, list[float]] = {"image_positive": [], "image_negative": [], "text_positive": [],
-                                     "text_negative": []}
+    areas: dict[str, list[float]] = {"image_positive": [], "image_negative": [], "image_insertion": [],
+                                     "text_positive": [], "text_negative": []}
     for pair, patch_map, row in zip(pairs, maps, rows):
         pixels = adapter.preprocess(pair.picture)
         tokens = adapter.tokenizer([pair.caption.text])
@@ -101,40 +159,56 @@ def _faithfulness(adapter: ClipAdapter, pairs: list[NamedObject], maps: list[Ten
         text_features = encode_texts(adapter, [pair.caption.text])[0]
         for positive in (True, False):
             suffix = "positive" if positive else "negative"
-            curve = patch_perturbation_curve(adapter, pixels, text_features, patch_map, positive)
-            areas[f"image_{suffix}"].append(curve_area(curve))
+            if patch_map is not None:
+                curve = patch_perturbation_curve(adapter, pixels, text_features, patch_map, positive)
+                areas[f"image_{suffix}"].append(curve_area(curve))
+            if positive and patch_map is not None:
+                curve = patch_perturbation_curve(adapter, pixels, text_features, patch_map, insertion=True)
+                areas["image_insertion"].append(curve_area(curve))
             if with_text:
                 curve = token_perturbation_curve(adapter, image_features, tokens.ids[0], eot, row[1:eot], positive)
                 areas[f"text_{suffix}"].append(curve_area(curve))
     return {key: (float(np.mean(values)) if values else None) for key, values in areas.items()}
 
 
+def _scores(adapter: ClipAdapter, explanation: Explanation | None, pairs: list[NamedObject], maps: list,
+            rows: list, seconds: float) -> dict:
+    """One method's numbers on one setting; the image metrics are None when it gave no maps for this model."""
+    with_text = explanation is None or explanation.has_text_relevance()
+    entry = dict.fromkeys(("pointing_game", "energy_in_mask", "otsu_iou", "segmentation_miou"))
+    if maps[0] is not None:
+        masks = torch.stack([p.mask for p in pairs])
+        scaled = minmax(torch.stack(maps))  # signed maps (surgery, decomposition) made comparable
+        entry = {"pointing_game": float(pointing_game(scaled, masks).float().mean()),
+                 "energy_in_mask": float(mask_energy(scaled, masks).mean()),
+                 "otsu_iou": float(otsu_iou(scaled, masks).mean()),
+                 "segmentation_miou": float(segmentation_miou(scaled, masks).mean())}
+    return {**entry, "word_accuracy": _word_accuracy(adapter, pairs, rows) if with_text else None,
+            "seconds_per_pair": seconds, **_faithfulness(adapter, pairs, maps, rows, with_text)}
+
+
 def benchmark_explainers(adapter: ClipAdapter, methods: list[str], count: int = 100, batch_size: int = 16,
                          seed: int = 0) -> dict:
-    """Per explainer and for 1- and 2-object scenes: pointing game, energy in the mask, Otsu IoU with the mask,
-    perturbation areas on patches and tokens, word accuracy, seconds per pair. A random map is the control."""
-    results: dict = {"pairs_per_setting": count, "methods": {}}
+    """Per explainer and for 1- and 2-object scenes: pointing game, energy in the mask, Otsu IoU and mIoU with the
+    mask, deletion / insertion areas on patches and tokens, word accuracy, seconds per pair; for image pairs sharing
+    an object, localisation on both sides. A random map is the control; methods that cannot run are skipped."""
+    results: dict = {"pairs_per_setting": count, "methods": {}, "skipped": {}}
     settings = {objects: named_object_pairs(count, objects) for objects in (1, 2)}
+    image_pairs = shared_object_pairs(count)
+    runnable = []
     for method in methods:  # warm-up, so the first method's time is not the library's start-up
-        _explain_all(adapter, method, settings[1][:2], batch_size, seed)
-    for method in tqdm([*methods, RANDOM], desc="explainers", unit="method"):
+        try:
+            _explain_all(adapter, method, settings[1][:2], batch_size, seed)
+            runnable.append(method)
+        except NtlbError as error:  # e.g. clip_surgery on a convolutional tower
+            results["skipped"][method] = str(error)
+    for method in tqdm([*runnable, RANDOM], desc="explainers", unit="method"):
         entry = {}
         for objects, pairs in settings.items():
             explanation, maps, rows, seconds = _explain_all(adapter, method, pairs, batch_size, seed)
-            with_text = explanation is None or explanation.has_text_relevance()
-            stacked = torch.stack(maps)
-            masks = torch.stack([p.mask for p in pairs])
-            low = stacked.flatten(1).amin(dim=1)[:, None, None]
-            high = stacked.flatten(1).amax(dim=1)[:, None, None]
-            scaled = (stacked - low) / (high - low).clamp_min(1e-12)  # signed maps (surgery) made comparable
-            entry[f"{objects}_object"] = {
-                "pointing_game": float(pointing_game(scaled, masks).float().mean()),
-                "energy_in_mask": float(mask_energy(scaled, masks).mean()),
-                "otsu_iou": float(otsu_iou(scaled, masks).mean()),
-                "word_accuracy": _word_accuracy(adapter, pairs, rows) if with_text else None,
-                "seconds_per_pair": seconds,
-                **_faithfulness(adapter, pairs, maps, rows, with_text),
-            }
+            entry[f"{objects}_object"] = _scores(adapter, explanation, pairs, maps, rows, seconds)
+        with_maps = entry["1_object"]["pointing_game"] is not None
+        entry["image_pairs"] = _pair_localisation(adapter, method, image_pairs, batch_size, seed) if with_maps else None
         results["methods"][method] = entry
     results["mask_area_share"] = {f"{k}_object": float(torch.stack([p.mask for p in v]).float().mean())
                                   for k, v in settings.items()}
@@ -162,21 +236,34 @@ def time_explainers(adapter: ClipAdapter, methods: list[str], images: int = 1, t
 
 COLUMNS = (
     ("pointing_game", "pointing game ↑", 100), ("energy_in_mask", "energy in mask ↑", 100),
-    ("otsu_iou", "Otsu IoU ↑", 100), ("image_positive", "patch pos. AUC ↓", 1),
-    ("image_negative", "patch neg. AUC ↑", 1), ("text_positive", "token pos. AUC ↓", 1),
+    ("otsu_iou", "Otsu IoU ↑", 100), ("segmentation_miou", "mIoU ↑", 100),
+    ("image_positive", "deletion AUC ↓", 1), ("image_negative", "neg. deletion AUC ↑", 1),
+    ("image_insertion", "insertion AUC ↑", 1), ("text_positive", "token pos. AUC ↓", 1),
     ("text_negative", "token neg. AUC ↑", 1), ("word_accuracy", "top word is content ↑", 100),
     ("seconds_per_pair", "ms / pair", 1000),
 )
+PAIR_COLUMNS = (("pointing_game", "pointing game (both images) ↑", 100),
+                ("energy_in_mask", "energy in shared object ↑", 100), ("seconds_per_pair", "ms / pair", 1000))
+REFERENCE = "chefer2021"
+SETTING_TITLES = {"1_object": "1 object scenes", "2_object": "2 object scenes",
+                  "image_pairs": "Image-image similarity: scenes sharing one object"}
 
 
 def markdown_table(results: dict, setting: str) -> str:
-    """One markdown table (rows: explainers) of a setting ("1_object" or "2_object")."""
-    lines = ["| explainer | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+    """One markdown table (rows: explainers) of a setting ("1_object", "2_object" or "image_pairs"), with each
+    method's time as a multiple of chefer2021's when chefer2021 was run."""
+    columns = PAIR_COLUMNS if setting == "image_pairs" else COLUMNS
+    reference = results["methods"].get(REFERENCE, {}).get(setting, {}).get("seconds_per_pair")
+    titles = [title for _, title, _ in columns] + (["time ÷ chefer2021"] if reference else [])
+    lines = ["| explainer | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(titles)]
     for method, entry in results["methods"].items():
-        values = entry[setting]
-        cells = ["n/a" if values[key] is None else f"{values[key] * factor:.{1 if factor != 1 else 2}f}"
-                 for key, _, factor in COLUMNS]
+        values = entry.get(setting)
+        if values is None:
+            continue
+        cells = ["n/a" if values.get(key) is None else f"{values[key] * factor:.{1 if factor != 1 else 2}f}"
+                 for key, _, factor in columns]
+        if reference:
+            cells.append("n/a" if method.startswith("random") else f"{values['seconds_per_pair'] / reference:.2f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -200,7 +287,6 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     explainers.md (one table per setting) and explainers.png (every method on the same scenes)."""
     from pathlib import Path
 
-    from ..errors import NtlbError
     from ..explain import available
     from ..io import OutputFolder, write_json_atomic, write_text_atomic
 
@@ -214,8 +300,8 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     results["model"] = adapter.name
     folder = OutputFolder(Path(out))
     write_json_atomic(folder / "explainers.json", results)
-    results["tables"] = "\n\n".join(f"### {setting.replace('_', ' ')} scenes\n\n{markdown_table(results, setting)}"
-                                    for setting in ("1_object", "2_object"))
+    results["tables"] = "\n\n".join(f"### {SETTING_TITLES[setting]}\n\n{markdown_table(results, setting)}"
+                                    for setting in SETTING_TITLES)
     write_text_atomic(folder / "explainers.md", results["tables"] + "\n")
-    comparison_figure(adapter, methods, folder / "explainers.png")
+    comparison_figure(adapter, [m for m in methods if m not in results["skipped"]], folder / "explainers.png")
     return results

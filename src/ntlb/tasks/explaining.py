@@ -150,3 +150,35 @@ def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
     texts = [describe(scene, 0).text, describe(scene, 1).text, relate(scene, 0, 1, "left").text,
              f"a {absent} {scene.objects[0].shape}"]
     return picture, texts
+
+
+def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence[str | Path], method: str,
+                       out: str | Path, **options) -> dict:
+    """Explain the similarity of `query` with each of `others` (retrieval, near duplicates): maps on both images
+    of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps)."""
+    from ..explain.pairs import explain_pair
+
+    if not others:
+        raise NtlbError("give the query image and at least one image to compare it with")
+    with torch.no_grad():
+        pair = explain_pair(adapter, [query], list(others), method=method, **options)
+    folder = OutputFolder(out)
+    first, second = pair.first, pair.second
+    cells, records = [], []
+    for j, other in enumerate(others):
+        on_query, on_other = pair.maps(0, j)
+        similarity = float(pair.similarity[0, j])
+        cells.append((overlay(first.originals[0], on_query, first.preprocess),
+                      f"{Path(query).name}\nwith {Path(other).name}: similarity {similarity:.3f}"))
+        cells.append((overlay(second.originals[j], on_other, second.preprocess),
+                      f"{Path(other).name}\nwith {Path(query).name}"))
+        records.append({"query": str(query), "image": str(other), "similarity": similarity,
+                        "query_map": on_query.tolist(), "image_map": on_other.tolist()})
+    notes = model_notes(adapter, [first.originals[0], *second.originals])
+    title = f"ntlb {method} on {adapter.name}: image-image similarity" + (f" - {notes[0]}" if notes else "")
+    grids = folder.record(picture_grid(cells, 2, folder.root / "pairs.png", title))
+    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
+            "method": method, "logit_mode": first.logit_mode, "options": first.options, "notes": notes,
+            "grids": [g.name for g in grids], "pairs": records}
+    write_json_atomic(folder / "pairs.json", data)
+    return data
