@@ -52,3 +52,18 @@ def load_adapter(model: str | None, pretrained: str | None, device: str) -> Clip
 def print_notes(notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
+
+
+def read_lines(path: str, what: str) -> list[str]:
+    """The non-empty lines of a list file (classes, concepts, templates), or a one-line error naming the fix."""
+    from pathlib import Path
+
+    from ..errors import NtlbError
+
+    file = Path(path)
+    if not file.is_file():
+        raise NtlbError(f"{what} file not found: {file}: give one {what} per line")
+    lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise NtlbError(f"{what} file {file} is empty: give one {what} per line")
+    return lines

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import NtlbError
-from .common import add_command, add_model_arguments, load_adapter, print_notes
+from .common import add_command, add_model_arguments, load_adapter, print_notes, read_lines
 
 
 def _explainer(args: argparse.Namespace):
@@ -16,10 +16,7 @@ def _explainer(args: argparse.Namespace):
     if args.surgery_templates:
         if args.method != "clip_surgery":
             raise NtlbError("--surgery-templates is an option of --method clip_surgery")
-        path = Path(args.surgery_templates)
-        if not path.is_file():
-            raise NtlbError(f"templates file not found: {path}: give one template with {{}} per line")
-        options["empty_templates"] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        options["empty_templates"] = read_lines(args.surgery_templates, "template")
     layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
     return create(args.method, logit_mode=args.logit_mode, max_memory=args.max_memory, **layers, **options)
@@ -46,7 +43,33 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    return _explain_and_print(args, args.images, args.text)
+    texts = [*args.text, *(read_lines(args.texts, "text") if args.texts else [])]
+    if args.concepts:
+        return _explain_concepts(args, texts)
+    if args.k is not None or args.template is not None:
+        raise NtlbError("--k and --template are options of --concepts FILE")
+    return _explain_and_print(args, args.images, texts)
+
+
+def _explain_concepts(args: argparse.Namespace, classes: list[str]) -> int:
+    from ..tasks.explaining import explain_concept_files
+
+    if not classes:
+        raise NtlbError("no classes: give --texts FILE (one class name per line) or --text CLASS, repeated")
+    concepts = read_lines(args.concepts, "concept")
+    layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
+                                            ("start_layer_text", args.start_layer_text)) if value is not None}
+    adapter = load_adapter(args.model, args.pretrained, args.device)
+    data = explain_concept_files(adapter, args.images, classes, concepts, args.out, k=args.k or 5,
+                                 template=args.template or "a photo of a {}.", method=args.method,
+                                 logit_mode=args.logit_mode, max_memory=args.max_memory, **layers)
+    for record in data["images"]:
+        parts = [f"{c['concept']} {c['contribution'] / record['score']:.0%}" for c in record["concepts"]]
+        print(f"{Path(record['image']).name}: {record['class']} (p {record['probability']:.2f}) = "
+              f"{' + '.join(parts) or 'no concept'} + residual {record['residual'] / record['score']:.0%}")
+    print_notes(data["notes"])
+    print(f"wrote {len(data['images'])} images to {args.out}/ (concepts.json, {', '.join(data['grids'])})")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -126,6 +149,15 @@ def add_commands(commands) -> None:
                           "explanations.json, report.html, grid.png.")
     explain.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     explain.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
+    explain.add_argument("--texts", default=None, help="file of texts (or class names), one per line")
+    explain.add_argument("--concepts", default=None,
+                         help="file of concepts, one per line (examples/world-concepts.txt for the world): explain "
+                              "each image's zero-shot class among the texts by at most --k concepts, each with its "
+                              "share of the score and its map (concepts.png, concepts.json)")
+    explain.add_argument("--k", type=int, default=None, help="with --concepts: at most this many concepts (default: 5)")
+    explain.add_argument("--template", default=None,
+                         help="with --concepts: prompt template of the classes and concepts (default: 'a photo of "
+                              "a {}.')")
     add_model_arguments(explain)
     add_explain_options(explain, default_out="out/explain")
     explain.set_defaults(run=cmd_explain)
@@ -197,11 +229,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
         raise NtlbError("give either --classes FILE or --text, not both")
     texts, template = list(args.text), args.template or "{}"
     if args.classes:
-        path = Path(args.classes)
-        if not path.is_file():
-            raise NtlbError(f"classes file not found: {path}: give one class name per line")
-        texts, template = [line.strip() for line in path.read_text().splitlines() if line.strip()], \
-            args.template or "a photo of a {}."
+        texts, template = read_lines(args.classes, "class name"), args.template or "a photo of a {}."
     elif not texts:
         _, names = dataset_units(args.data, args.shard_size)
         texts, template = names or [], args.template or "a photo of a {}."

@@ -9,6 +9,7 @@ from . import decomposition as _decomposition  # noqa: F401  (registers "decompo
 from . import gem as _gem  # noqa: F401  (registers "gem")
 from . import gradcam as _gradcam  # noqa: F401  (registers "gradcam")
 from . import legrad as _legrad  # noqa: F401  (registers "legrad")
+from . import lrp as _lrp  # noqa: F401  (registers "lrp")
 from . import occlusion as _occlusion  # noqa: F401  (registers "occlusion")
 from . import surgery as _surgery  # noqa: F401  (registers "clip_surgery")
 from .base import Explainer

@@ -20,6 +20,7 @@ class Chefer2021(GradientExplainer):
     through the attention probabilities (and through the gradients with create_graph=True).
     """
 
-    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor]) -> Tensor:
+    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor],
+                targets: Tensor) -> Tensor:
         abars = [gradient_weighted(a.unsqueeze(0), g) for a, g in zip(tensors, gradients)]
         return propagate_row(abars, batch.position(tower))

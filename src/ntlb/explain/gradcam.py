@@ -73,7 +73,8 @@ class GradCam(GradientExplainer):
             return [batch.image.activation]
         return super().gradient_inputs(batch, tower)
 
-    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor]) -> Tensor:
+    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor],
+                targets: Tensor) -> Tensor:
         if tower == "image" and batch.image.activation is not None:
             return grad_cam(tensors[0].unsqueeze(0), gradients[0])
         return select_row(gradient_weighted(tensors[-1].unsqueeze(0), gradients[-1]), batch.position(tower))

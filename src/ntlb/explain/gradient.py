@@ -31,9 +31,11 @@ class GradientExplainer(Explainer):
         """The tensors the method differentiates against (default: the kept attention probabilities)."""
         return (batch.image if tower == "image" else batch.text).attentions
 
-    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor]) -> Tensor:
+    def combine(self, batch: Batch, tower: str, tensors: list[Tensor], gradients: list[Tensor],
+                targets: Tensor) -> Tensor:
         """The method's formula: tensors (layers first) with their gradients (K, *tensor.shape) -> rows (K, n, N)
-        read at `batch.position(tower)` (CLS for images, EOT per text)."""
+        read at `batch.position(tower)` (CLS for images, EOT per text). targets (K, B, T) are the score
+        selectors the gradients were taken of (for methods whose rule also depends on the pair, such as LRP)."""
         raise NotImplementedError
 
     def relevance(self, batch: Batch) -> tuple[Tensor | None, Tensor | None]:
@@ -58,7 +60,7 @@ class GradientExplainer(Explainer):
             last = start + size >= targets.shape[0]
             gradients = attention_gradients(batch.logits, tensors, targets[start : start + size], self.create_graph,
                                             retain or not last)
-            rows.append(self.combine(batch, tower, tensors, gradients))
+            rows.append(self.combine(batch, tower, tensors, gradients, targets[start : start + size]))
         return rows[0] if len(rows) == 1 else torch.cat(rows)
 
     def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, differentiable: bool) -> Plan | None:

@@ -86,6 +86,11 @@ class ClipAdapter(ABC):
         """(final layer norm, projection) when the image feature is proj(norm(CLS token)); None otherwise."""
         return None
 
+    def final_norm_and_projection(self, tower: str) -> tuple[nn.Module, Tensor] | None:
+        """(final layer norm, projection as an (out, in) weight) when the tower's feature is that projection of
+        the normed CLS (image) or EOT (text) token; None otherwise. For rules that need the weights (LRP)."""
+        return None
+
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         """Features of a tower without patch attention (ResNet, ConvNeXt, ...): the library's own forward."""
         raise NotImplementedError

@@ -18,6 +18,21 @@ from torch import Tensor
 QKV = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor]"]
 
 
+Linear = tuple[Tensor, "Tensor | None"]  # (weight (out, in), bias)
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """The block's linear maps as weights, for rules that need the weights themselves (LRP): qkv (3 x width in
+    q, k, v order), the attention output, and the MLP's two layers around its activation."""
+
+    qkv: Linear
+    out: Linear
+    fc: Linear
+    activation: Callable[[Tensor], Tensor]
+    fc_out: Linear
+
+
 @dataclass(frozen=True)
 class BlockView:
     """x -> x + ls_1(out(attn(ln_1(x)))) -> x + ls_2(mlp(ln_2(x))), described by the block's own modules."""
@@ -30,6 +45,8 @@ class BlockView:
     heads: int
     ls_1: Callable[[Tensor], Tensor] = lambda x: x
     ls_2: Callable[[Tensor], Tensor] = lambda x: x
+    weights: Callable[[], BlockWeights] | None = None  # read when called (the model may have moved since)
+    layer_scale: bool = False  # ls_1 / ls_2 scale the residual branches (LayerScale)
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from .adapter import ClipAdapter, PreprocessConfig
-from .blocks import BlockView
+from .blocks import BlockView, BlockWeights
 from .tokenizer import ClipTokenizer
 
 
@@ -22,8 +22,17 @@ def _block_view(layer: nn.Module) -> BlockView:
     def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
 
+    def weights() -> BlockWeights:
+        parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+        biases = [p.bias for p in parts]
+        mlp = layer.mlp
+        return BlockWeights(
+            qkv=(torch.cat([p.weight for p in parts]), None if any(b is None for b in biases) else torch.cat(biases)),
+            out=(attn.out_proj.weight, attn.out_proj.bias), fc=(mlp.fc1.weight, mlp.fc1.bias),
+            activation=mlp.activation_fn, fc_out=(mlp.fc2.weight, mlp.fc2.bias))
+
     return BlockView(ln_1=layer.layer_norm1, qkv=qkv, out=attn.out_proj, ln_2=layer.layer_norm2,
-                     mlp=layer.mlp, heads=attn.num_heads)
+                     mlp=layer.mlp, heads=attn.num_heads, weights=weights)
 
 
 def _read_preprocess(directory: str | Path | None, size: int) -> PreprocessConfig:
@@ -92,6 +101,11 @@ class HFClipAdapter(ClipAdapter):
 
     def image_head(self):
         return self.vision.post_layernorm, self.model.visual_projection
+
+    def final_norm_and_projection(self, tower: str) -> tuple[nn.Module, Tensor] | None:
+        if tower == "text":
+            return self.text.final_layer_norm, self.model.text_projection.weight
+        return self.vision.post_layernorm, self.model.visual_projection.weight
 
     @property
     def text_blocks(self) -> list[BlockView]:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from .adapter import ClipAdapter, PreprocessConfig
-from .blocks import BlockView
+from .blocks import BlockView, BlockWeights
 from .tokenizer import ClipTokenizer
 
 
@@ -25,10 +25,30 @@ def _block_view(block: nn.Module) -> BlockView:
     def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
 
+    def weights() -> BlockWeights:
+        mlp = block.mlp
+        if not all(hasattr(mlp, name) for name in ("c_fc", "gelu", "c_proj")) or hasattr(mlp, "ln"):
+            raise NtlbError(f"the MLP of {type(block).__name__} is not c_fc -> activation -> c_proj: LRP needs it")
+        return BlockWeights(
+            qkv=(attn.in_proj_weight, attn.in_proj_bias), out=(attn.out_proj.weight, attn.out_proj.bias),
+            fc=(mlp.c_fc.weight, mlp.c_fc.bias), activation=mlp.gelu, fc_out=(mlp.c_proj.weight, mlp.c_proj.bias))
+
     return BlockView(
         ln_1=block.ln_1, qkv=qkv, out=attn.out_proj, ln_2=block.ln_2, mlp=block.mlp,
-        heads=attn.num_heads, ls_1=block.ls_1, ls_2=block.ls_2,
+        heads=attn.num_heads, ls_1=block.ls_1, ls_2=block.ls_2, weights=weights,
+        layer_scale=not isinstance(block.ls_1, nn.Identity) or not isinstance(block.ls_2, nn.Identity),
     )
+
+
+def _projection_weight(projection: nn.Module | Tensor | None, width: int, like: Tensor) -> Tensor:
+    """A projection as an (out, in) weight: x @ P for a parameter, the weight of a Linear, the identity for None."""
+    if projection is None:
+        return torch.eye(width, dtype=like.dtype, device=like.device)
+    if isinstance(projection, nn.Linear) and projection.bias is None:
+        return projection.weight
+    if isinstance(projection, nn.Module):
+        raise NtlbError(f"the projection {type(projection).__name__} is not a bias-free linear map: LRP needs one")
+    return projection.T
 
 
 def _project(x: Tensor, projection: nn.Module | Tensor | None) -> Tensor:
@@ -138,6 +158,15 @@ class OpenClipAdapter(ClipAdapter):
         if not self._is_vit or v.pool_type != "tok" or getattr(v, "final_ln_after_pool", False):
             return None
         return v.ln_post, (lambda x: _project(x, v.proj))
+
+    def final_norm_and_projection(self, tower: str) -> tuple[nn.Module, Tensor] | None:
+        if tower == "text":
+            embedding = self.text.token_embedding.weight
+            return self.text.ln_final, _projection_weight(self.text.text_projection, embedding.shape[-1], embedding)
+        if self.image_head() is None:
+            return None
+        v = self.visual
+        return v.ln_post, _projection_weight(v.proj, v.class_embedding.shape[-1], v.class_embedding)
 
     def encode_resnet_image(self, pixels: Tensor) -> Tensor:
         return self.visual(pixels)

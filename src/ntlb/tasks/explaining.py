@@ -182,3 +182,42 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
             "grids": [g.name for g in grids], "pairs": records}
     write_json_atomic(folder / "pairs.json", data)
     return data
+
+
+def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], classes: Sequence[str],
+                          concepts: Sequence[str], out: str | Path, k: int = 5, template: str = "a photo of a {}.",
+                          method: str = "chefer2021", **options) -> dict:
+    """Explain each image's zero-shot class by its top concepts: concepts.png (per image, the predicted class and
+    one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps)."""
+    from ..explain.concepts import explain_with_concepts
+
+    result = explain_with_concepts(adapter, list(images), classes, concepts, template=template, k=k, method=method,
+                                   **options)
+    maps = result.maps
+    folder = OutputFolder(out)
+    cells, records = [], []
+    for b, image in enumerate(images):
+        label = int(result.explained[b])
+        score = float(result.scores[b, label])
+        probability = float(result.scores[b].softmax(-1)[label])
+        cells.append((maps.originals[b], f"{Path(image).name}\n{classes[label]} (p {probability:.2f}, score "
+                                         f"{score:.2f}; residual {float(result.residual[b]):+.2f})"))
+        used = result.top(b)
+        for slot, (concept, contribution) in enumerate(used):
+            cells.append((overlay(maps.originals[b], maps.image_map(b, slot), maps.preprocess),
+                          f"{concept}: {contribution:+.2f} ({contribution / score:.0%} of the score)"))
+        cells.extend((Image.new("RGB", (224, 224), "white"), "") for _ in range(k - len(used)))
+        records.append({"image": str(image), "class": classes[label], "probability": probability, "score": score,
+                        "residual": float(result.residual[b]),
+                        "concepts": [{"concept": concept, "contribution": contribution,
+                                      "weight": float(result.weights[label, concepts.index(concept)]),
+                                      "map": maps.image_map(b, slot).tolist()}
+                                     for slot, (concept, contribution) in enumerate(used)]})
+    notes = model_notes(adapter, maps.originals)
+    title = f"ntlb concepts ({method} maps) on {adapter.name}" + (f" - {notes[0]}" if notes else "")
+    grids = folder.record(picture_grid(cells, k + 1, folder.root / "concepts.png", title))
+    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
+            "method": method, "template": template, "k": k, "logit_mode": maps.logit_mode, "options": maps.options,
+            "notes": notes, "grids": [g.name for g in grids], "images": records}
+    write_json_atomic(folder / "concepts.json", data)
+    return data
