@@ -149,7 +149,8 @@ def add_commands(commands) -> None:
                           "explanations.json, report.html, grid.png.")
     explain.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     explain.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
-    explain.add_argument("--texts", default=None, help="file of texts (or class names), one per line, added to the --text ones (default: none)")
+    explain.add_argument("--texts", default=None,
+                         help="file of texts (or class names), one per line, added to the --text ones (default: none)")
     explain.add_argument("--concepts", default=None,
                          help="file of concepts, one per line (examples/world-concepts.txt for the world): explain "
                               "each image's zero-shot class among the texts by at most --k concepts, each with its "

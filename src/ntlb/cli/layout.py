@@ -23,22 +23,25 @@ def _layout(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from ..io import load_image
     from ..tasks.explaining import model_notes
-    from ..tasks.layout_generation import LayoutConfig, run_layout
+    from ..tasks.layout_generation import LayoutConfig, default_generator, run_layout
 
     layout = _layout(args)
     config = LayoutConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,
                           dice=args.dice, snapshot_every=max(1, min(args.snapshot_every, args.steps)),
                           explainer=args.explainer)
-    generator_options = ({"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint}
-                         if args.generator == "vqgan" else {"decay": args.decay} if args.generator == "pixels" else {})
     detector = args.detector or ("world" if args.world_seed is not None else "none")
     detector_options = {"model": args.detector_model, "weights": args.detector_weights} \
         if detector == "torchvision" else {}
     adapter = load_adapter(args.model, args.pretrained, args.device)
-    print_notes(model_notes(adapter))
-    metrics = run_layout(adapter, layout, args.out, config, args.generator, generator_options,
-                         None if detector == "none" else detector, detector_options)
+    generator = args.generator or default_generator(adapter, layout)
+    generator_options = ({"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint}
+                         if generator == "vqgan" else {"decay": args.decay} if generator == "pixels" else {})
+    print_notes(model_notes(adapter) + [f"generator: {generator}"])
+    init_image = load_image(args.init_image) if args.init_image else None
+    metrics = run_layout(adapter, layout, args.out, config, generator, generator_options,
+                         None if detector == "none" else detector, detector_options, init_image=init_image)
     mean = metrics["mean"]
     found = f", {len(metrics['detections'])} detections" if "detections" in metrics else ""
     print(f"precision {mean['precision']:.3f} recall {mean['recall']:.3f} F1 {mean['f1']:.3f} "
@@ -74,8 +77,13 @@ def add_commands(commands) -> None:
                           help="ntlb's Dice loss, or baseline (a) masked or (b) masked + full similarity")
     generate.add_argument("--explainer", default="chefer2021", choices=available(),
                           help="explainer whose image maps the Dice loss reads (last layer, cosine score)")
-    generate.add_argument("--generator", default="pixels", choices=GENERATORS.available(),
-                          help="pixels (weights-free) or vqgan (your taming VQGAN)")
+    generate.add_argument("--generator", default=None, choices=GENERATORS.available(),
+                          help="world-vqgan (bundled, trained on the world), pixels (weights-free), vqgan (your taming "
+                               "VQGAN) (default: world-vqgan for 64-pixel layouts with the bundled world model, else "
+                               "pixels)")
+    generate.add_argument("--init-image", default=None,
+                          help="start from this picture's encoding (generators with an encoder: world-vqgan, vqgan) "
+                               "(default: a random latent)")
     generate.add_argument("--decay", type=float, default=1.0,
                           help="spectrum decay of the pixels generator: higher gives smoother, flatter colours "
                                "(1.5 suits the world's 64-pixel scenes)")

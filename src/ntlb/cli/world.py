@@ -1,4 +1,5 @@
-"""`ntlb world render|export|train`: the procedural world's scenes, datasets and CLIP training."""
+"""`ntlb world render|export|train|train-generator`: the procedural world's scenes, datasets, CLIP and generator
+training."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                        max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every, init=args.init)
     weights = export_weights(checkpoint, Path(args.out) / "weights.safetensors")
     print(f"checkpoint {checkpoint}, fp16 weights {weights}, loss curve {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from ..tasks.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan
+
+    config = VQGANTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, n_embed=args.codes,
+                              object_weight=args.object_weight, adversarial_weight=args.adversarial_weight,
+                              adversarial_start=args.adversarial_start)
+    checkpoint = train_world_vqgan(args.out, config, device=args.device, max_minutes=args.max_minutes,
+                                   checkpoint_every=args.checkpoint_every)
+    yaml, weights = export_world_vqgan(checkpoint, args.out)
+    print(f"checkpoint {checkpoint}, config {yaml}, fp16 weights {weights}, loss curve {Path(args.out) / 'loss.png'}"
+          f"\nuse it with: --generator vqgan --vqgan-config {yaml} --vqgan-checkpoint {weights}")
     return 0
 
 
@@ -74,3 +89,24 @@ def add_commands(commands) -> None:
                        help="weights to start from (.safetensors/.pt) (default: random initialisation)")
     add_device_argument(train)
     train.set_defaults(run=cmd_train)
+
+    generator = add_command(sub, "train-generator", "train the world's VQGAN image generator (resumes)",
+                            "Train a small VQGAN (taming's modules) on world scenes at 64 px: object-weighted L1, "
+                            "codebook loss, optional PatchGAN; checkpoints and resumes from --out, then writes the "
+                            "taming config and fp16 weights that --generator vqgan reads (the bundled world-vqgan "
+                            "was made this way).")
+    generator.add_argument("--out", default="runs/world-vqgan", help="run folder (checkpoint, loss curve, weights)")
+    generator.add_argument("--steps", type=int, default=12000, help="training steps")
+    generator.add_argument("--batch-size", type=int, default=16, help="scenes per step")
+    generator.add_argument("--lr", type=float, default=4e-4, help="peak Adam learning rate (warm-up, then cosine)")
+    generator.add_argument("--codes", type=int, default=512, help="codebook size")
+    generator.add_argument("--object-weight", type=float, default=4.0,
+                           help="extra weight of object pixels in the L1 loss")
+    generator.add_argument("--adversarial-weight", type=float, default=0.0,
+                           help="weight of the PatchGAN generator loss (0: none)")
+    generator.add_argument("--adversarial-start", type=int, default=0, help="step from which the PatchGAN trains")
+    generator.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    generator.add_argument("--max-minutes", type=float, default=None,
+                           help="stop (resumably) after this long (default: no limit)")
+    add_device_argument(generator)
+    generator.set_defaults(run=cmd_train_generator)

@@ -1,8 +1,11 @@
-"""The "vqgan" generator: a user's taming-transformers VQGAN (its YAML config and checkpoint) decoding a learned
-latent, as in the paper's layout experiments (VQGAN imagenet f16 16384 + CLIP).
+"""VQGAN generators: a taming-transformers VQGAN (its YAML config and checkpoint) decoding a learned latent, as in
+the paper's layout experiments (VQGAN imagenet f16 16384 + CLIP), and the bundled "world-vqgan" trained on ntlb's
+procedural world (`ntlb world train-generator`), loaded through the same code.
 
-Only the decoder side is built (decoder, post-quantisation conv, codebook), from taming's own modules; the
-latent is snapped to its nearest codebook entries with a straight-through gradient, as VQGAN-CLIP does.
+The model is built from taming's own modules (Encoder, Decoder, VectorQuantizer) under taming's key names, so a
+VQModel checkpoint loads as it is and ntlb's checkpoints load into taming. The encoder is optional: without it the
+generator starts from random codes; with it `encode(image)` gives the latent of a picture (`--init-image`, editing).
+The latent is snapped to its nearest codebook entries with a straight-through gradient, as VQGAN-CLIP does.
 """
 
 from __future__ import annotations
@@ -18,7 +21,20 @@ from torch import Tensor, nn
 from ..errors import NtlbError
 from . import GENERATORS
 
-NEEDED = ("decoder.", "post_quant_conv.", "quantize.embedding.weight")
+DECODER_SIDE = ("decoder.", "post_quant_conv.", "quantize.embedding.weight")
+ENCODER_SIDE = ("encoder.", "quant_conv.")
+BUNDLED_DIR = Path(__file__).parent
+BUNDLED = {"world-vqgan": (BUNDLED_DIR / "configs" / "world-vqgan.yaml",
+                           BUNDLED_DIR / "weights" / "world-vqgan.safetensors")}
+
+
+def _taming():
+    try:
+        from taming.modules.diffusionmodules.model import Decoder, Encoder
+        from taming.modules.vqvae.quantize import VectorQuantizer
+    except ImportError:
+        raise NtlbError("VQGAN generators need taming-transformers: pip install 'ntlb[vqgan]'") from None
+    return Encoder, Decoder, VectorQuantizer
 
 
 def read_vqgan_config(path: str | Path) -> dict:
@@ -39,20 +55,37 @@ def read_vqgan_config(path: str | Path) -> dict:
                         f"{type(err).__name__}") from None
 
 
+def vqgan_config_text(params: dict) -> str:
+    """A taming VQGAN YAML for `params` (what `read_vqgan_config` reads and taming's VQModel takes)."""
+    import yaml
+
+    config = {"model": {"target": "taming.models.vqgan.VQModel",
+                        "params": {"embed_dim": params["embed_dim"], "n_embed": params["n_embed"],
+                                   "ddconfig": dict(params["ddconfig"]),
+                                   "lossconfig": {"target": "torch.nn.Identity"}}}}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def read_vqgan_weights(path: str | Path) -> dict[str, Tensor]:
-    """The decoder-side tensors of a VQGAN checkpoint (Lightning .ckpt with a state_dict, or a plain state dict)."""
+    """The VQGAN tensors of a checkpoint (Lightning .ckpt with a state_dict, a plain state dict, or .safetensors):
+    the decoder side (required) and the encoder side (where present)."""
     path = Path(path)
     if not path.is_file():
         raise NtlbError(f"VQGAN checkpoint not found: {path}: give the .ckpt trained with this config")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise NtlbError(f"cannot read VQGAN checkpoint {path}: {type(err).__name__}: is it a torch file?") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else None
+    if path.suffix == ".safetensors":
+        from ..models.loading import read_state_dict
+
+        state = read_state_dict(path)
+    else:  # Lightning checkpoints carry more than tensors (hyper-parameters, callbacks)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001
+            raise NtlbError(f"cannot read VQGAN checkpoint {path}: {type(err).__name__}: is it a torch file?") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else None
     if not isinstance(state, dict):
         raise NtlbError(f"{path} holds no state dict: give a taming VQGAN checkpoint")
-    weights = {k: v for k, v in state.items() if k.startswith(NEEDED)}
-    missing = [prefix for prefix in NEEDED if not any(k.startswith(prefix) for k in weights)]
+    weights = {k: v for k, v in state.items() if k.startswith(DECODER_SIDE + ENCODER_SIDE)}
+    missing = [prefix for prefix in DECODER_SIDE if not any(k.startswith(prefix) for k in weights)]
     if missing:
         raise NtlbError(f"{path} lacks {', '.join(missing)}: is it a taming VQGAN (VQModel) checkpoint?")
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -61,52 +94,113 @@ def read_vqgan_weights(path: str | Path) -> dict[str, Tensor]:
     return weights
 
 
+class VQGAN(nn.Module):
+    """Taming's VQModel without its training losses: encoder -> quant_conv -> codebook -> post_quant_conv ->
+    decoder, under taming's key names. Images in [0, 1] at the interface (taming works in [-1, 1])."""
+
+    def __init__(self, params: dict, with_encoder: bool = True, beta: float = 0.25):
+        super().__init__()
+        Encoder, Decoder, VectorQuantizer = _taming()
+        ddconfig, embed_dim = params["ddconfig"], params["embed_dim"]
+        self.params = params
+        with contextlib.redirect_stdout(io.StringIO()):  # taming prints the latent shape
+            self.decoder = Decoder(**ddconfig)
+            self.encoder = Encoder(**ddconfig) if with_encoder else None
+        self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1) if with_encoder else None
+        self.quantize = VectorQuantizer(params["n_embed"], embed_dim, beta=beta)
+        self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
+
+    @property
+    def factor(self) -> int:
+        """How many pixels one latent cell covers along each side."""
+        return 2 ** (len(self.params["ddconfig"]["ch_mult"]) - 1)
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.quantize.embedding.weight
+
+    def encode(self, image: Tensor) -> Tensor:
+        """The continuous latent (B, embed_dim, H/f, W/f) of images (B, 3, H, W) in [0, 1], before snapping."""
+        if self.encoder is None:
+            raise NtlbError("this VQGAN checkpoint has no encoder weights: start from a random latent")
+        return self.quant_conv(self.encoder(image * 2 - 1))
+
+    def snap(self, z: Tensor) -> Tensor:
+        """Each latent vector replaced by its nearest codebook entry; gradients pass straight through to z."""
+        flat = z.permute(0, 2, 3, 1)
+        codes = torch.cdist(flat.reshape(-1, flat.shape[-1]), self.codebook).argmin(dim=-1)
+        snapped = self.codebook[codes].reshape(flat.shape).permute(0, 3, 1, 2)
+        return z + (snapped - z).detach()
+
+    def decode(self, quantized: Tensor) -> Tensor:
+        """Images in [0, 1] (unclamped) of quantized latents."""
+        return (self.decoder(self.post_quant_conv(quantized)) + 1) / 2
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(reconstruction in [0, 1], codebook + commitment loss, code indices) of images in [0, 1] (training)."""
+        quantized, loss, (_, _, codes) = self.quantize(self.encode(image))
+        return self.decode(quantized), loss, codes.reshape(len(image), -1)
+
+
+def load_vqgan(config: str | Path, checkpoint: str | Path) -> VQGAN:
+    """A frozen VQGAN in eval mode from a taming config + checkpoint, with its encoder where the checkpoint has one."""
+    params = read_vqgan_config(config)
+    weights = read_vqgan_weights(checkpoint)
+    has_encoder = "quant_conv.weight" in weights and any(k.startswith("encoder.") for k in weights)
+    model = VQGAN(params, with_encoder=has_encoder)
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights.items()
+                               if model.encoder is not None or not k.startswith(ENCODER_SIDE)}, strict=True)
+    except RuntimeError as err:
+        raise NtlbError(f"{checkpoint} does not match {config}: {str(err).splitlines()[1].strip()}") from None
+    return model.requires_grad_(False).eval()
+
+
 @GENERATORS.register("vqgan")
 class VQGANImage(nn.Module):
-    """A frozen VQGAN decoder driven by a learned latent grid (embed_dim, H/f, W/f), f = 2^(levels - 1)."""
+    """A frozen VQGAN decoder driven by a learned latent grid (embed_dim, H/f, W/f), f = 2^(levels - 1), that
+    starts on random codebook entries (by seed); `encode(picture)` gives the latent of a picture where the
+    checkpoint has an encoder."""
 
     def __init__(self, size: tuple[int, int], seed: int = 0, config: str | Path | None = None,
                  checkpoint: str | Path | None = None):
         super().__init__()
         if config is None or checkpoint is None:
             raise NtlbError("the vqgan generator needs --vqgan-config YAML and --vqgan-checkpoint CKPT")
-        try:
-            from taming.modules.diffusionmodules.model import Decoder
-        except ImportError:
-            raise NtlbError("the vqgan generator needs taming-transformers: pip install 'ntlb[vqgan]'") from None
-        params = read_vqgan_config(config)
-        weights = read_vqgan_weights(checkpoint)
-        ddconfig = params["ddconfig"]
-        with contextlib.redirect_stdout(io.StringIO()):  # taming prints the latent shape
-            self.decoder = Decoder(**ddconfig)
-        self.post_quant_conv = nn.Conv2d(params["embed_dim"], ddconfig["z_channels"], 1)
-        self.codebook = nn.Embedding(params["n_embed"], params["embed_dim"])
-        state = {k.replace("quantize.embedding.", "codebook."): v for k, v in weights.items()}
-        try:
-            self.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise NtlbError(f"{checkpoint} does not match {config}: {str(err).splitlines()[1].strip()}") from None
-        self.requires_grad_(False)
-        self.eval()  # a config's dropout must not be live while the latent is optimised
+        self.vqgan = load_vqgan(config, checkpoint)
         self.size = tuple(size)
-        factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
-        grid = (math.ceil(size[0] / factor), math.ceil(size[1] / factor))
-        generator = torch.Generator().manual_seed(seed)
-        codes = torch.randint(params["n_embed"], grid, generator=generator)
-        self.latent = nn.Parameter(self.codebook.weight[codes].permute(2, 0, 1)[None].clone())
+        grid = (math.ceil(size[0] / self.vqgan.factor), math.ceil(size[1] / self.vqgan.factor))
+        codes = torch.randint(len(self.vqgan.codebook), grid, generator=torch.Generator().manual_seed(seed))
+        self.latent = nn.Parameter(self.vqgan.codebook[codes].permute(2, 0, 1)[None].clone())
 
-    def quantized(self) -> Tensor:
-        """The latent snapped to its nearest codebook vectors; gradients pass straight through to the latent."""
-        z = self.latent.permute(0, 2, 3, 1)
-        codes = torch.cdist(z.reshape(-1, z.shape[-1]), self.codebook.weight).argmin(dim=-1)
-        snapped = self.codebook.weight[codes].reshape(z.shape)
-        return (z + (snapped - z).detach()).permute(0, 3, 1, 2)
+    @property
+    def has_encoder(self) -> bool:
+        return self.vqgan.encoder is not None
+
+    def encode(self, image: Tensor) -> Tensor:
+        """The latent (1, embed_dim, H/f, W/f) of an image (1, 3, H, W) in [0, 1] of this generator's size, snapped
+        to the codebook."""
+        if self.vqgan.encoder is None:
+            raise NtlbError("this VQGAN checkpoint has no encoder weights: start from a random latent")
+        with torch.no_grad():
+            parameter = next(self.vqgan.parameters())
+            return self.vqgan.snap(self.vqgan.encode(image.to(parameter)))
 
     def forward(self) -> Tensor:
-        image = (self.decoder(self.post_quant_conv(self.quantized())) + 1) / 2
+        image = self.vqgan.decode(self.vqgan.snap(self.latent))
         image = image + (image.clamp(0, 1) - image).detach()  # clamp the values, not the gradient
         return image[..., : self.size[0], : self.size[1]]
 
     def train(self, mode: bool = True) -> VQGANImage:  # the decoder stays in eval mode (dropout off)
         super().train(False)
         return self
+
+
+@GENERATORS.register("world-vqgan")
+def world_vqgan(size: tuple[int, int], seed: int = 0) -> VQGANImage:
+    """The VQGAN bundled with ntlb, trained on world scenes at 64 px (`ntlb world train-generator`)."""
+    config, weights = BUNDLED["world-vqgan"]
+    if not weights.is_file():
+        raise NtlbError(f"the bundled world-vqgan weights are missing ({weights}): reinstall ntlb, or train them with "
+                        "'ntlb world train-generator'")
+    return VQGANImage(size, seed, config=config, checkpoint=weights)

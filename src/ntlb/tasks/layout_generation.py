@@ -181,24 +181,35 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     return result
 
 
+def default_generator(adapter: ClipAdapter, layout: Layout) -> str:
+    """world-vqgan for the bundled world model's 64-pixel layouts (the world's own generator), else pixels."""
+    from ..models.loading import DEFAULT_MODEL
+
+    bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
+    return "world-vqgan" if bundled and (layout.height, layout.width) == (64, 64) else "pixels"
+
+
 def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: LayoutConfig,
                generator: str = "pixels", generator_options: dict | None = None, detector: str | None = None,
-               detector_options: dict | None = None, progress: bool = True) -> dict:
+               detector_options: dict | None = None, progress: bool = True, init_image=None) -> dict:
     """One layout generation end to end (what `ntlb layout generate` runs): generate (resuming), evaluate, and
-    write image.png, maps.png and metrics.json to `out`. Returns the metrics."""
+    write image.png, maps.png and metrics.json to `out`. Returns the metrics. `init_image`: a picture whose
+    encoding the generator's latent starts from."""
     from ..detectors import create_detector
     from ..generators import create_generator
     from ..viz.layout import layout_maps_figure
 
     generator_options = generator_options or {}
-    module = create_generator(generator, (layout.height, layout.width), seed=config.seed,
+    module = create_generator(generator, (layout.height, layout.width), seed=config.seed, init_image=init_image,
                               **generator_options).to(adapter.device)
     found = create_detector(detector, **(detector_options or {})) if detector else None
     out = Path(out)
     image = generate(adapter, layout, module, out, config, progress)
     metrics = evaluate_image(adapter, layout, image, found)
     layout_maps_figure(image, metrics.pop("maps"), layout, out / "maps.png")
-    record = {"method": config.method, "explainer": config.explainer, "generator": generator, **generator_options,
+    options = {k: v if isinstance(v, (int, float, str)) else str(v) for k, v in generator_options.items()}
+    record = {"method": config.method, "explainer": config.explainer, "generator": generator, **options,
+              "init_image": init_image is not None,
               "dice": config.dice, "seed": config.seed, "steps": config.steps, "model": adapter.name,
               "pretrained": adapter.pretrained, "detector": detector or "none",
               "random_weights": adapter.random_weights, **metrics}

@@ -5,6 +5,7 @@ from .datasets import (
                        VARIANTS,
                        WorldCaptions,
                        WorldClassification,
+                       WorldScenes,
                        captioned_sample,
                        class_names,
                        export_classification,
@@ -14,6 +15,6 @@ from .scene import COLOURS, SHAPES, SIZES, Scene, SceneObject, Style, box_of, ra
 
 __all__ = [
     "COLOURS", "CONTENT_ROLES", "Caption", "CaptionWord", "SHAPES", "SIZES", "Scene", "SceneObject", "Style",
-    "VARIANTS", "WorldCaptions", "WorldClassification", "box_of", "captioned_sample", "class_names", "describe",
-    "export_classification", "labelled_sample", "random_caption", "random_scene", "relate", "render",
+    "VARIANTS", "WorldCaptions", "WorldClassification", "WorldScenes", "box_of", "captioned_sample", "class_names",
+    "describe", "export_classification", "labelled_sample", "random_caption", "random_scene", "relate", "render",
 ]

@@ -119,6 +119,24 @@ class WorldCaptions(Dataset):
         return self.preprocess(sample.image), sample.caption.text
 
 
+class WorldScenes(Dataset):
+    """(image (3, H, W) in [0, 1], mask of every object's visible pixels (1, H, W)) of scenes with 1 to 4 objects,
+    for training the world's image generator; item i is always the same."""
+
+    def __init__(self, length: int, space: str = "clip-train", offset: int = 0, size: int = 64):
+        self.length, self.space, self.offset, self.size = length, space, offset, size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        import torch
+
+        image, masks = render(random_scene(scene_seed(self.space, self.offset + index)), self.size)
+        return (torch.from_numpy(image).permute(2, 0, 1).float() / 255,
+                torch.from_numpy(masks.any(axis=0))[None].float())
+
+
 class WorldClassification(Dataset):
     """(preprocessed image, label) of a classification split and variant; item i is always the same."""
 

@@ -1,0 +1,242 @@
+"""Training the world's image generator: a small VQGAN of taming's own modules on world scenes at 64 px
+(`ntlb world train-generator`), with checkpoints, resume, a loss plot, and the fp16 export that ntlb ships as
+"world-vqgan". Its model card figures (reconstruction error, objects the exact detector still finds) come from
+`reconstruction_report`.
+
+Losses: L1 weighted towards object pixels (the small shapes' corners are what a plain L1 loses first), taming's
+codebook + commitment loss, and optionally taming's PatchGAN discriminator with the hinge loss (no LPIPS: no
+perceptual weights exist offline). Codes unused for a while are restarted on encoder outputs of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..errors import NtlbError
+from ..generators.vqgan import VQGAN, vqgan_config_text
+from ..io import save_figure_atomic, write_bytes_atomic, write_text_atomic
+from ..training import TrainingRun, read_checkpoint, warmup_cosine
+from ..world.datasets import WorldScenes
+
+KIND = "world-vqgan"
+
+
+@dataclass
+class VQGANTrainConfig:
+    """The world VQGAN's architecture and training settings (sized for 2 CPU cores)."""
+
+    steps: int = 12000
+    batch_size: int = 16
+    lr: float = 4e-4
+    warmup: int = 200
+    size: int = 64
+    ch: int = 32
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 1
+    z_channels: int = 64
+    embed_dim: int = 32
+    n_embed: int = 512
+    beta: float = 0.25
+    object_weight: float = 4.0
+    adversarial_weight: float = 0.0
+    adversarial_start: int = 0
+    restart_every: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "size", "ch", "n_embed", "restart_every"):
+            if getattr(self, name) < 1:
+                raise NtlbError(f"--{name.replace('_', '-')} {getattr(self, name)}: use at least 1")
+        if self.lr <= 0 or self.object_weight < 0 or self.adversarial_weight < 0:
+            raise NtlbError("learning rate must be positive and the loss weights non-negative")
+
+    def params(self) -> dict:
+        """The model.params of the taming config."""
+        ddconfig = {"double_z": False, "z_channels": self.z_channels, "resolution": self.size, "in_channels": 3,
+                    "out_ch": 3, "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
+                    "attn_resolutions": [], "dropout": 0.0}
+        return {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": ddconfig}
+
+
+def weighted_l1(reconstruction: torch.Tensor, image: torch.Tensor, objects: torch.Tensor,
+                weight: float) -> torch.Tensor:
+    """Mean absolute error with object pixels (and a one-pixel rim around them) counted 1 + weight times."""
+    rim = F.max_pool2d(objects, 3, stride=1, padding=1)
+    weights = 1 + weight * rim
+    return ((reconstruction - image).abs() * weights).sum() / (weights.sum() * image.shape[1])
+
+
+def _discriminator():
+    from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
+
+    return NLayerDiscriminator(input_nc=3, ndf=32, n_layers=2).apply(weights_init)
+
+
+def _restart_dead_codes(model: VQGAN, usage: torch.Tensor, latents: torch.Tensor, step: int) -> int:
+    """Codes no image used since the last restart are moved onto random encoder outputs of this batch (drawn with
+    the step as seed, so a resumed run restarts the same codes)."""
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead):
+        flat = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        picks = torch.randint(len(flat), (len(dead),), generator=torch.Generator().manual_seed(step))
+        with torch.no_grad():
+            model.codebook[dead] = flat[picks].to(model.codebook)
+    usage.zero_()
+    return len(dead)
+
+
+def plot_generator_losses(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key in ("l1", "codebook"):
+        values = torch.tensor([h[key] for h in history])
+        window = max(1, len(values) // 50)
+        smooth = values.unfold(0, window, 1).mean(dim=1) if len(values) >= window else values
+        ax.plot(range(window - 1, window - 1 + len(smooth)), smooth.tolist(), label=f"{key} (mean of {window})")
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
+    save_figure_atomic(fig, path)
+
+
+def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "cpu",
+                      max_minutes: float | None = None, checkpoint_every: int = 250, progress: bool = True) -> Path:
+    """Train (or resume) the world VQGAN; returns the checkpoint path. Step s always sees scenes s*batch ..
+    (s+1)*batch-1 of the clip-train seed space, so a resumed run continues exactly where it stopped."""
+    out = Path(out)
+    torch.manual_seed(0)
+    model = VQGAN(config.params(), beta=config.beta).to(device).train()
+    discriminator = _discriminator().to(device).train() if config.adversarial_weight > 0 else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
+    d_optimizer = (torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.9))
+                   if discriminator is not None else None)
+    run = TrainingRun(out / "checkpoint.pt", KIND, asdict(config), config.steps, desc="world VQGAN",
+                      progress=progress)
+    state = run.resume(map_location=device)
+    history: list[dict] = []
+    usage = torch.zeros(config.n_embed, dtype=torch.long)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if discriminator is not None:
+            discriminator.load_state_dict(state["discriminator"])
+            d_optimizer.load_state_dict(state["d_optimizer"])
+        history, usage = state["history"], state["usage"]
+    data = WorldScenes((config.steps - run.saved) * config.batch_size, offset=run.saved * config.batch_size,
+                       size=config.size)
+    batches = iter(DataLoader(data, batch_size=config.batch_size, num_workers=1, prefetch_factor=4))
+    began = time.monotonic()
+    with run:
+        for step in run.steps():
+            images, objects = (t.to(device) for t in next(batches))
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, config.steps, config.lr, config.warmup)
+            latents = model.encode(images)
+            quantized, codebook_loss, (_, _, codes) = model.quantize(latents)
+            reconstruction = model.decode(quantized)
+            l1 = weighted_l1(reconstruction, images, objects, config.object_weight)
+            loss = l1 + codebook_loss
+            parts = {"l1": float(l1.detach()), "codebook": float(codebook_loss.detach())}
+            adversarial = discriminator is not None and step >= config.adversarial_start
+            if adversarial:
+                generator_loss = -discriminator(reconstruction * 2 - 1).mean()
+                loss = loss + config.adversarial_weight * generator_loss
+                parts["generator"] = float(generator_loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if adversarial:  # hinge loss of taming's PatchGAN
+                real = discriminator(images * 2 - 1)
+                fake = discriminator(reconstruction.detach() * 2 - 1)
+                d_loss = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+                d_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_optimizer.step()
+                parts["discriminator"] = float(d_loss.detach())
+            usage += torch.bincount(codes.flatten().cpu(), minlength=config.n_embed)
+            done = step + 1
+            if done % config.restart_every == 0 and done < config.steps:
+                parts["restarted"] = _restart_dead_codes(model, usage, latents, done)
+            history.append(parts)
+            run.report({k: v for k, v in parts.items() if k in ("l1", "codebook")})
+            out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
+            if done % checkpoint_every == 0 or done == config.steps or out_of_time:
+                extra = ({"discriminator": discriminator.state_dict(), "d_optimizer": d_optimizer.state_dict()}
+                         if discriminator is not None else {})
+                run.save(done, model=model.state_dict(), optimizer=optimizer.state_dict(), history=history,
+                         usage=usage, **extra)
+                plot_generator_losses(history, out / "loss.png")
+            if out_of_time:
+                print(f"stopped after {max_minutes} minutes at step {done}/{config.steps}; run again to resume")
+                break
+    return out / "checkpoint.pt"
+
+
+def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "world-vqgan") -> tuple[Path, Path]:
+    """The checkpoint's model as (taming YAML config, fp16 safetensors weights) in `folder`: what ntlb ships, and
+    what `--generator vqgan --vqgan-config --vqgan-checkpoint` (or taming's VQModel) reads."""
+    from safetensors.torch import save
+
+    from ..generators.vqgan import load_vqgan
+
+    state = read_checkpoint(checkpoint, KIND)
+    settings = VQGANTrainConfig(**state["settings"])
+    folder = Path(folder)
+    config = write_text_atomic(folder / f"{name}.yaml", vqgan_config_text(settings.params()))
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
+    weights = write_bytes_atomic(folder / f"{name}.safetensors", save(half))
+    load_vqgan(config, weights)  # it reads back, matches its config and is finite
+    return config, weights
+
+
+def reconstruction_report(model: VQGAN, count: int = 200, size: int = 64, batch_size: int = 25,
+                          progress: bool = True) -> dict:
+    """The generator's model-card figures on `count` held-out scenes (test seed space): L1 of the reconstructions
+    (pixels in [0, 1]), and the share of objects the exact world detector finds with the right colour and shape and a
+    box IoU >= 0.5, on the original renders and on the reconstructions, overall and by object size."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..metrics.boxes import box_iou
+    from ..world.datasets import scene_seed
+    from ..world.detector import WorldDetector
+    from ..world.scene import box_of, random_scene, render
+
+    detector = WorldDetector()
+    found = {"original": {"all": [], "small": [], "large": []}, "reconstruction": {"all": [], "small": [], "large": []}}
+    errors = []
+    model = model.eval()
+    for start in tqdm(range(0, count, batch_size), desc="reconstructing", unit="batch", disable=not progress):
+        scenes = [random_scene(scene_seed("test", i)) for i in range(start, min(count, start + batch_size))]
+        rendered = [render(scene, size) for scene in scenes]
+        images = torch.from_numpy(np.stack([r[0] for r in rendered])).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            parameter = next(model.parameters())
+            reconstructions = model.decode(model.snap(model.encode(images.to(parameter)))).clamp(0, 1).float().cpu()
+        errors.append((reconstructions - images).abs().mean(dim=(1, 2, 3)))
+        for scene, (_, masks), original, rebuilt in zip(scenes, rendered, images, reconstructions):
+            for which, picture in (("original", original), ("reconstruction", rebuilt)):
+                detections = detector(picture)
+                for obj, mask in zip(scene.objects, masks):
+                    box = box_of(mask)
+                    if box is None:
+                        continue
+                    label = f"{obj.colour} {obj.shape}"
+                    hit = any(d.label == label and box_iou(d.box, box) >= 0.5 for d in detections)
+                    for key in ("all", obj.size):
+                        found[which][key].append(hit)
+    share = {which: {key: float(np.mean(hits)) if hits else float("nan") for key, hits in groups.items()}
+             for which, groups in found.items()}
+    share["objects"] = {key: len(hits) for key, hits in found["original"].items()}
+    share["l1"] = float(torch.cat(errors).mean())
+    share["ratio"] = share["reconstruction"]["all"] / share["original"]["all"]
+    return share
