@@ -65,3 +65,16 @@ def test_layout_tab_generates_from_a_layout_file(running):
                                           "chefer2021", 2, 1, 0, api_name="/layout")
     assert metrics["steps"] == 2 and [o["label"] for o in metrics["objects"]] == ["red circle", "blue star"]
     assert image.endswith(".png") and maps.endswith(".png")
+
+
+def test_edit_and_generate_tabs(running):
+    _, client = running
+    edited, compared, metrics = client.predict(handle_file(str(EXAMPLE)), "a purple circle", "", "1", 2, 0,
+                                               api_name="/edit")
+    assert metrics["semantic_words"] == ["purple", "circle"] and metrics["chosen_lambda"] == 1.0
+    assert edited.endswith("edited.png") and compared.endswith("compare.png")
+    with pytest.raises(Exception, match="'star' is not a word of 'a red circle'") as error:
+        client.predict(handle_file(str(EXAMPLE)), "a red circle", "star", "auto", 2, 0, api_name="/edit")
+    assert "Traceback" not in str(error.value)
+    image, data = client.predict("a green circle and a blue square", "clip", 2, 0, api_name="/generate")
+    assert data["method"] == "clip" and image.endswith("image.png")

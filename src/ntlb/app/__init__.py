@@ -4,8 +4,8 @@ HTML for download. Bad input shows its one-line message in the page, never a sta
 
 Tabs: Explain (images x texts, any explainer, start layers, score; overlays, highlighted words, probabilities, a
 side-by-side of explainers), Prompts (a prompts file from `ntlb prompt train`), Layout (generation from a world
-seed or a layout JSON, with progress). Text-guided editing and multi-word generation get their tabs when they
-exist.
+seed or a layout JSON), Edit (text-guided editing with the semantic-word loss and the automatic lambda) and
+Generate (multi-word text-to-image guidance), each showing its progress while it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import NtlbError
 from ..explain import available, create
 from ..models.adapter import ClipAdapter
+from ..tasks.layout_generation import default_generator
 from ..world import describe, random_scene, render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app runs offline
@@ -143,10 +144,50 @@ class Pages:
             config = LayoutConfig(method=method, steps=int(steps), views=int(views), seed=int(seed),
                                   snapshot_every=max(1, int(steps)), explainer=explainer)
             out = self._folder() / "layout"
-            metrics = run_layout(self.adapter, layout, out, config, "pixels", {"decay": 1.5}, detector)
+            generator = default_generator(self.adapter, (layout.height, layout.width))
+            options = {"decay": 1.5} if generator == "pixels" else {}
+            metrics = run_layout(self.adapter, layout, out, config, generator, options, detector)
         except NtlbError as error:
             raise self._fail(error) from None
         return str(out / "image.png"), str(out / "maps.png"), metrics
+
+    def _generator(self, seed: int):
+        """The model's default generator (world-vqgan for the bundled world model) at its size."""
+        from ..generators import create_generator
+
+        size = (64, 64) if self.adapter.name == "ntlb-world" else self.adapter.preprocess_config.size
+        return create_generator(default_generator(self.adapter, size), size, seed=seed).to(self.adapter.device)
+
+    def edit(self, image, text: str, words: str, expl_weight: str, steps: float, seed: float):
+        """Text-guided editing: the edited picture, the comparison (input, lambda = 0, ntlb) and the metrics."""
+        from ..tasks.text_guidance import EditConfig, edit
+
+        try:
+            path, _ = self._inputs(image, text)
+            weight = None if str(expl_weight).strip() in ("", "auto") else float(expl_weight)
+            config = EditConfig(steps=int(steps), expl_weight=weight, seed=int(seed), snapshot_every=max(1, int(steps)))
+            out = Path(path).parent / "edit"
+            metrics = edit(self.adapter, self._generator(int(seed)), Image.open(path), text.strip(), out, config,
+                           (words or "").split() or None)
+        except (NtlbError, ValueError) as error:
+            raise self._fail(error) from None
+        metrics.pop("images")
+        return str(out / "edited.png"), str(out / "compare.png"), metrics
+
+    def generate(self, text: str, method: str, steps: float, seed: float):
+        """Multi-word text-to-image guidance: the image and its metrics (words before and after)."""
+        from ..tasks.text_guidance import GenerateConfig, generate_from_text
+
+        try:
+            if not (text or "").strip():
+                raise NtlbError("no text: write what the image should show")
+            config = GenerateConfig(method=method, steps=int(steps), seed=int(seed), snapshot_every=max(1, int(steps)))
+            out = self._folder() / "generate"
+            metrics = generate_from_text(self.adapter, self._generator(int(seed)), text.strip(), out, config)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        metrics.pop("images")
+        return str(out / "image.png"), metrics
 
 
 def build_app(adapter: ClipAdapter, workspace: str | Path | None = None, preload: bool = False):
@@ -233,6 +274,45 @@ def build_app(adapter: ClipAdapter, workspace: str | Path | None = None, preload
             generate.click(layout_with_progress,
                            [world_seed, layout_file, layout_method, layout_explainer, steps, views, layout_seed],
                            [generated, maps, metrics], api_name="layout")
+        with gradio.Tab("Edit"):
+            with gradio.Row():
+                with gradio.Column():
+                    edit_image = gradio.Image(type="pil", label="image to edit")
+                    edit_text = gradio.Textbox(label="text (what the edited image should show)")
+                    edit_words = gradio.Textbox(label="semantic words, space separated (empty: the content words)")
+                    edit_weight = gradio.Textbox("auto", label="lambda of the word term ('auto': the paper's sweep)")
+                    edit_steps = gradio.Slider(2, 300, value=60, step=1, label="steps")
+                    edit_seed = gradio.Number(0, precision=0, label="seed")
+                    run_edit = gradio.Button("Edit", variant="primary")
+                    gradio.Examples([[path] for path, _ in examples], [edit_image])
+                with gradio.Column():
+                    edited = gradio.Image(label="edited", type="filepath")
+                    compared = gradio.Image(label="input, lambda = 0, ntlb (with their words)", type="filepath")
+                    edit_metrics = gradio.JSON(label="metrics.json")
+
+            def edit_with_progress(image, text, words, weight, steps, seed, progress=tracker):
+                return pages.edit(image, text, words, weight, steps, seed)
+
+            run_edit.click(edit_with_progress, [edit_image, edit_text, edit_words, edit_weight, edit_steps, edit_seed],
+                           [edited, compared, edit_metrics], api_name="edit")
+        with gradio.Tab("Generate"):
+            with gradio.Row():
+                with gradio.Column():
+                    generate_text = gradio.Textbox("a green circle and a blue square", label="text")
+                    generate_method = gradio.Radio(["ntlb", "clip"], value="ntlb",
+                                                   label="ntlb: CLIP + the word term; clip: CLIP alone")
+                    generate_steps = gradio.Slider(2, 300, value=60, step=1, label="steps")
+                    generate_seed = gradio.Number(0, precision=0, label="seed")
+                    run_generate = gradio.Button("Generate", variant="primary")
+                with gradio.Column():
+                    text_image = gradio.Image(label="generated", type="filepath")
+                    generate_metrics = gradio.JSON(label="metrics.json")
+
+            def generate_with_progress(text, method, steps, seed, progress=tracker):
+                return pages.generate(text, method, steps, seed)
+
+            run_generate.click(generate_with_progress, [generate_text, generate_method, generate_steps, generate_seed],
+                               [text_image, generate_metrics], api_name="generate")
     return app
 
 

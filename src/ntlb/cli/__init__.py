@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import NtlbError
-from . import app, benchmark, explain, layout, prompt, world
+from . import app, benchmark, explain, guidance, layout, prompt, world
 from .common import HelpFormatter
 
 
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntlb", description="CLIP explains its own similarity scores.",
                                      formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (explain, benchmark, prompt, layout, world, app):
+    for module in (explain, benchmark, prompt, layout, guidance, world, app):
         module.add_commands(commands)
     return parser
 

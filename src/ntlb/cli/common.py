@@ -67,3 +67,33 @@ def read_lines(path: str, what: str) -> list[str]:
     if not lines:
         raise NtlbError(f"{what} file {file} is empty: give one {what} per line")
     return lines
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
+    """The options that choose an image generator (shared by layout generation, editing, generation, blending)."""
+    from ..generators import GENERATORS
+
+    parser.add_argument("--generator", default=None, choices=GENERATORS.available(),
+                        help="world-vqgan (bundled, trained on the world), vqgan (your taming VQGAN), module (your "
+                             f"TorchScript generator), pixels (weights-free) ({default_help})")
+    parser.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")
+    parser.add_argument("--vqgan-checkpoint", default=None,
+                        help="taming VQGAN .ckpt or .safetensors (needed with --generator vqgan)")
+    parser.add_argument("--module", default=None,
+                        help="a torch.jit.save'd generator: forward(latent) -> images, optional encode(image) "
+                             "(needed with --generator module)")
+    parser.add_argument("--latent-shape", default=None,
+                        help="latent shape C,H,W of --module (default: the module's latent_shape attribute)")
+    parser.add_argument("--signed", action="store_true", help="--module's images are in [-1, 1], not [0, 1]")
+
+
+def generator_options(args: argparse.Namespace, generator: str) -> dict:
+    """The factory options of the chosen generator from the command's arguments."""
+    if generator == "vqgan":
+        return {"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint}
+    if generator == "pixels":
+        return {"decay": getattr(args, "decay", 1.0)}
+    if generator == "module":
+        shape = tuple(int(v) for v in args.latent_shape.split(",")) if args.latent_shape else None
+        return {"path": args.module, "latent_shape": shape, "signed": args.signed}
+    return {}

@@ -154,7 +154,7 @@ def add_commands(commands) -> None:
     explain.add_argument("--concepts", default=None,
                          help="file of concepts, one per line (examples/world-concepts.txt for the world): explain "
                               "each image's zero-shot class among the texts by at most --k concepts, each with its "
-                              "share of the score and its map (concepts.png, concepts.json)")
+                              "share of the score and its map (concepts.png, concepts.json) (default: none)")
     explain.add_argument("--k", type=int, default=None, help="with --concepts: at most this many concepts (default: 5)")
     explain.add_argument("--template", default=None,
                          help="with --concepts: prompt template of the classes and concepts (default: 'a photo of "

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import NtlbError
-from .common import add_command, add_model_arguments, load_adapter, print_notes
+from .common import (
+    add_command,
+    add_generator_arguments,
+    add_model_arguments,
+    generator_options,
+    load_adapter,
+    print_notes,
+)
 
 
 def _layout(args: argparse.Namespace):
@@ -35,12 +42,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     detector_options = {"model": args.detector_model, "weights": args.detector_weights} \
         if detector == "torchvision" else {}
     adapter = load_adapter(args.model, args.pretrained, args.device)
-    generator = args.generator or default_generator(adapter, layout)
-    generator_options = ({"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint}
-                         if generator == "vqgan" else {"decay": args.decay} if generator == "pixels" else {})
+    generator = args.generator or default_generator(adapter, (layout.height, layout.width))
     print_notes(model_notes(adapter) + [f"generator: {generator}"])
     init_image = load_image(args.init_image) if args.init_image else None
-    metrics = run_layout(adapter, layout, args.out, config, generator, generator_options,
+    metrics = run_layout(adapter, layout, args.out, config, generator, generator_options(args, generator),
                          None if detector == "none" else detector, detector_options, init_image=init_image)
     mean = metrics["mean"]
     found = f", {len(metrics['detections'])} detections" if "detections" in metrics else ""
@@ -58,7 +63,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_commands(commands) -> None:
     from ..explain import available
-    from ..generators import GENERATORS
 
     layout = add_command(commands, "layout", "generate images from a box layout (paper Algorithm 1)",
                          "Objects placed in boxes through the explainability Dice loss.")
@@ -77,18 +81,14 @@ def add_commands(commands) -> None:
                           help="ntlb's Dice loss, or baseline (a) masked or (b) masked + full similarity")
     generate.add_argument("--explainer", default="chefer2021", choices=available(),
                           help="explainer whose image maps the Dice loss reads (last layer, cosine score)")
-    generate.add_argument("--generator", default=None, choices=GENERATORS.available(),
-                          help="world-vqgan (bundled, trained on the world), pixels (weights-free), vqgan (your taming "
-                               "VQGAN) (default: world-vqgan for 64-pixel layouts with the bundled world model, else "
-                               "pixels)")
+    add_generator_arguments(generate, "default: world-vqgan for 64-pixel layouts with the bundled world model, "
+                                      "else pixels")
     generate.add_argument("--init-image", default=None,
                           help="start from this picture's encoding (generators with an encoder: world-vqgan, vqgan) "
                                "(default: a random latent)")
     generate.add_argument("--decay", type=float, default=1.0,
                           help="spectrum decay of the pixels generator: higher gives smoother, flatter colours "
                                "(1.5 suits the world's 64-pixel scenes)")
-    generate.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")
-    generate.add_argument("--vqgan-checkpoint", default=None, help="taming VQGAN .ckpt (needed with --generator vqgan)")
     generate.add_argument("--dice", default="paper", choices=["paper", "released"],
                           help="Dice of the paper, or the released code's (no false-negative term)")
     generate.add_argument("--detector", default=None, choices=["world", "torchvision", "none"],

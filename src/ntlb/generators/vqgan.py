@@ -169,9 +169,13 @@ class VQGANImage(nn.Module):
             raise NtlbError("the vqgan generator needs --vqgan-config YAML and --vqgan-checkpoint CKPT")
         self.vqgan = load_vqgan(config, checkpoint)
         self.size = tuple(size)
-        grid = (math.ceil(size[0] / self.vqgan.factor), math.ceil(size[1] / self.vqgan.factor))
+        self.latent = nn.Parameter(self.random_latent(seed))
+
+    def random_latent(self, seed: int) -> Tensor:
+        """(1, embed_dim, H/f, W/f): codebook entries drawn uniformly by seed."""
+        grid = (math.ceil(self.size[0] / self.vqgan.factor), math.ceil(self.size[1] / self.vqgan.factor))
         codes = torch.randint(len(self.vqgan.codebook), grid, generator=torch.Generator().manual_seed(seed))
-        self.latent = nn.Parameter(self.vqgan.codebook[codes].permute(2, 0, 1)[None].clone())
+        return self.vqgan.codebook[codes.to(self.vqgan.codebook.device)].permute(2, 0, 1)[None].clone()
 
     @property
     def has_encoder(self) -> bool:
@@ -186,10 +190,14 @@ class VQGANImage(nn.Module):
             parameter = next(self.vqgan.parameters())
             return self.vqgan.snap(self.vqgan.encode(image.to(parameter)))
 
-    def forward(self) -> Tensor:
-        image = self.vqgan.decode(self.vqgan.snap(self.latent))
+    def image_of(self, latent: Tensor) -> Tensor:
+        """Images (N, 3, H, W) in [0, 1] of latents (N, embed_dim, H/f, W/f)."""
+        image = self.vqgan.decode(self.vqgan.snap(latent))
         image = image + (image.clamp(0, 1) - image).detach()  # clamp the values, not the gradient
         return image[..., : self.size[0], : self.size[1]]
+
+    def forward(self) -> Tensor:
+        return self.image_of(self.latent)
 
     def train(self, mode: bool = True) -> VQGANImage:  # the decoder stays in eval mode (dropout off)
         super().train(False)

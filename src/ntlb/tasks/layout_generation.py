@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from ..errors import NtlbError
@@ -24,7 +23,7 @@ from ..losses.layout import DICE_VARIANTS, box_weights, layout_loss
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
 from ..models.inputs import TextFeatures
-from ..training import TrainingRun
+from .latent_optimisation import optimise, to_picture
 from .layouts import Layout
 
 METHODS = ("ntlb", "masked", "masked+full")
@@ -69,8 +68,9 @@ def layout_explainer(config: LayoutConfig) -> Explainer:
     return explainer
 
 
-def augmenter(size: tuple[int, int]) -> nn.Module:
-    """Affine, perspective, colour jitter and noise; geometry shared by the image and its masks."""
+def augmenter(size: tuple[int, int], masks: bool = True) -> nn.Module:
+    """Affine, perspective, colour jitter and noise; with `masks`, the geometry is shared by the image and its box
+    masks (called as augment(images, masks))."""
     import kornia.augmentation as K
 
     return K.AugmentationSequential(
@@ -78,7 +78,7 @@ def augmenter(size: tuple[int, int]) -> nn.Module:
         K.RandomPerspective(0.15, p=0.5),
         K.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.8),
         K.RandomGaussianNoise(std=0.02, p=0.5),
-        data_keys=["input", "mask"],
+        data_keys=["input", "mask"] if masks else ["input"],
     )
 
 
@@ -105,12 +105,6 @@ def step_loss(adapter: ClipAdapter, explainer: Explainer, image: Tensor, masks: 
     return loss, parts
 
 
-def to_picture(image: Tensor) -> Image.Image:
-    """A (1, 3, H, W) image in [0, 1] as a PIL picture."""
-    array = (image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
-    return Image.fromarray(array)
-
-
 def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: str | Path,
              config: LayoutConfig, progress: bool = True) -> Tensor:
     """Optimise the generator's parameters so each text appears in its box; resumes from out/checkpoint.pt.
@@ -124,32 +118,13 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
     features = text_features(adapter, layout.texts).to(adapter.dtype)
     masks = layout.masks().to(adapter.device)
     weights = box_weights(layout.area_ratios(), config.weight_scale)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
-    run = TrainingRun(out / "checkpoint.pt", KIND, asdict(config), config.steps, desc=f"layout ({config.method})",
-                      progress=progress)
-    state = run.resume(map_location=adapter.device)
-    history = []
-    if state is not None:
-        generator.load_state_dict(state["generator"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = state["history"]
     augment = augmenter(masks.shape[-2:])
-    with torch.random.fork_rng(devices=[]), run:
-        for step in run.steps():
-            torch.manual_seed(config.seed * 100003 + step)  # the views of step s do not depend on a resume
-            loss, parts = step_loss(adapter, explainer, generator(), masks, features, weights, config, augment)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append({"loss": float(loss.detach()), **parts})
-            run.report(history[-1])
-            done = step + 1
-            if done % config.snapshot_every == 0 or done == config.steps:
-                with torch.no_grad():
-                    save_image_atomic(out / "snapshots" / f"step_{done:05d}.png", to_picture(generator()))
-                run.save(done, generator=generator.state_dict(), optimizer=optimizer.state_dict(), history=history)
-    with torch.no_grad():
-        image = generator()
+
+    def loss(image: Tensor, step: int) -> tuple[Tensor, dict]:
+        return step_loss(adapter, explainer, image, masks, features, weights, config, augment)
+
+    image, _ = optimise(generator, loss, out, KIND, asdict(config), config.steps, config.lr, config.seed,
+                        config.snapshot_every, desc=f"layout ({config.method})", progress=progress)
     save_image_atomic(out / "image.png", to_picture(image))
     return image
 
@@ -181,12 +156,12 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     return result
 
 
-def default_generator(adapter: ClipAdapter, layout: Layout) -> str:
-    """world-vqgan for the bundled world model's 64-pixel layouts (the world's own generator), else pixels."""
+def default_generator(adapter: ClipAdapter, size: tuple[int, int]) -> str:
+    """world-vqgan for the bundled world model at 64 pixels (the world's own generator), else pixels."""
     from ..models.loading import DEFAULT_MODEL
 
     bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
-    return "world-vqgan" if bundled and (layout.height, layout.width) == (64, 64) else "pixels"
+    return "world-vqgan" if bundled and tuple(size) == (64, 64) else "pixels"
 
 
 def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: LayoutConfig,

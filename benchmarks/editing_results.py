@@ -1,0 +1,376 @@
+"""Text-guided editing, multi-word generation and essence transfer on the world: the measurable counterpart of the
+paper's Table 2 user study and of its supplementary compound-noun study.
+
+    python benchmarks/editing_results.py [--scenes 20] [--steps 100] [--prompts 100] [--seeds 0 1] [--jobs 2]
+                                         [--quick]
+
+Editing (`ntlb.tasks.text_guidance.edit`, the bundled world CLIP and world VQGAN, the automatic lambda sweep of
+0, 0.5, ..., 3.5 in one batched run): 4 prompt families on held-out scenes, as the paper's prompts change one
+attribute ("purple hair"), add a part ("a beard"), change two at once, or one object of two:
+colour ("a purple circle" for a red circle), shape ("a red star" for a red circle), two attributes ("a large blue
+circle" for a small red one), one object of a two-object scene ("a red circle and a green square" for a red
+circle and a blue square). Quality: the world's exact detector finds the requested object(s) (colour and shape;
+size from the box where named). Identity: what the text does not ask to change is kept (the edited object's box
+IoU >= 0.5 with its original, or its centre within 6 px when the size changes; the other object still found in
+place), and the mean pixel change outside the edited object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the
+automatic lambda, ntlb lambda = 1, and the subset where the automatic rule picked lambda != 0 (as the paper
+reports), all read from the same sweep.
+
+Multi-word generation (`generate_from_text`): two-object prompts "a {colour} {shape} and a {colour} {shape}" from
+random latents, CLIP alone against ntlb; share of images where the detector finds both objects, and each word's
+relevance. Essence transfer (`blend`): a target's colour onto sources of other shapes; share where the detector
+sees the target's colour with the source's shape.
+
+Runs go through worker processes (one thread each) and are cached per folder under --cache. Writes
+docs/results-editing.json and docs/results-editing-examples.png and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ntlb.io import save_figure_atomic, write_json_atomic
+from ntlb.world.scene import COLOURS, SHAPES, Scene, SceneObject
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("colour", "shape", "two attributes", "two objects")
+SIZE = 64
+LARGE_SIDE = 21  # boxes of large objects are 24-32 px, of small ones 13-18 px at 64 px
+
+
+def edit_case(family: str, index: int) -> dict:
+    """A held-out scene, the text that edits it, what must be found, and the object the text edits."""
+    rng = np.random.default_rng(7_000_000 + 1000 * FAMILIES.index(family) + index)
+    colours, shapes = list(COLOURS), list(SHAPES)
+    c, s = colours[rng.integers(8)], shapes[rng.integers(6)]
+    other_c = [x for x in colours if x != c][rng.integers(7)]
+    other_s = [x for x in shapes if x != s][rng.integers(5)]
+    size = "small" if family == "two attributes" else "large"
+    radius = 0.12 if size == "small" else 0.21
+    first = SceneObject(s, c, size, 0.3 if family == "two objects" else 0.5, 0.5, radius, float(rng.uniform(-.3, .3)))
+    objects = [first]
+    if family == "colour":
+        text, want = f"a {other_c} {s}", [(f"{other_c} {s}", None)]
+    elif family == "shape":
+        text, want = f"a {c} {other_s}", [(f"{c} {other_s}", None)]
+    elif family == "two attributes":
+        text, want = f"a large {other_c} {s}", [(f"{other_c} {s}", "large")]
+    else:
+        second_c = [x for x in colours if x not in (c,)][rng.integers(7)]
+        new_c = [x for x in colours if x not in (c, second_c)][rng.integers(6)]
+        second = SceneObject(other_s, second_c, "large", 0.72, 0.5, 0.19, float(rng.uniform(-.3, .3)))
+        objects.append(second)
+        text, want = f"a {c} {s} and a {new_c} {other_s}", [(f"{c} {s}", None), (f"{new_c} {other_s}", None)]
+    edited = len(objects) - 1
+    return {"scene": Scene(objects, seed=2 * 10**8 + 90_000 + 1000 * FAMILIES.index(family) + index), "text": text,
+            "want": want, "edited": edited, "family": family}
+
+
+@functools.cache
+def _world():
+    import ntlb
+
+    return ntlb.load_model()
+
+
+def _edit(job: tuple) -> str:
+    import torch
+    from PIL import Image
+
+    from ntlb.generators import create_generator
+    from ntlb.tasks.text_guidance import EditConfig, edit
+    from ntlb.world.scene import render
+
+    family, index, steps, folder = job
+    torch.set_num_threads(1)
+    if not (Path(folder) / "metrics.json").is_file():
+        case = edit_case(family, index)
+        picture = Image.fromarray(render(case["scene"], SIZE)[0])
+        result = edit(_world(), create_generator("world-vqgan", (SIZE, SIZE)), picture, case["text"], folder,
+                      EditConfig(steps=steps, snapshot_every=steps), progress=False)
+        _save_images(result["images"], Path(folder) / "images.pt")
+    return folder
+
+
+def _save_images(images, path: Path) -> None:
+    import io
+
+    import torch
+
+    from ntlb.io import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    torch.save(images.cpu(), buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _final_images(folder: Path):
+    """The run's final images (the sweep's in lambda order)."""
+    import torch
+
+    return torch.load(folder / "images.pt")
+
+
+def score_edit(case: dict, image, original, masks) -> dict:
+    """Quality and identity of one edited image (3, H, W) against the scene it came from."""
+    from ntlb.metrics.boxes import box_iou
+    from ntlb.world.detector import WorldDetector
+    from ntlb.world.scene import box_of
+
+    found = WorldDetector()(image)
+    boxes = [box_of(m) for m in masks]
+    edited_box = boxes[case["edited"]]
+    ok, kept = True, True
+    for position, (label, size) in enumerate(case["want"]):
+        hits = [d for d in found if d.label == label]
+        if size == "large":
+            hits = [d for d in hits if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= LARGE_SIDE]
+        ok &= bool(hits)
+        original_box = boxes[position]
+        if case["family"] == "two attributes":
+            centre = np.array([(original_box[0] + original_box[2]) / 2, (original_box[1] + original_box[3]) / 2])
+            near = [d for d in hits if np.hypot(*(np.array([(d.box[0] + d.box[2]) / 2,
+                                                              (d.box[1] + d.box[3]) / 2]) - centre)) <= 6]
+            kept &= bool(near)
+        else:
+            kept &= any(box_iou(d.box, original_box) >= 0.5 for d in hits)
+    outside = np.ones((SIZE, SIZE), dtype=bool)
+    x0, y0, x1, y1 = edited_box
+    outside[y0:y1, x0:x1] = False
+    change = float((image - original).abs().mean(dim=0).numpy()[outside].mean())
+    return {"quality": bool(ok), "identity": bool(kept and ok), "kept": bool(kept), "outside_change": change}
+
+
+def edit_table(cases: dict, steps: int, cache: Path) -> tuple[dict, dict]:
+    """Rows x families of quality, identity, pixel change; and the per-run records."""
+    import torch
+
+    from ntlb.world.scene import render
+
+    records = []
+    for (family, index), folder in cases.items():
+        case = edit_case(family, index)
+        picture, masks = render(case["scene"], SIZE)
+        original = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
+        metrics = json.loads((folder / "metrics.json").read_text())
+        images = _final_images(folder)
+        lambdas = [row["lambda"] for row in metrics["lambdas"]]
+        scores = [score_edit(case, images[i], original, masks) for i in range(len(lambdas))]
+        records.append({"family": family, "index": index, "text": case["text"], "lambdas": lambdas,
+                        "chosen": metrics["chosen_lambda"], "scores": scores,
+                        "words_before": metrics["before"]["words"], "clip": [r["clip"] for r in metrics["lambdas"]]})
+    rows = {}
+    for row, pick in (("lambda = 0 (StyleCLIP)", lambda r: 0.0), ("ntlb, automatic lambda", lambda r: r["chosen"]),
+                      ("ntlb, lambda = 1", lambda r: 1.0)):
+        rows[row] = _summary(records, pick)
+    changed = [r for r in records if r["chosen"] != 0.0]
+    rows["lambda = 0, where auto chose lambda != 0"] = _summary(changed, lambda r: 0.0)
+    rows["ntlb auto, where it chose lambda != 0"] = _summary(changed, lambda r: r["chosen"])
+    return rows, {"records": records, "changed": len(changed)}
+
+
+def _summary(records: list[dict], pick) -> dict:
+    out = {}
+    for family in FAMILIES:
+        chosen = [r["scores"][r["lambdas"].index(pick(r))] for r in records if r["family"] == family]
+        out[family] = {"n": len(chosen),
+                       **{key: float(np.mean([c[key] for c in chosen])) if chosen else float("nan")
+                          for key in ("quality", "identity", "outside_change")}}
+    return out
+
+
+def _generate(job: tuple) -> str:
+    import torch
+
+    from ntlb.generators import create_generator
+    from ntlb.tasks.text_guidance import GenerateConfig, generate_from_text
+
+    method, text, seed, steps, folder = job
+    torch.set_num_threads(1)
+    if not (Path(folder) / "metrics.json").is_file():
+        config = GenerateConfig(method=method, steps=steps, seed=seed, views=2, candidates=8, snapshot_every=steps)
+        generate_from_text(_world(), create_generator("world-vqgan", (SIZE, SIZE), seed=seed), text, folder, config,
+                           progress=False)
+    return folder
+
+
+def prompts(count: int) -> list[tuple[str, list[str]]]:
+    """Two-object prompts with distinct colours and shapes, and the two labels that must be found."""
+    rng = np.random.default_rng(11)
+    out = []
+    while len(out) < count:
+        c = rng.choice(list(COLOURS), 2, replace=False)
+        s = rng.choice(list(SHAPES), 2, replace=False)
+        out.append((f"a {c[0]} {s[0]} and a {c[1]} {s[1]}", [f"{c[0]} {s[0]}", f"{c[1]} {s[1]}"]))
+    return out
+
+
+def generation_table(runs: dict) -> dict:
+    from PIL import Image
+
+    from ntlb.world.detector import WorldDetector
+
+    table = {}
+    for method in ("clip", "ntlb"):
+        both, any_one, words_before, words_after = [], [], [], []
+        for (kind, _text, labels, seed), folder in runs.items():
+            if kind != method:
+                continue
+            image = np.asarray(Image.open(folder / "image.png"), dtype=np.float32)
+            found = {d.label for d in WorldDetector()(image)}
+            both.append(all(label in found for label in labels))
+            any_one.append(any(label in found for label in labels))
+            metrics = json.loads((folder / "metrics.json").read_text())
+            content = set(metrics["semantic_words"])
+            words_before.append(np.mean([r for w, r in metrics["before"]["words"] if w in content]))
+            words_after.append(np.mean([r for w, r in metrics["after"]["words"] if w in content]))
+            table.setdefault(f"{method}_by_seed", {}).setdefault(seed, []).append(both[-1])
+        table[method] = {"runs": len(both), "both_found": float(np.mean(both)), "one_found": float(np.mean(any_one)),
+                         "content_word_relevance_before": float(np.mean(words_before)),
+                         "content_word_relevance_after": float(np.mean(words_after))}
+        by_seed = table.pop(f"{method}_by_seed")
+        table[method]["both_found_std_over_seeds"] = float(np.std([np.mean(v) for v in by_seed.values()]))
+    return table
+
+
+def _blend(job: tuple) -> str:
+    import torch
+    from PIL import Image
+
+    from ntlb.generators import create_generator
+    from ntlb.tasks.blending import BlendConfig, blend
+    from ntlb.world.scene import render
+
+    target, sources, steps, folder = job
+    torch.set_num_threads(1)
+    if not (Path(folder) / "metrics.json").is_file():
+        pictures = [Image.fromarray(render(scene, SIZE)[0]) for scene in sources]
+        result = blend(_world(), create_generator("world-vqgan", (SIZE, SIZE)), pictures,
+                       Image.fromarray(render(target, SIZE)[0]), folder, BlendConfig(steps=steps, snapshot_every=steps),
+                       progress=False)
+        _save_images(result["images"], Path(folder) / "images.pt")
+    return folder
+
+
+def blend_cases(count: int, per_target: int = 4) -> list[tuple]:
+    rng = np.random.default_rng(13)
+    cases = []
+    for i in range(count):
+        colour = list(COLOURS)[rng.integers(8)]
+        target = Scene([SceneObject("circle", colour, "large", 0.5, 0.5, 0.21)], seed=2 * 10**8 + 95_000 + i)
+        sources = []
+        for j in range(per_target):
+            shape = [s for s in SHAPES if s != "circle"][rng.integers(5)]
+            other = [c for c in COLOURS if c != colour][rng.integers(7)]
+            sources.append(Scene([SceneObject(shape, other, "large", 0.5, 0.5, 0.21, float(rng.uniform(-.3, .3)))],
+                                 seed=2 * 10**8 + 96_000 + 10 * i + j))
+        cases.append((target, sources))
+    return cases
+
+
+def blend_table(cases: list[tuple], folders: list[Path]) -> dict:
+    from ntlb.world.detector import WorldDetector
+
+    hits, before, after = [], [], []
+    for (target, sources), folder in zip(cases, folders):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        before += metrics["cos_to_target_before"]
+        after += metrics["cos_to_target_after"]
+        for scene, image in zip(sources, _final_images(folder)):
+            labels = {d.label for d in WorldDetector()(image)}
+            hits.append(f"{target.objects[0].colour} {scene.objects[0].shape}" in labels)
+    return {"transfers": len(hits), "target_colour_with_source_shape": float(np.mean(hits)),
+            "cos_to_target_before": float(np.mean(before)), "cos_to_target_after": float(np.mean(after))}
+
+
+def examples_figure(cases: dict, path: Path) -> None:
+    """Fig. 3 style: per family one scene, its lambda = 0 edit and ntlb's automatic edit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ntlb.world.scene import render
+
+    fig, axes = plt.subplots(len(FAMILIES), 3, figsize=(7, 2.4 * len(FAMILIES)), squeeze=False)
+    for row, family in enumerate(FAMILIES):
+        index, folder = next((i, f) for (fam, i), f in cases.items() if fam == family)
+        case = edit_case(family, index)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        images = _final_images(folder)
+        lambdas = [r["lambda"] for r in metrics["lambdas"]]
+        chosen = lambdas.index(metrics["chosen_lambda"])
+        panels = [(render(case["scene"], SIZE)[0], f"input\n'{case['text']}'"),
+                  (images[0].permute(1, 2, 0).numpy(), "lambda = 0 (StyleCLIP)"),
+                  (images[chosen].permute(1, 2, 0).numpy(), f"ntlb (auto lambda = {metrics['chosen_lambda']:g})")]
+        for column, (picture, title) in enumerate(panels):
+            axes[row][column].imshow(picture)
+            axes[row][column].set_title(title, fontsize=7)
+            axes[row][column].axis("off")
+    save_figure_atomic(fig, path)
+
+
+def _pool(function, jobs: list, workers: int, desc: str) -> None:
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for _ in tqdm(pool.imap_unordered(function, jobs), total=len(jobs), desc=desc, unit="run"):
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=20, help="scenes per editing family")
+    parser.add_argument("--steps", type=int, default=100, help="optimisation steps of every run")
+    parser.add_argument("--prompts", type=int, default=100, help="two-object prompts for multi-word generation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="generation seeds")
+    parser.add_argument("--targets", type=int, default=10, help="essence-transfer targets (4 sources each)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--parts", nargs="+", default=["edit", "generate", "blend"])
+    parser.add_argument("--cache", default=str(ROOT / "runs" / "editing-results"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing.json"))
+    parser.add_argument("--quick", action="store_true", help="2 scenes, 2 prompts, 1 seed, 1 target, 4 steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.scenes, args.prompts, args.seeds, args.targets, args.steps = 2, 2, [0], 1, 4
+    cache = Path(args.cache) / f"steps{args.steps}"
+    results = {"settings": vars(args)}
+    if "edit" in args.parts:
+        cases = {(family, i): cache / "edit" / f"{family.replace(' ', '-')}-{i}"
+                 for family in FAMILIES for i in range(args.scenes)}
+        _pool(_edit, [(f, i, args.steps, str(folder)) for (f, i), folder in cases.items()], args.jobs, "edits")
+        rows, details = edit_table(cases, args.steps, cache)
+        results["editing"] = rows
+        results["editing_runs"] = details
+        examples_figure(cases, ROOT / "docs" / "results-editing-examples.png")
+        print("\n### editing: quality / identity / mean pixel change outside the edited box\n")
+        print("| row | " + " | ".join(FAMILIES) + " |\n|---|" + "---|" * len(FAMILIES))
+        for row, families in rows.items():
+            cells = [f"{100 * v['quality']:.0f} / {100 * v['identity']:.0f} / {v['outside_change']:.3f} (n {v['n']})"
+                     for v in families.values()]
+            print(f"| {row} | " + " | ".join(cells) + " |")
+    if "generate" in args.parts:
+        runs = {(method, text, tuple(labels), seed): cache / "generate" / method / f"prompt{i}-seed{seed}"
+                for i, (text, labels) in enumerate(prompts(args.prompts)) for seed in args.seeds
+                for method in ("clip", "ntlb")}
+        _pool(_generate, [(m, t, s, args.steps, str(f)) for (m, t, _, s), f in runs.items()], args.jobs, "generations")
+        results["generation"] = generation_table(runs)
+        print("\n### multi-word generation\n")
+        print(json.dumps(results["generation"], indent=1))
+    if "blend" in args.parts:
+        cases = blend_cases(args.targets)
+        folders = [cache / "blend" / f"target{i}" for i in range(len(cases))]
+        _pool(_blend, [(t, s, args.steps, str(f)) for (t, s), f in zip(cases, folders)], args.jobs, "transfers")
+        results["blend"] = blend_table(cases, folders)
+        print("\n### essence transfer\n")
+        print(json.dumps(results["blend"], indent=1))
+    write_json_atomic(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

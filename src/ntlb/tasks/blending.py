@@ -1,0 +1,111 @@
+"""Image-guided essence transfer (Chefer, Benaim, Paiss & Wolf 2021, "semantic blending"): one latent direction b,
+found by optimisation over a set of source latents, such that CLIP's embedding of G(z_s + b) moves towards the
+target image's while each result stays close to its source. Additive in the generator's latent by construction; the
+optimisation makes it additive in CLIP's space too (every source's CLIP shift points the same way).
+
+`L = mean_s (1 - cos(E(G(z_s + b)), E(target))) + consistency x mean_{s != s'} (1 - cos(d_s, d_s'))
+     + identity x mean_s (1 - cos(E(G(z_s + b)), E(G(z_s)))) + l2 x ||b||^2`,   d_s = E(G(z_s + b)) - E(G(z_s)).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from ..errors import NtlbError
+from ..generators import picture_tensor
+from ..io import save_image_atomic, write_bytes_atomic, write_json_atomic
+from ..models.adapter import ClipAdapter
+from .latent_optimisation import optimise, to_picture
+from .text_guidance import _features, _latent_generator, start_latent
+
+
+@dataclass
+class BlendConfig:
+    """Essence-transfer settings (sized for the world's 64-pixel generator)."""
+
+    steps: int = 200
+    lr: float = 0.05
+    consistency: float = 0.5
+    identity: float = 0.5
+    l2: float = 0.001
+    seed: int = 0
+    snapshot_every: int = 50
+    invert_steps: int = 300
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.snapshot_every < 1:
+            raise NtlbError(f"--steps {self.steps}, --snapshot-every {self.snapshot_every}: use at least 1")
+        if self.lr <= 0 or min(self.consistency, self.identity, self.l2) < 0:
+            raise NtlbError("the learning rate must be positive and the loss weights >= 0")
+
+
+class ShiftedLatents(nn.Module):
+    """G(z_s + b) for fixed source latents z_s and one learned direction b."""
+
+    def __init__(self, generator: nn.Module, sources: Tensor):
+        super().__init__()
+        self.generator = generator.requires_grad_(False)
+        self.register_buffer("sources", sources)
+        self.direction = nn.Parameter(torch.zeros_like(sources[:1]))
+
+    def forward(self) -> Tensor:
+        return self.generator.image_of(self.sources + self.direction)
+
+
+def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image | Tensor], target: Image.Image | Tensor,
+          out: str | Path, config: BlendConfig, progress: bool = True) -> dict:
+    """Find the direction that carries the target's essence onto every source (what `ntlb blend` runs); resumes.
+    Writes blend.png (sources above their results, the target at the end), direction.pt and metrics.json.
+    Returns the metrics with the results under "images"."""
+    _latent_generator(generator, "essence transfer")
+    if not sources:
+        raise NtlbError("no source images: give at least one SOURCE")
+    out = Path(out)
+    size = tuple(generator.size)
+    dtype = next(generator.parameters()).dtype
+    pictures = torch.cat([picture_tensor(p, size) for p in sources]).to(adapter.device, dtype)
+    latents = torch.cat([start_latent(generator, picture[None], config.invert_steps) for picture in pictures])
+    shifted = ShiftedLatents(generator, latents)
+    with torch.no_grad():
+        goal = F.normalize(_features(adapter, picture_tensor(target, size).to(adapter.device, dtype)), dim=-1)
+        starts = generator.image_of(latents)
+        own = F.normalize(_features(adapter, starts), dim=-1)
+
+    def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
+        features = F.normalize(_features(adapter, images), dim=-1)
+        transfer = 1 - (features @ goal.T)[:, 0]
+        keep = 1 - (features * own).sum(dim=-1)
+        shifts = F.normalize(features - own, dim=-1)
+        pairs = shifts @ shifts.T
+        count = len(images)
+        consistency = (1 - pairs).sum() / max(count * (count - 1), 1)
+        total = (transfer.mean() + config.consistency * consistency + config.identity * keep.mean()
+                 + config.l2 * shifted.direction.pow(2).sum())
+        return total, {"transfer": float(transfer.detach().mean()), "identity": float(keep.detach().mean())}
+
+    images, _ = optimise(shifted, loss, out, "blend", {**asdict(config), "sources": len(sources)}, config.steps,
+                         config.lr, config.seed, config.snapshot_every, desc="essence transfer", progress=progress)
+    target_picture = to_picture(picture_tensor(target, size))
+    figure = Image.new("RGB", (size[1] * (len(sources) + 1), size[0] * 2), "white")
+    figure.paste(to_picture(starts), (0, 0))
+    figure.paste(to_picture(images), (0, size[0]))
+    figure.paste(target_picture, (size[1] * len(sources), size[0] // 2))
+    save_image_atomic(out / "blend.png", figure)
+    buffer = io.BytesIO()
+    torch.save({"direction": shifted.direction.detach().cpu()}, buffer)
+    write_bytes_atomic(out / "direction.pt", buffer.getvalue())
+    with torch.no_grad():
+        after = F.normalize(_features(adapter, images), dim=-1)
+    metrics = {"sources": len(sources), "cos_to_target_before": (own @ goal.T)[:, 0].tolist(),
+               "cos_to_target_after": (after @ goal.T)[:, 0].tolist(),
+               "cos_to_source_after": (after * own).sum(dim=-1).tolist(), "settings": asdict(config),
+               "model": adapter.name}
+    write_json_atomic(out / "metrics.json", metrics)
+    return {**metrics, "images": images.detach(), "starts": starts}

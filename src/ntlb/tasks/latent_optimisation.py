@@ -1,0 +1,76 @@
+"""The one loop that optimises a generator's latent against a loss (layout generation, text-guided editing,
+multi-word generation, essence transfer): Adam, an optional learning-rate schedule, seeded randomness per step (so
+a resumed run draws what an uninterrupted one would), snapshots, checkpoints and resume through `TrainingRun`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..io import save_image_atomic
+from ..training import TrainingRun
+
+Loss = Callable[[Tensor, int], tuple[Tensor, dict]]
+
+
+def to_picture(images: Tensor) -> Image.Image:
+    """Images (N, 3, H, W) in [0, 1] as one PIL picture, side by side."""
+    row = torch.cat(list(images.detach().clamp(0, 1)), dim=-1)
+    array = (row.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype("uint8")
+    return Image.fromarray(array)
+
+
+def styleclip_lr(step: int, total: int, peak: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
+    """StyleCLIP's learning rate: a cosine ramp up over the first `rampup` share of the run and down over the last
+    `rampdown` share."""
+    t = step / total
+    ramp = min(1.0, (1 - t) / rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return peak * ramp * min(1.0, t / rampup)
+
+
+def trainable_state(module: nn.Module) -> dict[str, Tensor]:
+    """The parameters being optimised (the latent), not the frozen generator: what a checkpoint needs."""
+    return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, settings: dict, steps: int, lr: float,
+             seed: int, snapshot_every: int, schedule: Callable[[int], float] | None = None, desc: str | None = None,
+             progress: bool = True) -> tuple[Tensor, list[dict]]:
+    """Minimise `loss(generator(), step)` -> (value, parts) over the generator's trainable parameters; resumes
+    from out/checkpoint.pt (refusing other settings). Returns the final images and the per-step history."""
+    out = Path(out)
+    device = next(generator.parameters()).device
+    optimizer = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr)
+    run = TrainingRun(out / "checkpoint.pt", kind, settings, steps, desc=desc or kind, progress=progress)
+    state = run.resume(map_location=device)
+    history: list[dict] = []
+    if state is not None:
+        generator.load_state_dict(state["generator"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+    with torch.random.fork_rng(devices=[]), run:
+        for step in run.steps():
+            torch.manual_seed(seed * 100003 + step)  # the randomness of step s does not depend on a resume
+            if schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule(step)
+            value, parts = loss(generator(), step)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            history.append({"loss": float(value.detach()), **parts})
+            run.report(history[-1])
+            done = step + 1
+            if done % snapshot_every == 0 or done == steps:
+                with torch.no_grad():
+                    save_image_atomic(out / "snapshots" / f"step_{done:05d}.png", to_picture(generator()))
+                run.save(done, generator=trainable_state(generator), optimizer=optimizer.state_dict(), history=history)
+    with torch.no_grad():
+        images = generator()
+    return images, history

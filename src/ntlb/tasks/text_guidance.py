@@ -1,0 +1,285 @@
+"""Text-guided image editing with the semantic-word loss (paper section 3.3, Eq. 3; SPEC 5) and multi-word
+text-to-image guidance (the supplementary's compound nouns, FuseDream's explainability term; SPEC 5b).
+
+Editing is StyleCLIP's latent optimisation started from the picture's latent, plus -lambda x the mean relevance of
+the semantic words: `L = (1 - CLIP(G(z), t) / 100) + l2 ||z - z0||^2 + id (1 - identity) - lambda mean_s R(s)`.
+The automatic lambda (the paper's rule) runs lambda = 0, 0.5, ..., 3.5 and keeps the result CLIP scores highest;
+the runs are independent, so they go as one optimisation over a batch of latents (one image encoding and one
+explainer call per step for all of them). The word term needs only the image's features (text attention does not
+see the image; the score reaches it through the features), so each step encodes the images once and the explainer
+takes their features, with `create_graph=True` so that the word term has a gradient to the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from ..errors import NtlbError
+from ..explain import create
+from ..explain.base import Explainer
+from ..explain.explanation import Explanation
+from ..generators import picture_tensor
+from ..io import save_image_atomic, write_json_atomic
+from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
+from ..models.adapter import ClipAdapter
+from ..models.inputs import ImageFeatures
+from .latent_optimisation import optimise, styleclip_lr, to_picture
+
+LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
+
+
+@dataclass
+class EditConfig:
+    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda)."""
+
+    steps: int = 300
+    lr: float = 0.1
+    l2: float = 0.008
+    identity_weight: float = 0.0
+    expl_weight: float | None = None
+    word_score: str = "paper"
+    explainer: str = "chefer2021"
+    seed: int = 0
+    snapshot_every: int = 50
+    invert_steps: int = 300
+
+    def __post_init__(self) -> None:
+        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
+        if self.expl_weight is not None and self.expl_weight < 0:
+            raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
+        if self.l2 < 0 or self.identity_weight < 0:
+            raise NtlbError("--l2 and --identity-weight must be >= 0")
+
+    def lambdas(self) -> tuple[float, ...]:
+        """The explainability weights run side by side: the sweep, or lambda = 0 beside the one given."""
+        if self.expl_weight is None:
+            return LAMBDAS
+        return (0.0,) if self.expl_weight == 0 else (0.0, float(self.expl_weight))
+
+
+@dataclass
+class GenerateConfig:
+    """Multi-word guidance from a random latent: CLIP alone ("clip") or with the word term ("ntlb")."""
+
+    method: str = "ntlb"
+    steps: int = 300
+    lr: float = 0.1
+    views: int = 4
+    expl_weight: float = 1.0
+    candidates: int = 16
+    word_score: str = "paper"
+    explainer: str = "chefer2021"
+    seed: int = 0
+    snapshot_every: int = 50
+
+    def __post_init__(self) -> None:
+        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
+        if self.method not in ("ntlb", "clip"):
+            raise NtlbError(f"unknown method '{self.method}': use ntlb (CLIP + word loss) or clip (CLIP alone)")
+        if self.views < 1 or self.candidates < 1:
+            raise NtlbError("--views and --candidates must be at least 1")
+        if self.expl_weight < 0:
+            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight >= 0")
+
+
+def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -> None:
+    if steps < 1 or snapshot_every < 1:
+        raise NtlbError(f"--steps {steps}, --snapshot-every {snapshot_every}: use at least 1")
+    if lr <= 0:
+        raise NtlbError(f"--lr {lr}: use a positive learning rate")
+    if word_score not in WORD_SCORES:
+        raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
+
+
+def word_explainer(name: str, logit_mode: str) -> Explainer:
+    """The explainer of the word term: every text layer, `create_graph=True` (the term's gradient to the image
+    runs through the attention gradients)."""
+    explainer = create(name, logit_mode=logit_mode, create_graph=True)
+    if not explainer.gives_text_relevance:
+        raise NtlbError(f"explainer '{name}' gives no text relevance: the semantic-word loss needs one that does "
+                        "(chefer2021, gradcam, lrp, attention, rollout)")
+    return explainer
+
+
+def semantic_words(adapter: ClipAdapter, text: str, words: list[str] | None, neglected_only: bool = False,
+                   picture: Tensor | None = None, explainer: str = "chefer2021") -> list[str]:
+    """The words the loss keeps relevant: the given ones, else the content words of the text; with
+    `neglected_only`, only those whose relevance for `picture` (scaled score, / sum then / max) is below 0.7."""
+    tokens = adapter.tokenizer([text])
+    chosen = list(words) if words else content_words(text, tokens)
+    word_token_masks(tokens, [chosen])  # every word must be in the text: one line otherwise
+    if neglected_only:
+        if picture is None:
+            raise NtlbError("neglected words are measured on a picture: give one")
+        with torch.no_grad():
+            explanation = create(explainer)(adapter, adapter.normalize(picture), [text])
+        chosen = neglected_words(explanation, 0, 0, chosen)
+        if not chosen:
+            raise NtlbError(f"no word of {text!r} is neglected (all >= 0.7 of the top word): drop --neglected-only")
+    return chosen
+
+
+def _features(adapter: ClipAdapter, images: Tensor) -> Tensor:
+    return adapter.encode_image(adapter.normalize(images.to(adapter.dtype))).features
+
+
+def word_report(adapter: ClipAdapter, images: Tensor, text: str, explainer: str = "chefer2021") -> list[dict]:
+    """Per image: the scaled CLIP score and each word's relevance ("visual"), from one explainer call."""
+    with torch.no_grad():
+        explanation = create(explainer)(adapter, adapter.normalize(images.to(adapter.dtype)), [text])
+    return [{"clip": explanation.logit(b, 0), "words": [[w, round(r, 4)] for w, r in explanation.words(b, 0)]}
+            for b in range(images.shape[0])]
+
+
+def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.05) -> Tensor:
+    """A latent whose image matches `image` (L1), by optimisation: for generators without an encoder."""
+    latent = generator.latent.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=lr)
+    for _ in range(steps):
+        loss = (generator.image_of(latent) - image).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return latent.detach()
+
+
+def start_latent(generator: nn.Module, image: Tensor, invert_steps: int) -> Tensor:
+    """z0: the generator's encoding of the image, or an optimised inversion where it has no encoder."""
+    try:
+        return generator.encode(image)
+    except NtlbError:
+        if not hasattr(generator, "image_of"):
+            raise
+        return invert(generator, image, invert_steps)
+
+
+def _latent_generator(generator: nn.Module, purpose: str) -> None:
+    if not isinstance(getattr(generator, "latent", None), nn.Parameter) or not hasattr(generator, "image_of"):
+        raise NtlbError(f"{purpose} needs a generator with a latent (world-vqgan, vqgan or a module); the pixels "
+                        "generator has none")
+
+
+def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tensor, text: str, out: str | Path,
+         config: EditConfig, words: list[str] | None = None, neglected_only: bool = False, identity=None,
+         progress: bool = True) -> dict:
+    """Edit `picture` towards `text` (what `ntlb edit` runs); resumes from out/checkpoint.pt. Writes edited.png
+    (the picture's size), compare.png (input, lambda = 0, the chosen lambda, with their words), metrics.json and
+    snapshots/ (one column per lambda). `identity(images, original) -> (N,)` similarities replaces the default
+    CLIP image-image cosine. Returns the metrics, with the final images under "images"."""
+    from ..viz.words import words_panel
+
+    _latent_generator(generator, "editing")
+    out = Path(out)
+    size = tuple(generator.size)
+    original = picture_tensor(picture, size).to(adapter.device, next(generator.parameters()).dtype)
+    chosen = semantic_words(adapter, text, words, neglected_only, original, config.explainer)
+    tokens = adapter.tokenizer([text])
+    masks = word_token_masks(tokens, [chosen])
+    lambdas = torch.tensor(config.lambdas(), device=adapter.device)
+    z0 = start_latent(generator, original, config.invert_steps)
+    generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
+    explainer = word_explainer(config.explainer, "scaled")
+    with torch.no_grad():
+        reference = F.normalize(_features(adapter, original), dim=-1)
+
+    def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
+        features = _features(adapter, images)
+        explanation = explainer(adapter, ImageFeatures(features), tokens)
+        clip = explanation.logits[:, 0]
+        score = semantic_word_scores(explanation, masks, config.word_score)[:, 0]
+        total = (1 - clip / 100) - lambdas * score
+        total = total + config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
+        if config.identity_weight:
+            similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \
+                identity(images, original)
+            total = total + config.identity_weight * (1 - similar)
+        return total.sum(), {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
+
+    settings = {**asdict(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
+                               config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
+                               desc=f"editing ({len(lambdas)} lambda)", progress=progress)
+    before = word_report(adapter, original, text, config.explainer)[0]
+    after = word_report(adapter, images, text, config.explainer)
+    best = max(range(len(lambdas)), key=lambda i: after[i]["clip"]) if config.expl_weight is None else len(lambdas) - 1
+    edited = to_picture(images[best : best + 1])
+    target_size = picture.size if isinstance(picture, Image.Image) else (size[1], size[0])
+    save_image_atomic(out / "edited.png", edited.resize(target_size, Image.BICUBIC))
+    panels = [("input", original[0], before), ("lambda = 0", images[0], after[0]),
+              (f"ntlb, lambda = {float(lambdas[best]):g}", images[best], after[best])]
+    words_panel([(to_picture(image[None]), f"{title}: CLIP {report['clip']:.1f}", report["words"])
+                 for title, image, report in panels], out / "compare.png")
+    metrics = {"text": text, "semantic_words": chosen, "word_score": config.word_score,
+               "chosen_lambda": float(lambdas[best]), "automatic": config.expl_weight is None,
+               "before": before, "after": after[best],
+               "lambdas": [{"lambda": float(value), **report} for value, report in zip(lambdas.tolist(), after)],
+               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights,
+               "final_loss": history[-1]["loss"] if history else None}
+    write_json_atomic(out / "metrics.json", metrics)
+    return {**metrics, "images": images.detach()}
+
+
+def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, out: str | Path,
+                       config: GenerateConfig, words: list[str] | None = None, progress: bool = True) -> dict:
+    """An image for a multi-word text from the generator's random latents (what `ntlb generate` runs): the best of
+    `candidates` latents by cos (+ lambda x word score for ntlb), then Adam on -cos (- lambda x word score) over
+    augmented views, the word score on the cosine score, relevance / sum then / max, max per word, mean over
+    words. Resumes; writes image.png, metrics.json (words before and after) and snapshots/."""
+    from .layout_generation import augmenter
+
+    _latent_generator(generator, "text-to-image guidance")
+    out = Path(out)
+    tokens = adapter.tokenizer([text])
+    chosen = semantic_words(adapter, text, words)
+    masks = word_token_masks(tokens, [chosen])
+    explainer = word_explainer(config.explainer, "cosine")
+    weight = config.expl_weight if config.method == "ntlb" else 0.0
+
+    def guidance(explanation: Explanation) -> tuple[Tensor, Tensor]:
+        score = semantic_word_scores(explanation, masks, config.word_score, normalize="max")[:, 0]
+        return explanation.logits[:, 0], score
+
+    settings = {**asdict(config), "text": text, "words": chosen}
+    generator.latent.data = _best_start(adapter, generator, explainer, tokens, guidance, weight, config)  # seeded
+    augment = augmenter(tuple(generator.size), masks=False)
+
+    def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
+        views = augment(images.expand(config.views, -1, -1, -1))
+        cosine, score = guidance(explainer(adapter, ImageFeatures(_features(adapter, views)), tokens))
+        total = -cosine.mean() - weight * score.mean()
+        return total, {"cosine": float(cosine.detach().mean()), "words": float(score.detach().mean())}
+
+    with torch.no_grad():
+        start = generator()
+    images, _ = optimise(generator, loss, out, "generate", settings, config.steps, config.lr, config.seed,
+                         config.snapshot_every, desc=f"generating ({config.method})", progress=progress)
+    save_image_atomic(out / "image.png", to_picture(images))
+    before, after = word_report(adapter, torch.cat([start, images]), text, config.explainer)
+    metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after,
+               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights}
+    write_json_atomic(out / "metrics.json", metrics)
+    return {**metrics, "images": images.detach()}
+
+
+def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer, tokens, guidance, weight: float,
+                config: GenerateConfig, batch: int = 8) -> Tensor:
+    """The random latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
+    ranking of its initial basis)."""
+    if config.candidates == 1:
+        return generator.latent.data
+    if not hasattr(generator, "random_latent"):
+        raise NtlbError("this generator cannot draw random latents: use --candidates 1")
+    latents = torch.cat([generator.random_latent(config.seed * 10007 + c) for c in range(config.candidates)])
+    ranks = []
+    for start in range(0, len(latents), batch):
+        with torch.no_grad():
+            features = _features(adapter, generator.image_of(latents[start : start + batch]))
+            cosine, score = guidance(explainer(adapter, ImageFeatures(features), tokens))
+        ranks.append(cosine + weight * score)
+    return latents[int(torch.cat(ranks).argmax())][None].clone()

@@ -1,0 +1,208 @@
+"""Text-guided editing, multi-word generation and essence transfer: the word score against hand-computed cases, the
+word term's gradient to the latent, the batched lambda sweep against separate runs, the commands on the bundled
+world model and generator, on a user's VQGAN files and on a user's TorchScript module, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import ntlb
+from ntlb.cli import main
+from ntlb.errors import NtlbError
+from ntlb.explain.explanation import Explanation
+from ntlb.generators import create_generator
+from ntlb.losses.semantic_words import content_words, semantic_word_scores, word_token_masks
+from ntlb.models.inputs import ImageFeatures
+from ntlb.tasks.text_guidance import EditConfig, edit, word_explainer
+from ntlb.world import random_scene, render
+
+TINY_VQGAN = dict(steps=1, batch_size=2, size=32, ch=32, ch_mult=[1, 2], z_channels=8, embed_dim=4, n_embed=16)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ntlb.load_model()
+
+
+def _explanation(world, rows: list[list[float]], text: str) -> Explanation:
+    tokens = world.tokenizer([text]).truncated()
+    text_rows = torch.zeros(len(rows), 1, tokens.ids.shape[1])
+    for b, row in enumerate(rows):
+        text_rows[b, 0, : len(row)] = torch.tensor(row)
+    return Explanation(image=None, text=text_rows, logits=torch.zeros(len(rows), 1), tokens=tokens, pairs="all",
+                       columns=torch.zeros(len(rows), 1, dtype=torch.long), method="hand", logit_mode="scaled",
+                       logit_scale=100.0, input_size=(64, 64))
+
+
+def test_word_scores_by_hand(world):
+    text = "a zorblax circle"  # a made-up word of several BPE tokens
+    tokens = world.tokenizer([text])
+    spans = {w.text: (w.start, w.end) for w in tokens.words[0]}
+    start, end = spans["zorblax"]
+    assert end - start >= 2
+    eot = int(tokens.eot[0])
+    row = [0.0] * (eot + 1)
+    row[0], row[eot] = 5.0, 7.0  # SOT and EOT: never part of a word's relevance
+    row[spans["a"][0]] = 1.0
+    for k in range(start, end):
+        row[k] = 1.0 + k  # the word's tokens differ: its relevance is their max
+    row[spans["circle"][0]] = 2.0
+    inside = sum(row[1:eot])
+    masks = word_token_masks(tokens, [["zorblax", "circle"]])
+    explanation = _explanation(world, [row], text)
+    paper = semantic_word_scores(explanation, masks, "paper")
+    expected = ((end - 1 + 1.0) / inside + 2.0 / inside) / 2
+    assert float(paper[0, 0]) == pytest.approx(expected)
+    released = semantic_word_scores(explanation, masks, "released")  # weighted token sum / tokens with weight
+    tokens_chosen = list(range(start, end)) + [spans["circle"][0]]
+    assert float(released[0, 0]) == pytest.approx(sum(row[k] for k in tokens_chosen) / inside / len(tokens_chosen))
+    every = word_token_masks(tokens, [["a", "zorblax", "circle"]])  # equal weights: the released code's NaN
+    value = float(semantic_word_scores(explanation, every, "released")[0, 0])
+    assert value == pytest.approx(1.0 / (eot - 1))  # all word tokens weigh 1: the mean of the row over them
+    maxed = semantic_word_scores(explanation, masks, "paper", normalize="max")
+    top = max(row[1:eot])
+    assert float(maxed[0, 0]) == pytest.approx(((end - 1 + 1.0) / top + 2.0 / top) / 2)
+
+
+def test_semantic_words_and_their_errors(world):
+    assert content_words("a photo of a large blue circle above the square", tokenizer=world.tokenizer) == \
+        ["photo", "large", "blue", "circle", "square"]
+    with pytest.raises(NtlbError, match="no semantic word left"):
+        content_words("a the of it", tokenizer=world.tokenizer)
+    with pytest.raises(NtlbError, match="'star' is not a word of 'a red circle'"):
+        word_token_masks(world.tokenizer(["a red circle"]), [["star"]])
+    with pytest.raises(NtlbError, match="expl-weight -1"):
+        EditConfig(expl_weight=-1.0)
+
+
+@pytest.fixture(scope="module")
+def small_vqgan(tmp_path_factory):
+    """A tiny VQGAN with an encoder, trained one step and exported (taming config + safetensors)."""
+    from ntlb.tasks.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan
+
+    folder = tmp_path_factory.mktemp("vqgan")
+    checkpoint = train_world_vqgan(folder, VQGANTrainConfig(**TINY_VQGAN), progress=False)
+    return export_world_vqgan(checkpoint, folder)
+
+
+def test_word_term_reaches_the_latent_only_through_the_second_order_graph(world, small_vqgan):
+    config, weights = small_vqgan
+    generator = create_generator("vqgan", (32, 32), config=config, checkpoint=weights)
+    tokens = world.tokenizer(["a purple circle"])
+    masks = word_token_masks(tokens, [["purple", "circle"]])
+    for create_graph in (True, False):
+        generator.latent.grad = None
+        features = world.encode_image(world.normalize(generator())).features
+        explainer = word_explainer("chefer2021", "scaled")
+        explainer.create_graph = create_graph
+        score = semantic_word_scores(explainer(world, ImageFeatures(features), tokens), masks)
+        score.sum().backward()
+        grad = generator.latent.grad
+        magnitude = 0.0 if grad is None else float(grad.abs().sum())
+        assert (magnitude > 0) == create_graph  # text attention does not see the image: G must keep its graph
+
+
+def test_batched_lambda_sweep_equals_separate_runs(tmp_path, small_vqgan):
+    config_path, weights = small_vqgan
+    model = ntlb.load_model("ntlb-world", dtype=torch.float64)
+    picture = Image.fromarray(render(random_scene(3, 1), 32)[0])
+    results = {}
+    for name, weight in (("sweep", None), ("one", 1.5)):
+        generator = create_generator("vqgan", (32, 32), config=config_path, checkpoint=weights).double()
+        config = EditConfig(steps=3, expl_weight=weight, identity_weight=0.5, snapshot_every=3)
+        results[name] = edit(model, generator, picture, "a purple circle", tmp_path / name, config, progress=False)
+    sweep, one = results["sweep"], results["one"]
+    assert [row["lambda"] for row in sweep["lambdas"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert not torch.allclose(sweep["images"][0], sweep["images"][3])  # lambda changed the run
+    torch.testing.assert_close(one["images"][0], sweep["images"][0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(one["images"][1], sweep["images"][3], rtol=0, atol=1e-9)
+    assert one["chosen_lambda"] == 1.5 and not one["automatic"]
+    best = max(sweep["lambdas"], key=lambda row: row["clip"])
+    assert sweep["chosen_lambda"] == best["lambda"]
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    Image.fromarray(render(random_scene(2 * 10**8 + 3, 1), 64)[0]).save(path)
+    return path
+
+
+def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
+    out = tmp_path / "edit"
+    assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["semantic_words"] == ["purple", "circle"] and len(metrics["lambdas"]) == 8
+    assert metrics["settings"]["steps"] == 2 and metrics["automatic"]
+    assert Image.open(out / "edited.png").size == Image.open(scene_file).size
+    assert (out / "compare.png").is_file() and (out / "snapshots" / "step_00002.png").is_file()
+    assert "generator: world-vqgan" in capsys.readouterr().out
+    assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
+    assert "resuming editing" in capsys.readouterr().err
+
+
+def test_generate_and_blend_commands_on_user_vqgan_files(tmp_path, small_vqgan, scene_file):
+    config, weights = small_vqgan
+    files = ["--generator", "vqgan", "--vqgan-config", str(config), "--vqgan-checkpoint", str(weights), "--size", "32"]
+    out = tmp_path / "gen"
+    assert main(["generate", "--text", "a green circle and a blue square", "--steps", "2", "--candidates", "2",
+                 "--views", "2", "--out", str(out), *files]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["semantic_words"] == ["green", "circle", "blue", "square"] and metrics["method"] == "ntlb"
+    assert [w for w, _ in metrics["after"]["words"]] == ["a", "green", "circle", "and", "a", "blue", "square"]
+    blended = tmp_path / "blend"
+    assert main(["blend", str(scene_file), str(scene_file), "--target", str(scene_file), "--steps", "2",
+                 "--out", str(blended), *files]) == 0
+    data = json.loads((blended / "metrics.json").read_text())
+    assert len(data["cos_to_target_after"]) == 2 and (blended / "blend.png").is_file()
+
+
+class _Decoder(torch.nn.Module):
+    """A user's generator: latent (N, 4, 8, 8) -> images in [-1, 1], with an encoder method."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(4, 3, 4, stride=4)
+        self.down = torch.nn.Conv2d(3, 4, 4, stride=4)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.up(latent))
+
+    @torch.jit.export
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.down(image)
+
+
+def test_edit_with_a_users_torchscript_generator(tmp_path, scene_file):
+    torch.manual_seed(0)
+    path = tmp_path / "decoder.pt"
+    torch.jit.save(torch.jit.script(_Decoder()), str(path))
+    out = tmp_path / "edit"
+    assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--expl-weight", "1",
+                 "--generator", "module", "--module", str(path), "--latent-shape", "4,8,8", "--signed",
+                 "--size", "32", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["lambda"] for row in metrics["lambdas"]] == [0.0, 1.0] and metrics["chosen_lambda"] == 1.0
+
+
+@pytest.mark.parametrize("arguments, pattern", [
+    (["--text", "a the of"], "no semantic word left"),
+    (["--text", "a red circle", "--words", "star"], "'star' is not a word of 'a red circle'"),
+    (["--text", "a red circle", "--expl-weight", "-1"], "expl-weight -1"),
+])
+def test_edit_bad_input_is_one_line(tmp_path, capsys, scene_file, arguments, pattern):
+    assert main(["edit", str(scene_file), *arguments, "--steps", "1", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and pattern in err
+
+
+def test_edit_unreadable_image_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    assert main(["edit", str(bad), "--text", "a red circle", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.png" in err
