@@ -40,13 +40,19 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
 
 
-def load_adapter(model: str | None, pretrained: str | None, device: str) -> ClipAdapter:
+def load_adapter(model: str | None, pretrained: str | None, device: str, image_size: int | None = None) -> ClipAdapter:
     """The one model loader of every command (random weights are said in each command's notes)."""
     from ..models import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_model(model, pretrained, device=device)
+        return load_model(model, pretrained, device=device, image_size=image_size)
+
+
+def add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="run a ViT at this input size, its position embeddings interpolated (e.g. 336 for a "
+                             "224-pixel ViT-L/14) (default: the size it was trained at)")
 
 
 def print_notes(notes: list[str]) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import NtlbError
-from .common import add_command, add_model_arguments, load_adapter, print_notes, read_lines
+from .common import add_command, add_image_size_argument, add_model_arguments, load_adapter, print_notes, read_lines
 
 
 def _explainer(args: argparse.Namespace):
@@ -26,7 +26,7 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
     from ..tasks.explaining import explain_files
     from ..viz import words_terminal
 
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
     explainer = _explainer(args)
     data = explain_files(adapter, images, texts, explainer, args.out, args.batch_size)
     if not args.quiet:
@@ -59,7 +59,7 @@ def _explain_concepts(args: argparse.Namespace, classes: list[str]) -> int:
     concepts = read_lines(args.concepts, "concept")
     layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
     data = explain_concept_files(adapter, args.images, classes, concepts, args.out, k=args.k or 5,
                                  template=args.template or "a photo of a {}.", method=args.method,
                                  logit_mode=args.logit_mode, max_memory=args.max_memory, **layers)
@@ -84,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..tasks.explaining import compare_explainers
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
     data = compare_explainers(adapter, args.images, args.text, methods, args.out, args.logit_mode)
     for method, reason in data["skipped"].items():
         print(f"skipped {method}: {reason}")
@@ -160,6 +160,7 @@ def add_commands(commands) -> None:
                          help="with --concepts: prompt template of the classes and concepts (default: 'a photo of "
                               "a {}.')")
     add_model_arguments(explain)
+    add_image_size_argument(explain)
     add_explain_options(explain, default_out="out/explain")
     explain.set_defaults(run=cmd_explain)
 
@@ -171,6 +172,7 @@ def add_commands(commands) -> None:
     compare.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
     compare.add_argument("--out", default="out/compare", help="output folder")
     add_model_arguments(compare)
+    add_image_size_argument(compare)
     compare.set_defaults(run=cmd_compare)
 
     models = add_command(commands, "models", "list bundled models and the open_clip architectures ntlb explains")
@@ -180,7 +182,7 @@ def add_commands(commands) -> None:
                        "Render a two-object world scene and explain it with its captions and a wrong one.")
     demo.add_argument("--seed", type=int, default=7, help="scene seed")
     add_explain_options(demo, default_out="out/demo")
-    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu")
+    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu", image_size=None)
     add_dataset_command(commands)
     add_pair_command(commands)
 
@@ -193,7 +195,7 @@ def cmd_explain_pair(args: argparse.Namespace) -> int:
         if args.method != "occlusion":
             raise NtlbError("--window is an option of --method occlusion")
         options["window"] = args.window
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
     data = explain_pair_files(adapter, args.images[0], args.images[1:], args.method, args.out,
                               max_memory=args.max_memory, **options)
     for record in data["pairs"]:
@@ -218,6 +220,7 @@ def add_pair_command(commands) -> None:
     pair.add_argument("--max-memory", default=None, help="memory budget, e.g. 2GB (default: half the memory free)")
     pair.add_argument("--out", default="out/pairs", help="output folder (files of an earlier run there are replaced)")
     add_model_arguments(pair)
+    add_image_size_argument(pair)
     pair.set_defaults(run=cmd_explain_pair)
 
 
@@ -237,7 +240,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
     top = args.top_k if args.top_k is not None else (min(5, len(texts)) if args.classes or not args.text else None)
     settings = DatasetSettings(args.data, texts, template, top, args.method, args.start_layer_image,
                                args.start_layer_text, args.logit_mode, args.shard_size, args.model, args.pretrained)
-    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world))
+    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world), args.image_size)
     index = explain_dataset(adapter, settings, args.out, world, args.batch_size, args.workers, args.max_memory)
     if world.main:
         rate = index["images"] / max(index["seconds"], 1e-9)
@@ -274,5 +277,6 @@ def add_dataset_command(commands) -> None:
     dataset.add_argument("--max-memory", default=None,
                          help="memory budget of one batch, e.g. 6GB (default: half the memory available)")
     add_model_arguments(dataset)
+    add_image_size_argument(dataset)
     dataset.add_argument("--out", required=True, help="output folder (shards/, index.json, settings.json)")
     dataset.set_defaults(run=cmd_explain_dataset)

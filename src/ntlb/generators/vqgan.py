@@ -33,7 +33,7 @@ def _taming():
         from taming.modules.diffusionmodules.model import Decoder, Encoder
         from taming.modules.vqvae.quantize import VectorQuantizer
     except ImportError:
-        raise NtlbError("VQGAN generators need taming-transformers: pip install 'ntlb[vqgan]'") from None
+        raise NtlbError("VQGAN generators need taming-transformers: pip install taming-transformers pyyaml") from None
     return Encoder, Decoder, VectorQuantizer
 
 
@@ -45,7 +45,7 @@ def read_vqgan_config(path: str | Path) -> dict:
     try:
         import yaml
     except ImportError:
-        raise NtlbError("the vqgan generator needs taming-transformers and pyyaml: pip install 'ntlb[vqgan]'") from None
+        raise NtlbError("the vqgan generator needs pyyaml: pip install pyyaml") from None
     try:
         params = yaml.safe_load(path.read_text())["model"]["params"]
         return {"embed_dim": int(params["embed_dim"]), "n_embed": int(params["n_embed"]),

@@ -45,6 +45,32 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
 
 
+def interpolate_positions(positions: Tensor, grid: tuple[int, int], new_grid: tuple[int, int],
+                          antialias: bool = True) -> Tensor:
+    """CLS + patch position embeddings (1 + h*w, D) for another patch grid: bicubic over the grid, CLS kept, done on
+    the fly so the user's model is untouched. antialias=True is open_clip's `resize_pos_embed` of a checkpoint;
+    False is transformers' `interpolate_pos_encoding` (PyTorch's two bicubic kernels differ)."""
+    if tuple(grid) == tuple(new_grid):
+        return positions
+    width = positions.shape[-1]
+    patches = positions[1:].reshape(1, grid[0], grid[1], width).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=tuple(new_grid), mode="bicubic", antialias=antialias, align_corners=False)
+    return torch.cat([positions[:1], patches.permute(0, 2, 3, 1).reshape(-1, width)])
+
+
+def image_size_for(size: int | tuple[int, int], patch: tuple[int, int], tower: str) -> tuple[int, int]:
+    """The input size a ViT tower is run at instead of its training size; one-line errors for other towers and
+    sizes that are not whole patches."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tower != "ViT":
+        raise NtlbError(f"another input size needs a ViT image tower (its position embeddings are interpolated); "
+                        f"this one is {tower}: leave the size out")
+    if size[0] % patch[0] or size[1] % patch[1] or min(size) < max(patch):
+        raise NtlbError(f"image size {size} is not a whole number of {patch[0]}x{patch[1]} patches: use a multiple "
+                        f"of {patch[0]}")
+    return size
+
+
 class ClipAdapter(ABC):
     """A CLIP model seen the same way for open_clip and Hugging Face: towers, tokenizer, preprocessing."""
 

@@ -11,7 +11,7 @@ from open_clip.transform import image_transform
 from torch import Tensor, nn
 
 from ..errors import NtlbError
-from .adapter import ClipAdapter, PreprocessConfig
+from .adapter import ClipAdapter, PreprocessConfig, image_size_for, interpolate_positions
 from .blocks import BlockView, BlockWeights
 from .tokenizer import ClipTokenizer
 
@@ -35,21 +35,22 @@ def _block_view(layer: nn.Module) -> BlockView:
                      mlp=layer.mlp, heads=attn.num_heads, weights=weights)
 
 
-def _read_preprocess(directory: str | Path | None, size: int) -> PreprocessConfig:
+def _read_preprocess(directory: str | Path | None, size: tuple[int, int]) -> PreprocessConfig:
     mean, std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     path = Path(directory) / "preprocessor_config.json" if directory else None
     if path is not None and path.is_file():
         cfg = json.loads(path.read_text())
         mean = tuple(cfg.get("image_mean", mean))
         std = tuple(cfg.get("image_std", std))
-    return PreprocessConfig(size=(size, size), mean=tuple(mean), std=tuple(std))
+    return PreprocessConfig(size=tuple(size), mean=tuple(mean), std=tuple(std))
 
 
 class HFClipAdapter(ClipAdapter):
     """Wraps a transformers CLIPModel without changing it."""
 
     def __init__(self, model: nn.Module, name: str = "hf", tokenizer: ClipTokenizer | None = None,
-                 preprocess=None, directory: str | Path | None = None):
+                 preprocess=None, directory: str | Path | None = None,
+                 image_size: int | tuple[int, int] | None = None):
         self.model = model
         self.name = name
         self.vision = model.vision_model
@@ -64,8 +65,11 @@ class HFClipAdapter(ClipAdapter):
         self._image_blocks = [_block_view(layer) for layer in self.vision.encoder.layers]
         self._text_blocks = [_block_view(layer) for layer in self.text.encoder.layers]
         vc = config.vision_config
-        self._grid = (vc.image_size // vc.patch_size, vc.image_size // vc.patch_size)
-        self.preprocess_config = _read_preprocess(directory, vc.image_size)
+        self._trained_grid = (vc.image_size // vc.patch_size, vc.image_size // vc.patch_size)
+        size = (vc.image_size, vc.image_size) if image_size is None else \
+            image_size_for(image_size, (vc.patch_size, vc.patch_size), "ViT")
+        self._grid = (size[0] // vc.patch_size, size[1] // vc.patch_size)
+        self.preprocess_config = _read_preprocess(directory, size)
         c = self.preprocess_config
         self.preprocess = preprocess or image_transform(c.size, is_train=False, mean=c.mean, std=c.std)
 
@@ -90,7 +94,9 @@ class HFClipAdapter(ClipAdapter):
         emb = self.vision.embeddings
         x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
         cls = emb.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + emb.position_embedding.weight.to(x.dtype)
+        positions = interpolate_positions(emb.position_embedding.weight, self._trained_grid, self._grid,
+                                          antialias=False)  # as transformers' interpolate_pos_encoding
+        x = torch.cat([cls, x], dim=1) + positions.to(x.dtype)
         return self.vision.pre_layrnorm(x)
 
     def pool_image(self, tokens: Tensor) -> Tensor:

@@ -224,6 +224,7 @@ def load_model(
     pretrained: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> ClipAdapter:
     """Load a CLIP for explaining: frozen, in eval mode, on `device`.
 
@@ -231,6 +232,8 @@ def load_model(
     open_clip model-config JSON, or "hf:<directory>" of a saved transformers CLIPModel.
     pretrained: an open_clip tag or a checkpoint path (.pt/.safetensors); None gives random weights, except for
     bundled models, which bring their own. The adapter records both (`adapter.name`, `adapter.pretrained`).
+    image_size: run a ViT at another input size than it was trained at (position embeddings interpolated on the
+    fly; the model is not changed).
     """
     device = resolve_device(device)
     name = name or DEFAULT_MODEL
@@ -239,7 +242,7 @@ def load_model(
     if name.startswith("hf:"):
         directory = name[3:]
         model = _load_hf(directory)
-        adapter: ClipAdapter = wrap(model, directory=directory)
+        adapter: ClipAdapter = wrap(model, directory=directory, image_size=image_size)
     else:
         if name in bundled:
             entry = bundled[name]
@@ -248,7 +251,7 @@ def load_model(
             model, random_weights = _load_open_clip(str(entry["config"]), pretrained)
         else:
             model, random_weights = _load_open_clip(name, pretrained)
-        adapter = wrap(model)
+        adapter = wrap(model, image_size=image_size)
     adapter.name, adapter.pretrained = name, pretrained
     model.requires_grad_(False)
     model.to(device=device, dtype=dtype)
@@ -264,8 +267,10 @@ def wrap(
     tokenizer: ClipTokenizer | SimpleTokenizer | None = None,
     preprocess: Any = None,
     directory: str | Path | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> ClipAdapter:
-    """An adapter around an open_clip CLIP or a transformers CLIPModel you already hold (not modified)."""
+    """An adapter around an open_clip CLIP or a transformers CLIPModel you already hold (not modified); with
+    `image_size`, a ViT runs at that input size (position embeddings interpolated on the fly)."""
     if isinstance(model, ClipAdapter):
         return model
     if isinstance(tokenizer, SimpleTokenizer):
@@ -274,9 +279,10 @@ def wrap(
     if hasattr(model, "vision_model") and hasattr(model, "text_model"):
         from .hf_adapter import HFClipAdapter
 
-        adapter: ClipAdapter = HFClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, directory=directory)
+        adapter: ClipAdapter = HFClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, directory=directory,
+                                             image_size=image_size)
     elif hasattr(model, "visual") and hasattr(model, "encode_text"):
-        adapter = OpenClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess)
+        adapter = OpenClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, image_size=image_size)
     else:
         raise NtlbError(
             f"cannot wrap {type(model).__name__}: pass an open_clip CLIP or a transformers CLIPModel"

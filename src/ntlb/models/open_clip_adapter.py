@@ -9,7 +9,7 @@ from open_clip.transform import image_transform
 from torch import Tensor, nn
 
 from ..errors import NtlbError
-from .adapter import ClipAdapter, PreprocessConfig
+from .adapter import ClipAdapter, PreprocessConfig, image_size_for, interpolate_positions
 from .blocks import BlockView, BlockWeights
 from .tokenizer import ClipTokenizer
 
@@ -59,11 +59,15 @@ def _project(x: Tensor, projection: nn.Module | Tensor | None) -> Tensor:
     return x @ projection
 
 
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 class OpenClipAdapter(ClipAdapter):
     """Wraps an open_clip model without changing it."""
 
     def __init__(self, model: nn.Module, name: str = "open_clip", tokenizer: ClipTokenizer | None = None,
-                 preprocess=None):
+                 preprocess=None, image_size: int | tuple[int, int] | None = None):
         self.model = model
         self.name = name
         self.visual = model.visual
@@ -100,6 +104,8 @@ class OpenClipAdapter(ClipAdapter):
         cfg = dict(getattr(self.visual, "preprocess_cfg", {}) or {})
         size = self.visual.image_size
         size = (size, size) if isinstance(size, int) else tuple(size)
+        if image_size is not None:  # a ViT run at another resolution: position embeddings interpolated on the fly
+            size = image_size_for(image_size, _pair(self.visual.conv1.kernel_size), self.image_tower)
         self.preprocess_config = PreprocessConfig(
             size=size,
             mean=tuple(cfg.get("mean", OPENAI_DATASET_MEAN)),
@@ -124,9 +130,10 @@ class OpenClipAdapter(ClipAdapter):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        if self._is_vit:
-            return tuple(self.visual.grid_size)
         h, w = self.preprocess_config.size
+        if self._is_vit:
+            patch = _pair(self.visual.conv1.kernel_size)
+            return (h // patch[0], w // patch[1])
         return (h // 32, w // 32)
 
     def embed_image(self, pixels: Tensor) -> Tensor:
@@ -138,7 +145,8 @@ class OpenClipAdapter(ClipAdapter):
             )
         x = v.conv1(pixels).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        positions = interpolate_positions(v.positional_embedding, _pair(v.grid_size), self.grid_size)
+        x = torch.cat([cls, x], dim=1) + positions.to(x.dtype)
         return v.ln_pre(x)
 
     def pool_image(self, tokens: Tensor) -> Tensor:
