@@ -151,14 +151,15 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     first = metrics["objects"][0]
     assert metrics["method"] == "ntlb" and metrics["explainer"] == "chefer2021"
-    assert first["f1"] == pytest.approx(2 * first["precision"] * first["recall"]
-                                        / (first["precision"] + first["recall"]))
+    both = first["precision"] + first["recall"]
+    assert first["f1"] == pytest.approx(2 * first["precision"] * first["recall"] / both if both else 0.0)
+    assert metrics["generator"] == "world-vqgan"  # the default for 64-pixel layouts with the bundled model
     assert (out / "maps.png").is_file() and (out / "image.png").is_file()
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out
     world = tmp_path / "world"  # a world layout: the world's detector runs, and AP / AR come with the table
     assert main(["layout", "generate", "--world-seed", "3", "--method", "masked", "--steps", "2", "--views", "2",
-                 "--decay", "1.5", "--out", str(world)]) == 0
+                 "--generator", "pixels", "--decay", "1.5", "--out", str(world)]) == 0
     data = json.loads((world / "metrics.json").read_text())
     assert data["detector"] == "world" and isinstance(data["detections"], list) and data["decay"] == 1.5
     from ntlb.metrics.detection import detection_scores

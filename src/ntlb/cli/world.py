@@ -40,7 +40,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
     config = VQGANTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, n_embed=args.codes,
                               object_weight=args.object_weight, adversarial_weight=args.adversarial_weight,
-                              adversarial_start=args.adversarial_start)
+                              adversarial_start=args.adversarial_start, warmup=args.warmup, init=args.init)
     checkpoint = train_world_vqgan(args.out, config, device=args.device, max_minutes=args.max_minutes,
                                    checkpoint_every=args.checkpoint_every)
     yaml, weights = export_world_vqgan(checkpoint, args.out)
@@ -105,6 +105,10 @@ def add_commands(commands) -> None:
     generator.add_argument("--adversarial-weight", type=float, default=0.0,
                            help="weight of the PatchGAN generator loss (0: none)")
     generator.add_argument("--adversarial-start", type=int, default=0, help="step from which the PatchGAN trains")
+    generator.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
+    generator.add_argument("--init", default=None,
+                           help="start from these weights (a run's checkpoint.pt or its .safetensors) on a fresh "
+                                "schedule (default: a random initialisation)")
     generator.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
     generator.add_argument("--max-minutes", type=float, default=None,
                            help="stop (resumably) after this long (default: no limit)")

@@ -17,10 +17,14 @@ class ModuleGenerator(nn.Module):
 
     def __init__(self, module: nn.Module, latent: Tensor, signed: bool = False, encoder: nn.Module | None = None):
         super().__init__()
-        self.module = module.requires_grad_(False).eval()
-        self.encoder = None if encoder is None else encoder.requires_grad_(False).eval()
+        for parameter in [*module.parameters(), *(encoder.parameters() if encoder is not None else [])]:
+            parameter.requires_grad_(False)  # parameter by parameter: TorchScript modules have no requires_grad_
+        self.module = module.eval()
+        self.encoder = None if encoder is None else encoder.eval()
         self.latent = nn.Parameter(latent.clone())
         self.signed = signed
+        with torch.no_grad():
+            self.size = tuple(self.image_of(self.latent).shape[-2:])  # (H, W) of its images
 
     def image_of(self, latent: Tensor) -> Tensor:
         """Images (N, 3, H, W) in [0, 1] of latents (N, ...)."""

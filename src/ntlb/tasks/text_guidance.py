@@ -3,6 +3,8 @@ text-to-image guidance (the supplementary's compound nouns, FuseDream's explaina
 
 Editing is StyleCLIP's latent optimisation started from the picture's latent, plus -lambda x the mean relevance of
 the semantic words: `L = (1 - CLIP(G(z), t) / 100) + l2 ||z - z0||^2 + id (1 - identity) - lambda mean_s R(s)`.
+StyleCLIP divides the scaled score by 100 because OpenAI's CLIP has logit scale 100, so the term is 1 - cos; ntlb
+divides by the model's own logit scale, so the term is 1 - cos for every CLIP (the bundled world model's is ~25).
 The automatic lambda (the paper's rule) runs lambda = 0, 0.5, ..., 3.5 and keeps the result CLIP scores highest;
 the runs are independent, so they go as one optimisation over a batch of latents (one image encoding and one
 explainer call per step for all of them). The word term needs only the image's features (text attention does not
@@ -193,7 +195,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         clip = explanation.logits[:, 0]
         score = semantic_word_scores(explanation, masks, config.word_score)[:, 0]
-        total = (1 - clip / 100) - lambdas * score
+        total = (1 - clip / adapter.logit_scale) - lambdas * score  # 1 - cos, StyleCLIP's 1 - CLIP / 100
         total = total + config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
         if config.identity_weight:
             similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \

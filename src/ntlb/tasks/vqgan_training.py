@@ -47,6 +47,7 @@ class VQGANTrainConfig:
     adversarial_weight: float = 0.0
     adversarial_start: int = 0
     restart_every: int = 200
+    init: str | None = None  # weights (a checkpoint.pt of this trainer, or exported .safetensors) to start from
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "size", "ch", "n_embed", "restart_every"):
@@ -114,7 +115,14 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
     (s+1)*batch-1 of the clip-train seed space, so a resumed run continues exactly where it stopped."""
     out = Path(out)
     torch.manual_seed(0)
-    model = VQGAN(config.params(), beta=config.beta).to(device).train()
+    model = VQGAN(config.params(), beta=config.beta)
+    if config.init is not None:  # continue an earlier model on a fresh schedule
+        from ..models.loading import read_state_dict
+
+        start = read_checkpoint(config.init, KIND)["model"] if str(config.init).endswith(".pt") else \
+            read_state_dict(config.init)
+        model.load_state_dict({k: v.float() for k, v in start.items()})
+    model = model.to(device).train()
     discriminator = _discriminator().to(device).train() if config.adversarial_weight > 0 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
     d_optimizer = (torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.9))
@@ -189,7 +197,7 @@ def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "
     from ..generators.vqgan import load_vqgan
 
     state = read_checkpoint(checkpoint, KIND)
-    settings = VQGANTrainConfig(**state["settings"])
+    settings = VQGANTrainConfig(**state["settings"])  # the architecture of the run
     folder = Path(folder)
     config = write_text_atomic(folder / f"{name}.yaml", vqgan_config_text(settings.params()))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
