@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import NtlbError
 from ..explain import available, create
 from ..models.adapter import ClipAdapter
-from ..tasks.layout_generation import default_generator
+from ..tasks.latent_optimisation import default_generator, generator_for
 from ..world import describe, random_scene, render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app runs offline
@@ -153,10 +153,7 @@ class Pages:
 
     def _generator(self, seed: int):
         """The model's default generator (world-vqgan for the bundled world model) at its size."""
-        from ..generators import create_generator
-
-        size = (64, 64) if self.adapter.name == "ntlb-world" else self.adapter.preprocess_config.size
-        return create_generator(default_generator(self.adapter, size), size, seed=seed).to(self.adapter.device)
+        return generator_for(self.adapter, seed=seed)[1]
 
     def edit(self, image, text: str, words: str, expl_weight: str, steps: float, seed: float):
         """Text-guided editing: the edited picture, the comparison (input, lambda = 0, ntlb) and the metrics."""

@@ -18,14 +18,11 @@ DEFAULT_GENERATOR = "default: world-vqgan with the bundled world model, else pix
 
 
 def _generator(args: argparse.Namespace, adapter):
-    from ..generators import create_generator
-    from ..tasks.layout_generation import default_generator
+    from ..tasks.latent_optimisation import generator_for
 
-    size = (args.size, args.size) if args.size else (64, 64) if adapter.name == "ntlb-world" else \
-        adapter.preprocess_config.size
-    name = args.generator or default_generator(adapter, size)
-    module = create_generator(name, size, seed=args.seed, **generator_options(args, name))
-    return name, module.to(adapter.device)
+    size = (args.size, args.size) if args.size else None
+    return generator_for(adapter, args.generator, size, args.seed,
+                         **(generator_options(args, args.generator) if args.generator else {}))
 
 
 def _lambda(value: str) -> float | None:

@@ -32,7 +32,8 @@ def _layout(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..io import load_image
     from ..tasks.explaining import model_notes
-    from ..tasks.layout_generation import LayoutConfig, default_generator, run_layout
+    from ..tasks.latent_optimisation import default_generator
+    from ..tasks.layout_generation import LayoutConfig, run_layout
 
     layout = _layout(args)
     config = LayoutConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,

@@ -18,6 +18,27 @@ from ..training import TrainingRun
 Loss = Callable[[Tensor, int], tuple[Tensor, dict]]
 
 
+def default_generator(adapter, size: tuple[int, int]) -> str:
+    """world-vqgan for the bundled world model at 64 pixels (the world's own generator), else pixels."""
+    from ..models.loading import DEFAULT_MODEL
+
+    bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
+    return "world-vqgan" if bundled and tuple(size) == (64, 64) else "pixels"
+
+
+def generator_for(adapter, name: str | None = None, size: tuple[int, int] | None = None, seed: int = 0,
+                  **options) -> tuple[str, nn.Module]:
+    """(name, generator) on the model's device: `name` (default: `default_generator`) at `size` (default: 64 x 64
+    with the bundled world model, else the model's input size) -- what the editing, generation and blending
+    commands and the app build."""
+    from ..generators import create_generator
+    from ..models.loading import DEFAULT_MODEL
+
+    size = tuple(size) if size else (64, 64) if adapter.name == DEFAULT_MODEL else tuple(adapter.preprocess_config.size)
+    name = name or default_generator(adapter, size)
+    return name, create_generator(name, size, seed=seed, **options).to(adapter.device)
+
+
 def to_picture(images: Tensor) -> Image.Image:
     """Images (N, 3, H, W) in [0, 1] as one PIL picture, side by side."""
     row = torch.cat(list(images.detach().clamp(0, 1)), dim=-1)

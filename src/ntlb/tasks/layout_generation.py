@@ -156,14 +156,6 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     return result
 
 
-def default_generator(adapter: ClipAdapter, size: tuple[int, int]) -> str:
-    """world-vqgan for the bundled world model at 64 pixels (the world's own generator), else pixels."""
-    from ..models.loading import DEFAULT_MODEL
-
-    bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
-    return "world-vqgan" if bundled and tuple(size) == (64, 64) else "pixels"
-
-
 def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: LayoutConfig,
                generator: str = "pixels", generator_options: dict | None = None, detector: str | None = None,
                detector_options: dict | None = None, progress: bool = True, init_image=None) -> dict:
