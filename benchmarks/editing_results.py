@@ -45,6 +45,11 @@ SIZE = 64
 LARGE_SIDE = 21  # boxes of large objects are 24-32 px, of small ones 13-18 px at 64 px
 
 
+def _a(words: str) -> str:
+    """'a red circle', 'an orange circle'."""
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
 def edit_case(family: str, index: int) -> dict:
     """A held-out scene, the text that edits it, what must be found, and the object the text edits."""
     rng = np.random.default_rng(7_000_000 + 1000 * FAMILIES.index(family) + index)
@@ -57,9 +62,9 @@ def edit_case(family: str, index: int) -> dict:
     first = SceneObject(s, c, size, 0.3 if family == "two objects" else 0.5, 0.5, radius, float(rng.uniform(-.3, .3)))
     objects = [first]
     if family == "colour":
-        text, want = f"a {other_c} {s}", [(f"{other_c} {s}", None)]
+        text, want = _a(f"{other_c} {s}"), [(f"{other_c} {s}", None)]
     elif family == "shape":
-        text, want = f"a {c} {other_s}", [(f"{c} {other_s}", None)]
+        text, want = _a(f"{c} {other_s}"), [(f"{c} {other_s}", None)]
     elif family == "two attributes":
         text, want = f"a large {other_c} {s}", [(f"{other_c} {s}", "large")]
     else:
@@ -67,7 +72,8 @@ def edit_case(family: str, index: int) -> dict:
         new_c = [x for x in colours if x not in (c, second_c)][rng.integers(6)]
         second = SceneObject(other_s, second_c, "large", 0.72, 0.5, 0.19, float(rng.uniform(-.3, .3)))
         objects.append(second)
-        text, want = f"a {c} {s} and a {new_c} {other_s}", [(f"{c} {s}", None), (f"{new_c} {other_s}", None)]
+        text = f"{_a(f'{c} {s}')} and {_a(f'{new_c} {other_s}')}"
+        want = [(f"{c} {s}", None), (f"{new_c} {other_s}", None)]
     edited = len(objects) - 1
     return {"scene": Scene(objects, seed=2 * 10**8 + 90_000 + 1000 * FAMILIES.index(family) + index), "text": text,
             "want": want, "edited": edited, "family": family}
@@ -208,7 +214,7 @@ def prompts(count: int) -> list[tuple[str, list[str]]]:
     while len(out) < count:
         c = rng.choice(list(COLOURS), 2, replace=False)
         s = rng.choice(list(SHAPES), 2, replace=False)
-        out.append((f"a {c[0]} {s[0]} and a {c[1]} {s[1]}", [f"{c[0]} {s[0]}", f"{c[1]} {s[1]}"]))
+        out.append((f"{_a(f'{c[0]} {s[0]}')} and {_a(f'{c[1]} {s[1]}')}", [f"{c[0]} {s[0]}", f"{c[1]} {s[1]}"]))
     return out
 
 

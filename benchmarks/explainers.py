@@ -17,7 +17,13 @@ from pathlib import Path
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.tasks.explainer_benchmark import benchmark_explainers, comparison_figure, time_explainers
+from ntlb.tasks.explainer_benchmark import (
+    SETTING_TITLES,
+    benchmark_explainers,
+    comparison_figure,
+    markdown_table,
+    time_explainers,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -42,7 +48,8 @@ def main() -> None:
     results["seconds_per_pair_224px"] = speed
     results["device"] = args.device
     write_json_atomic(Path(args.out) / "results-explainers.json", results)
-    print(results["tables"])
+    for setting, title in SETTING_TITLES.items():
+        print(f"\n### {title}\n\n{markdown_table(results, setting)}")
     print("\n### time per image-text pair at 224 px (1 image x 8 texts, random weights)\n")
     print("| explainer | " + " | ".join(f"{n} ms | x chefer2021" for n in speed) + " |")
     print("|---|" + "---:|---:|" * len(speed))
