@@ -66,3 +66,42 @@ def test_hugging_face_clip_at_another_resolution_and_with_sdpa(hf_dir):
         theirs = getattr(theirs, "pooler_output", theirs)  # transformers 5 returns the output object, projected
     assert relative_error(ours, theirs) <= 1e-10
     assert ntlb.explain(bigger, large, TEXTS).image.shape == (1, 2, 6, 6)
+
+
+def _timm_config(folder, name: str):
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 64, "vision_cfg": {"timm_model_name": name, "timm_model_pretrained": False, "timm_pool": "token",
+                                        "timm_proj": "linear", "image_size": 224},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}))
+    return path
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "eva02_tiny_patch14_224"])
+def test_timm_transformer_towers_are_read_through_timms_blocks(tmp_path, name):
+    """timm ViT and EVA02 (rotary embeddings) towers in open_clip, saved and loaded back through ntlb's loader:
+    features equal the model's own, chefer2021 equals the pair-by-pair reference, explainers that cannot read the
+    tower say so in one line."""
+    from safetensors.torch import save_file
+
+    config = _timm_config(tmp_path, name)
+    with pytest.warns(UserWarning):
+        first = ntlb.load_model(str(config))
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in first.model.state_dict().items()}, str(weights))
+    adapter = ntlb.load_model(str(config), pretrained=str(weights), dtype=torch.float64)
+    assert adapter.has_patch_attention and adapter.image_tower.startswith("timm ")
+    pixels = torch.randn(1, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert relative_error(adapter.encode_image(pixels).features, adapter.model.encode_image(pixels)) <= 1e-10
+    explanation = ntlb.explain(adapter, pixels, TEXTS[:1])
+    slow_image, slow_text, _ = reference_relevance(adapter, pixels, adapter.tokenizer(TEXTS[:1]))
+    assert explanation.image.shape[-2:] == adapter.grid_size
+    assert relative_error(explanation.image.flatten(-2), slow_image) <= 1e-5
+    assert relative_error(explanation.text, slow_text[..., : explanation.text.shape[-1]]) <= 1e-5
+    with pytest.raises(NtlbError, match="lrp needs"):
+        ntlb.explain(adapter, pixels, TEXTS[:1], method="lrp")
+    from ntlb.models.support import support_of_config
+
+    support = support_of_config(json.loads(config.read_text()))
+    assert support.works and "every explainer but lrp" in support.what

@@ -60,7 +60,8 @@ class Decomposition(Explainer):
     gives_text_relevance = False
 
     def check(self, adapter: ClipAdapter) -> None:
-        if not adapter.has_patch_attention or adapter.image_head() is None:
+        if not adapter.has_patch_attention or adapter.image_head() is None or \
+                not all(hasattr(block.out, "weight") for block in adapter.image_blocks):
             raise NtlbError(NEEDS)
 
     def keep_from(self, adapter: ClipAdapter, tower: str) -> int | None:

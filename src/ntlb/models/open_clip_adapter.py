@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import NtlbError
 from .adapter import ClipAdapter, PreprocessConfig, image_size_for, interpolate_positions
 from .blocks import BlockView, BlockWeights
+from .timm_towers import TimmTower, is_timm_transformer
 from .tokenizer import ClipTokenizer
 
 
@@ -89,9 +90,11 @@ class OpenClipAdapter(ClipAdapter):
         self._is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
         if self._is_vit and getattr(self.visual, "attn_pool", None) is not None:
             raise NtlbError("image towers with an attentional pooler (CoCa) are not supported: use a CLIP model")
-        self._image_blocks = (
-            [_block_view(b) for b in self.visual.transformer.resblocks] if self._is_vit else []
-        )
+        self._timm = TimmTower(self.visual) if is_timm_transformer(self.visual) else None
+        if self._is_vit:
+            self._image_blocks = [_block_view(b) for b in self.visual.transformer.resblocks]
+        else:
+            self._image_blocks = self._timm.blocks if self._timm is not None else []
         self._text_blocks = [_block_view(b) for b in self.text.transformer.resblocks]
         context = int(getattr(self.text, "context_length", 77))
         self.tokenizer = tokenizer or ClipTokenizer(context_length=context)
@@ -122,7 +125,7 @@ class OpenClipAdapter(ClipAdapter):
     # image tower
     @property
     def has_patch_attention(self) -> bool:
-        return self._is_vit
+        return self._is_vit or self._timm is not None
 
     @property
     def image_blocks(self) -> list[BlockView]:
@@ -131,6 +134,8 @@ class OpenClipAdapter(ClipAdapter):
     @property
     def grid_size(self) -> tuple[int, int]:
         h, w = self.preprocess_config.size
+        if self._timm is not None:
+            return self._timm.grid
         if self._is_vit:
             patch = _pair(self.visual.conv1.kernel_size)
             return (h // patch[0], w // patch[1])
@@ -143,6 +148,8 @@ class OpenClipAdapter(ClipAdapter):
                 f"images are {tuple(pixels.shape[-2:])} but the model takes {self.preprocess_config.size}: "
                 "pass PIL images or paths and ntlb preprocesses them"
             )
+        if self._timm is not None:
+            return self._timm.embed(pixels)
         x = v.conv1(pixels).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         positions = interpolate_positions(v.positional_embedding, _pair(v.grid_size), self.grid_size)
@@ -150,6 +157,8 @@ class OpenClipAdapter(ClipAdapter):
         return v.ln_pre(x)
 
     def pool_image(self, tokens: Tensor) -> Tensor:
+        if self._timm is not None:
+            return self._timm.pool(tokens)
         v = self.visual
         pool = (lambda t: t[:, 1:].mean(dim=1)) if v.pool_type == "avg" else (lambda t: t[:, 0])
         if getattr(v, "final_ln_after_pool", False):
@@ -159,9 +168,13 @@ class OpenClipAdapter(ClipAdapter):
         return _project(pooled, v.proj)
 
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
+        if self._timm is not None:
+            return self._timm.project_tokens(tokens)
         return _project(self.visual.ln_post(tokens), self.visual.proj)
 
     def image_head(self):
+        if self._timm is not None:
+            return self._timm.head()
         v = self.visual
         if not self._is_vit or v.pool_type != "tok" or getattr(v, "final_ln_after_pool", False):
             return None
@@ -171,7 +184,7 @@ class OpenClipAdapter(ClipAdapter):
         if tower == "text":
             embedding = self.text.token_embedding.weight
             return self.text.ln_final, _projection_weight(self.text.text_projection, embedding.shape[-1], embedding)
-        if self.image_head() is None:
+        if self.image_head() is None or self._timm is not None:  # LRP's rules: open_clip's own ViT blocks only
             return None
         v = self.visual
         return v.ln_post, _projection_weight(v.proj, v.class_embedding.shape[-1], v.class_embedding)
@@ -180,7 +193,7 @@ class OpenClipAdapter(ClipAdapter):
         return self.visual(pixels)
 
     def last_conv_stage(self) -> nn.Module | None:
-        if self._is_vit:
+        if self._is_vit or self._timm is not None:
             return None
         if hasattr(self.visual, "layer4"):  # open_clip's ModifiedResNet
             return self.visual.layer4

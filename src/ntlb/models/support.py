@@ -9,8 +9,10 @@ CLIP_VOCABULARY = 49408
 CONV_TRUNKS = ("convnext",)
 
 ALL = "every explainer"
+TIMM_VIT = "every explainer but lrp (timm ViT / EVA blocks; decomposition where attention has no inner norm)"
 CONV = "text relevance with every explainer; image maps with gradcam"
 TEXT_ONLY = "text relevance only (image maps for this timm tower: not yet)"
+TIMM_TRANSFORMERS = ("vit_", "eva")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ def support_of_config(config: dict) -> Support:
             return Support(False, f"not supported yet: {reason}", family)
     if family == "ViT":
         return Support(True, ALL, family)
+    if str(timm_name).startswith(TIMM_TRANSFORMERS) and vision.get("timm_pool", "avg") == "token":
+        return Support(True, TIMM_VIT, family)
     if family == "ResNet" or str(timm_name).startswith(CONV_TRUNKS):
         return Support(True, CONV, family)
     return Support(True, TEXT_ONLY, family)
