@@ -12,7 +12,9 @@ circle" for a small red one), one object of a two-object scene ("a red circle an
 circle and a blue square). Quality: the world's exact detector finds the requested object(s) (colour and shape;
 size from the box where named). Identity: what the text does not ask to change is kept (the edited object's box
 IoU >= 0.5 with its original, or its centre within 6 px when the size changes; the other object still found in
-place), and the mean pixel change outside the edited object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the
+place; counted only where the requested object is found), the share where the edited object is still found as
+it was (old colour and shape, box IoU >= 0.5: the edit did not take), and the mean pixel change outside the edited
+object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the
 automatic lambda, ntlb lambda = 1, and the subset where the automatic rule picked lambda != 0 (as the paper
 reports), all read from the same sweep.
 
@@ -22,7 +24,8 @@ relevance. Essence transfer (`blend`): a target's colour onto sources of other s
 sees the target's colour with the source's shape.
 
 Runs go through worker processes (one thread each) and are cached per folder under --cache. Writes
-docs/results-editing.json and docs/results-editing-examples.png and prints markdown tables.
+docs/results-editing.json, docs/results-editing-examples.png, docs/results-generation-examples.png and
+docs/results-blend-examples.png, and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -147,11 +150,15 @@ def score_edit(case: dict, image, original, masks) -> dict:
             kept &= bool(near)
         else:
             kept &= any(box_iou(d.box, original_box) >= 0.5 for d in hits)
+    scene_object = case["scene"].objects[case["edited"]]
+    before = f"{scene_object.colour} {scene_object.shape}"
+    unchanged = any(d.label == before and box_iou(d.box, edited_box) >= 0.5 for d in found)
     outside = np.ones((SIZE, SIZE), dtype=bool)
     x0, y0, x1, y1 = edited_box
     outside[y0:y1, x0:x1] = False
     change = float((image - original).abs().mean(dim=0).numpy()[outside].mean())
-    return {"quality": bool(ok), "identity": bool(kept and ok), "kept": bool(kept), "outside_change": change}
+    return {"quality": bool(ok), "identity": bool(kept and ok), "kept": bool(kept), "unchanged": bool(unchanged),
+            "outside_change": change}
 
 
 def edit_table(cases: dict, steps: int, cache: Path) -> tuple[dict, dict]:
@@ -188,7 +195,7 @@ def _summary(records: list[dict], pick) -> dict:
         chosen = [r["scores"][r["lambdas"].index(pick(r))] for r in records if r["family"] == family]
         out[family] = {"n": len(chosen),
                        **{key: float(np.mean([c[key] for c in chosen])) if chosen else float("nan")
-                          for key in ("quality", "identity", "outside_change")}}
+                          for key in ("quality", "identity", "unchanged", "outside_change")}}
     return out
 
 
@@ -323,6 +330,59 @@ def examples_figure(cases: dict, path: Path) -> None:
     save_figure_atomic(fig, path)
 
 
+def _figure_grid(rows: list[list[tuple]], path: Path, width: float = 2.3) -> None:
+    """Rows of (picture (H, W, 3), title) panels, saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(width * columns, 2.4 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(columns):
+            axes[r][c].axis("off")
+            if c < len(row):
+                axes[r][c].imshow(row[c][0])
+                axes[r][c].set_title(row[c][1], fontsize=7)
+    save_figure_atomic(fig, path)
+
+
+def generation_figure(runs: dict, path: Path, count: int = 4) -> None:
+    """Multi-word generation: per prompt (seed 0) CLIP alone beside ntlb, with what the detector found."""
+    from PIL import Image
+
+    from ntlb.world.detector import WorldDetector
+
+    rows = []
+    texts = list(dict.fromkeys(text for (_, text, _, seed) in runs if seed == min(s for *_, s in runs)))[:count]
+    for text in texts:
+        row = []
+        for method in ("clip", "ntlb"):
+            folder = next(f for (m, t, _, s), f in runs.items() if m == method and t == text)
+            image = np.asarray(Image.open(folder / "image.png"))
+            detections = WorldDetector()(image.astype(np.float32))
+            labels = next(lab for (m, t, lab, _), _f in runs.items() if m == method and t == text)
+            both = all(label in {d.label for d in detections} for label in labels)
+            row.append((image, f"{method}: '{text}'\nboth found: {'yes' if both else 'no'} "
+                               f"({len(detections)} detections)"))
+        rows.append(row)
+    _figure_grid(rows, path, width=3.2)
+
+
+def blend_figure(cases: list[tuple], folders: list[Path], path: Path, count: int = 2) -> None:
+    """Essence transfer: the target, then each source above its transferred image."""
+    from ntlb.world.scene import render
+
+    rows = []
+    for (target, sources), folder in list(zip(cases, folders))[:count]:
+        images = _final_images(folder)
+        rows.append([(render(target, SIZE)[0], "target")] + [(render(s, SIZE)[0], "source") for s in sources])
+        rows.append([(np.ones((SIZE, SIZE, 3)), "")] +
+                    [(image.permute(1, 2, 0).numpy(), "transferred") for image in images])
+    _figure_grid(rows, path)
+
+
 def _pool(function, jobs: list, workers: int, desc: str) -> None:
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for _ in tqdm(pool.imap_unordered(function, jobs), total=len(jobs), desc=desc, unit="run"):
@@ -354,10 +414,11 @@ def main() -> None:
         results["editing"] = rows
         results["editing_runs"] = details
         examples_figure(cases, ROOT / "docs" / "results-editing-examples.png")
-        print("\n### editing: quality / identity / mean pixel change outside the edited box\n")
+        print("\n### editing: quality / identity / edited object unchanged / mean pixel change outside its box\n")
         print("| row | " + " | ".join(FAMILIES) + " |\n|---|" + "---|" * len(FAMILIES))
         for row, families in rows.items():
-            cells = [f"{100 * v['quality']:.0f} / {100 * v['identity']:.0f} / {v['outside_change']:.3f} (n {v['n']})"
+            cells = [f"{100 * v['quality']:.0f} / {100 * v['identity']:.0f} / {100 * v['unchanged']:.0f} / "
+                     f"{v['outside_change']:.3f} (n {v['n']})"
                      for v in families.values()]
             print(f"| {row} | " + " | ".join(cells) + " |")
     if "generate" in args.parts:
@@ -366,6 +427,7 @@ def main() -> None:
                 for method in ("clip", "ntlb")}
         _pool(_generate, [(m, t, s, args.steps, str(f)) for (m, t, _, s), f in runs.items()], args.jobs, "generations")
         results["generation"] = generation_table(runs)
+        generation_figure(runs, ROOT / "docs" / "results-generation-examples.png")
         print("\n### multi-word generation\n")
         print(json.dumps(results["generation"], indent=1))
     if "blend" in args.parts:
@@ -373,6 +435,7 @@ def main() -> None:
         folders = [cache / "blend" / f"target{i}" for i in range(len(cases))]
         _pool(_blend, [(t, s, args.steps, str(f)) for (t, s), f in zip(cases, folders)], args.jobs, "transfers")
         results["blend"] = blend_table(cases, folders)
+        blend_figure(cases, folders, ROOT / "docs" / "results-blend-examples.png")
         print("\n### essence transfer\n")
         print(json.dumps(results["blend"], indent=1))
     write_json_atomic(args.out, results)
