@@ -108,3 +108,20 @@ def test_bundled_world_vqgan_gradients_reach_the_latent_only(world_vqgan_image):
     assert random_start.latent.grad is not None and random_start.latent.grad.abs().sum() > 0
     assert [name for name, p in random_start.named_parameters() if p.requires_grad] == ["latent"]
     assert np.isfinite(random_start.latent.grad.numpy()).all()
+
+
+def test_init_starts_from_the_given_weights(tmp_path):
+    """--init: a run's checkpoint (or its fp16 export) is where the next run starts, not a random model."""
+    base = {**TINY, "adversarial_weight": 0.0, "restart_every": 1000}
+    moved = VQGANTrainConfig(**{**base, "lr": 3e-2})  # far enough from the random start to tell them apart
+    first = torch.load(train_world_vqgan(tmp_path / "a", moved, progress=False), weights_only=False)
+    fresh = torch.load(train_world_vqgan(tmp_path / "fresh", VQGANTrainConfig(**{**base, "steps": 1, "lr": 1e-12}),
+                                         progress=False), weights_only=False)
+    _, weights = export_world_vqgan(tmp_path / "a" / "checkpoint.pt", tmp_path / "export")
+    for source, tolerance in ((tmp_path / "a" / "checkpoint.pt", 1e-6), (weights, 2e-3)):
+        config = VQGANTrainConfig(**{**base, "steps": 1, "lr": 1e-12, "init": str(source)})
+        started = torch.load(train_world_vqgan(tmp_path / f"from-{source.suffix[1:]}", config, progress=False),
+                             weights_only=False)
+        key = "encoder.conv_in.weight"
+        assert torch.allclose(started["model"][key], first["model"][key], atol=tolerance)
+        assert not torch.allclose(fresh["model"][key], first["model"][key], atol=tolerance)
