@@ -231,15 +231,21 @@ def _umask() -> int:
     return mask
 
 
-def test_large_runs_get_paged_grids(tmp_path, capsys):
-    texts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink", "cyan", "orange", "purple", "yellow", "grey")
-             for s in ("circle", "star", "square", "cross")]  # 36 texts
+def test_large_runs_get_paged_grids(tmp_path, monkeypatch):
+    """A run with more pairs than a page holds lists every page (64 cells a page in whole rows; 2 here, so that
+    2 images x 3 texts make two pages of one row each without drawing 72 overlays)."""
+    import functools
+
+    from ntlb.tasks import explaining
+    from ntlb.viz import picture_grid
+
+    monkeypatch.setattr(explaining, "picture_grid", functools.partial(picture_grid, per_page=2))
     arguments = ["explain", str(EXAMPLE), str(EXAMPLE), "--quiet", "--out", str(tmp_path)]
-    for text in texts:
+    for text in ("a red circle", "a blue star", "a green square"):
         arguments += ["--text", text]
     assert main(arguments) == 0
     data = json.loads((tmp_path / "explanations.json").read_text())
-    assert len(data["pairs"]) == 72 and data["grids"] == ["grid-1.png", "grid-2.png"]
+    assert len(data["pairs"]) == 6 and data["grids"] == ["grid-1.png", "grid-2.png"]
     assert all((tmp_path / name).is_file() for name in data["grids"])
 
 
