@@ -10,7 +10,7 @@ from .common import add_command, add_model_arguments, load_adapter
 def cmd_app(args: argparse.Namespace) -> int:
     from ..app import serve
 
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     print(f"ntlb app on http://{args.host}:{args.port} with {adapter.name} (Ctrl-C stops it)")
     serve(adapter, args.host, args.port, args.preload)
     return 0

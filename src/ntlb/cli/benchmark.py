@@ -11,7 +11,7 @@ def cmd_explainers(args: argparse.Namespace) -> int:
     from ..tasks.explainer_benchmark import run_explainer_benchmark
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     results = run_explainer_benchmark(adapter, methods, args.count, args.out)
     print(results["tables"])
     print(f"wrote {args.out}/explainers.json, explainers.md, explainers.png")

@@ -32,6 +32,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) ->
     parser.add_argument("--pretrained", default=None,
                         help="open_clip tag or checkpoint path (.pt/.safetensors) (default: the bundled model's own "
                              "weights; random weights for other architectures)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="directory of the model's Hugging Face tokenizer (save_pretrained), for models whose "
+                             "tokenizer is not CLIP's (SigLIP, SigLIP2) and is not in the local cache (default: "
+                             "the model's own)")
     if device:
         add_device_argument(parser)
 
@@ -40,13 +44,14 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
 
 
-def load_adapter(model: str | None, pretrained: str | None, device: str, image_size: int | None = None) -> ClipAdapter:
+def load_adapter(model: str | None, pretrained: str | None, device: str, image_size: int | None = None,
+                 tokenizer: str | None = None) -> ClipAdapter:
     """The one model loader of every command (random weights are said in each command's notes)."""
     from ..models import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_model(model, pretrained, device=device, image_size=image_size)
+        return load_model(model, pretrained, device=device, image_size=image_size, tokenizer=tokenizer)
 
 
 def add_image_size_argument(parser: argparse.ArgumentParser) -> None:

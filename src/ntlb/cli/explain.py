@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import NtlbError
+from ..explain.relevance import LOGIT_MODES
 from .common import add_command, add_image_size_argument, add_model_arguments, load_adapter, print_notes, read_lines
 
 
@@ -26,7 +27,7 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
     from ..tasks.explaining import explain_files
     from ..viz import words_terminal
 
-    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     explainer = _explainer(args)
     data = explain_files(adapter, images, texts, explainer, args.out, args.batch_size)
     if not args.quiet:
@@ -59,7 +60,7 @@ def _explain_concepts(args: argparse.Namespace, classes: list[str]) -> int:
     concepts = read_lines(args.concepts, "concept")
     layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
-    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     data = explain_concept_files(adapter, args.images, classes, concepts, args.out, k=args.k or 5,
                                  template=args.template or "a photo of a {}.", method=args.method,
                                  logit_mode=args.logit_mode, max_memory=args.max_memory, **layers)
@@ -84,7 +85,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..tasks.explaining import compare_explainers
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     data = compare_explainers(adapter, args.images, args.text, methods, args.out, args.logit_mode)
     for method, reason in data["skipped"].items():
         print(f"skipped {method}: {reason}")
@@ -116,7 +117,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         if what.startswith("not supported"):
             print(f"  {what.removeprefix('not supported yet: ')}:\n    " + ", ".join(names))
     print("\nPretrained tags need a network or a filled open_clip cache; with neither, pass a checkpoint path.")
-    print("Also: --model path/to/config.json (open_clip model config) and --model hf:<dir> (transformers CLIPModel).")
+    print("Also: --model path/to/config.json (open_clip model config) and --model hf:<dir> (transformers CLIPModel "
+          "or SiglipModel).")
     return 0
 
 
@@ -130,8 +132,9 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
                              "chefer2021 and rollout, -2 for legrad)")
     parser.add_argument("--start-layer-text", type=int, default=None,
                         help="first text layer used (default: the method's own, 0 = all layers)")
-    parser.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"],
-                        help="score explained: logit_scale x cosine, or the cosine")
+    parser.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES),
+                        help="score explained: logit_scale x cosine (+ SigLIP's bias), the cosine, or SigLIP's "
+                             "match probability sigmoid(s x cosine + b)")
     parser.add_argument("--surgery-templates", default=None,
                         help="clip_surgery: file of prompt templates (one per line, {} for the class) whose empty-"
                              "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
@@ -169,7 +172,7 @@ def add_commands(commands) -> None:
     compare.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     compare.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
     compare.add_argument("--methods", default=None, help="comma-separated explainers (default: all registered ones)")
-    compare.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
+    compare.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES), help="score explained")
     compare.add_argument("--out", default="out/compare", help="output folder")
     add_model_arguments(compare)
     add_image_size_argument(compare)
@@ -182,7 +185,7 @@ def add_commands(commands) -> None:
                        "Render a two-object world scene and explain it with its captions and a wrong one.")
     demo.add_argument("--seed", type=int, default=7, help="scene seed")
     add_explain_options(demo, default_out="out/demo")
-    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu", image_size=None)
+    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu", image_size=None, tokenizer=None)
     add_dataset_command(commands)
     add_pair_command(commands)
 
@@ -195,7 +198,7 @@ def cmd_explain_pair(args: argparse.Namespace) -> int:
         if args.method != "occlusion":
             raise NtlbError("--window is an option of --method occlusion")
         options["window"] = args.window
-    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size)
+    adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     data = explain_pair_files(adapter, args.images[0], args.images[1:], args.method, args.out,
                               max_memory=args.max_memory, **options)
     for record in data["pairs"]:
@@ -240,7 +243,8 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
     top = args.top_k if args.top_k is not None else (min(5, len(texts)) if args.classes or not args.text else None)
     settings = DatasetSettings(args.data, texts, template, top, args.method, args.start_layer_image,
                                args.start_layer_text, args.logit_mode, args.shard_size, args.model, args.pretrained)
-    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world), args.image_size)
+    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world), args.image_size,
+                           tokenizer=args.tokenizer)
     index = explain_dataset(adapter, settings, args.out, world, args.batch_size, args.workers, args.max_memory)
     if world.main:
         rate = index["images"] / max(index["seconds"], 1e-9)
@@ -269,7 +273,7 @@ def add_dataset_command(commands) -> None:
                          help="first image layer used (default: the method's own)")
     dataset.add_argument("--start-layer-text", type=int, default=None,
                          help="first text layer used (default: the method's own)")
-    dataset.add_argument("--logit-mode", default="scaled", choices=["scaled", "cosine"], help="score explained")
+    dataset.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES), help="score explained")
     dataset.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     dataset.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")
     dataset.add_argument("--shard-size", type=int, default=1024, help="images per output shard (a .tar input: one "

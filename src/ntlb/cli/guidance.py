@@ -44,7 +44,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
                         expl_weight=args.expl_weight, word_score=args.word_score, explainer=args.explainer,
                         seed=args.seed, snapshot_every=max(1, min(args.snapshot_every, args.steps)))
     picture = load_image(args.image)
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     name, generator = _generator(args, adapter)
     print_notes(model_notes(adapter, [picture]) + [f"generator: {name}"])
     metrics = edit(adapter, generator, picture, args.text, args.out, config, args.words, args.neglected_only)
@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             expl_weight=args.expl_weight, candidates=args.candidates, word_score=args.word_score,
                             explainer=args.explainer, seed=args.seed,
                             snapshot_every=max(1, min(args.snapshot_every, args.steps)))
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     name, generator = _generator(args, adapter)
     print_notes(model_notes(adapter) + [f"generator: {name}"])
     metrics = generate_from_text(adapter, generator, args.text, args.out, config, args.words)
@@ -81,7 +81,7 @@ def cmd_blend(args: argparse.Namespace) -> int:
                          seed=args.seed, snapshot_every=max(1, min(args.snapshot_every, args.steps)))
     sources = [load_image(path) for path in args.sources]
     target = load_image(args.target)
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     name, generator = _generator(args, adapter)
     print_notes([f"generator: {name}"])
     metrics = blend(adapter, generator, sources, target, args.out, config)

@@ -42,7 +42,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     detector = args.detector or ("world" if args.world_seed is not None else "none")
     detector_options = {"model": args.detector_model, "weights": args.detector_weights} \
         if detector == "torchvision" else {}
-    adapter = load_adapter(args.model, args.pretrained, args.device)
+    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     generator = args.generator or default_generator(adapter, (layout.height, layout.width))
     print_notes(model_notes(adapter) + [f"generator: {generator}"])
     init_image = load_image(args.init_image) if args.init_image else None

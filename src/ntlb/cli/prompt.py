@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     data = read_image_folder(args.data, args.classnames)
     world = current_world(args.device)
-    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world))
+    adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world), tokenizer=args.tokenizer)
     if world.main:
         print_notes(model_notes(adapter))
     out = train_prompts(adapter, data, args.out, config, workers=args.workers)

@@ -27,7 +27,13 @@ def rollout_row(attentions: list[Tensor], positions: Tensor) -> Tensor:
     """
     first = _head_mean(attentions[0])
     r = torch.nn.functional.one_hot(positions.expand(first.shape[:-2]), first.shape[-1]).to(first.dtype)
-    eye = torch.eye(first.shape[-1], dtype=first.dtype, device=first.device)
+    return rollout_vector(attentions, r)
+
+
+def rollout_vector(attentions: list[Tensor], r: Tensor) -> Tensor:
+    """r @ A'_{L-1} @ ... @ A'_0 for a start row r (..., N): a one-hot position, or an attention-pooling head's
+    mean attention (its query is not a token, so the head adds no identity)."""
+    eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
     for attention in reversed(attentions):
         mixed = 0.5 * _head_mean(attention) + 0.5 * eye
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
@@ -38,24 +44,39 @@ def rollout_row(attentions: list[Tensor], positions: Tensor) -> Tensor:
 class _AttentionReader(Explainer):
     """One row per image (CLS) and per text (EOT) from the attention the method reads, laid over the pairs."""
 
+    reads_attention_pooling = True
+
     def rows(self, attentions: list[Tensor], positions: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def pooled_rows(self, attentions: list[Tensor], start: Tensor) -> Tensor:
+        """Rows of an image tower pooled by attention, from the head's mean attention `start` (B, N)."""
+        raise NotImplementedError
+
     def relevance(self, batch: Batch) -> tuple[Tensor | None, Tensor | None]:
-        image = self.rows(batch.image.attentions, batch.position("image")) if batch.image.attentions else None
-        text = self.rows(batch.text.attentions, batch.position("text")) if batch.text.attentions else None
+        image = text = None
+        if batch.image.attentions:
+            pool = batch.image.pool_attention
+            image = self.rows(batch.image.attentions, batch.position("image")) if pool is None else \
+                self.pooled_rows(batch.image.attentions, _head_mean(pool)[..., 0, :])
+        if batch.text.attentions:
+            text = self.rows(batch.text.attentions, batch.position("text"))
         return lay_out(image, text, batch.columns)
 
 
 @register("attention")
 class RawAttention(_AttentionReader):
-    """Mean over heads of the last layer's attention, row CLS (image) or EOT (text)."""
+    """Mean over heads of the last layer's attention, row CLS (image) or EOT (text); for an image tower pooled by
+    attention, the pooling head's."""
 
     def keep_from(self, adapter: ClipAdapter, tower: str) -> int | None:
         return None if tower == "image" and not adapter.has_patch_attention else adapter.resolve_layer(-1, tower)
 
     def rows(self, attentions: list[Tensor], positions: Tensor) -> Tensor:
         return select_row(_head_mean(attentions[-1]), positions)
+
+    def pooled_rows(self, attentions: list[Tensor], start: Tensor) -> Tensor:
+        return start  # the pooling head's attention is the last the feature reads
 
     def options(self) -> dict:
         return {"layer": "last"}
@@ -67,6 +88,9 @@ class Rollout(_AttentionReader):
 
     def rows(self, attentions: list[Tensor], positions: Tensor) -> Tensor:
         return rollout_row(attentions, positions)
+
+    def pooled_rows(self, attentions: list[Tensor], start: Tensor) -> Tensor:
+        return rollout_vector(attentions, start)
 
     def options(self) -> dict:
         return {"start_layer_image": self.start_layer_image, "start_layer_text": self.start_layer_text}

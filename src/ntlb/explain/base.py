@@ -109,10 +109,11 @@ class Batch:
         return maps.gather(1, columns[..., None].expand(-1, -1, maps.shape[-1]))
 
     def position(self, tower: str) -> Tensor:
-        """The row each tower's relevance is read from: CLS (0) for images, each text's EOT for texts."""
+        """The row each tower's relevance is read from: CLS (0) for images, each text's EOT (CoCa: its appended
+        class token) for texts."""
         if tower == "image":
             return torch.zeros((), dtype=torch.long, device=self.logits.device)
-        return self.tokens.eot.to(self.logits.device)
+        return self.adapter.text_pool_positions(self.tokens.eot, self.tokens.ids.shape[1]).to(self.logits.device)
 
 
 class Explainer:
@@ -130,6 +131,7 @@ class Explainer:
     uses_gradients = False  # the method takes gradients (it runs under enable_grad, whatever the caller's mode)
     gives_image_maps = True
     gives_text_relevance = True
+    reads_attention_pooling = False  # maps image towers pooled by an attention head (SigLIP, CoCa)
 
     def __init__(self, start_layer_image: int = 0, start_layer_text: int = 0, logit_mode: str = "scaled",
                  create_graph: bool = False, chunk_size: int | str | None = "auto",
@@ -137,7 +139,7 @@ class Explainer:
         from .memory import parse_memory
 
         if logit_mode not in LOGIT_MODES:
-            raise NtlbError(f"unknown logit_mode '{logit_mode}': use 'scaled' or 'cosine'")
+            raise NtlbError(f"unknown logit_mode '{logit_mode}': use 'scaled', 'cosine' or 'sigmoid' (SigLIP)")
         if chunk_size not in (None, "auto") and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise NtlbError(f"chunk_size={chunk_size!r}: use a positive number of targets per gradient call, "
                             "'auto' or None")
@@ -153,6 +155,10 @@ class Explainer:
         grad_requested = torch.is_grad_enabled()  # read before enable_grad: decides whether results keep a graph
         adapter = wrap(model)
         self.check(adapter)
+        if adapter.pools_image_by_attention and not self.reads_attention_pooling:
+            raise NtlbError(f"{self.name} reads an image at its class token, and this model's image tower "
+                            f"({adapter.image_tower}) pools by attention: use chefer2021, attention, rollout or "
+                            "occlusion")
         inputs = prepare_inputs(adapter, images, texts)
         differentiable = grad_requested and (inputs.requires_grad()
                                              or any(p.requires_grad for p in adapter.model.parameters()))
@@ -170,7 +176,7 @@ class Explainer:
         """Encode each image and each text once, score every image with every text, pick the pairs."""
         image = self._encode_images(adapter, inputs)
         text = self._encode_texts(adapter, inputs)
-        logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode)
+        logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode, adapter.logit_bias)
         mode, columns = select_pairs(pairs, logits)
         chunk = self.chunk_size if isinstance(self.chunk_size, int) else None
         return Batch(adapter, image, text, inputs.tokens, logits, mode, columns, inputs.originals, differentiable,
@@ -228,7 +234,7 @@ class Explainer:
             with torch.no_grad():
                 logits = clip_scores(self._encode_images(adapter, inputs).features,
                                      self._encode_texts(adapter, inputs).features, adapter.logit_scale,
-                                     self.logit_mode)
+                                     self.logit_mode, adapter.logit_bias)
             mode, columns = select_pairs(pairs, logits)
         full_logits = torch.zeros(count_images, count_texts, device=adapter.device) if logits is None else logits
         length = inputs.tokens.ids.shape[1] if inputs.tokens is not None else 0
@@ -245,7 +251,8 @@ class Explainer:
                 tile_inputs = subset.text_subset(texts)
                 text = batch = None
                 text = self._encode_texts(adapter, tile_inputs)
-                tile_logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode)
+                tile_logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode,
+                                          adapter.logit_bias)
                 tile_columns, slots = _tile_pairs(wanted, texts)
                 batch = Batch(adapter, image, text, tile_inputs.tokens, tile_logits, "selected", tile_columns, None,
                               False, inputs.image_features is not None, inputs.text_features is not None,
@@ -281,6 +288,8 @@ class Explainer:
         h, w = grid or batch.grid
         if image is not None:
             image = image[..., -h * w :].reshape(*image.shape[:-1], h, w)
+        if text is not None and batch.tokens is not None:
+            text = text[..., : batch.tokens.ids.shape[1]]  # CoCa's appended class token is not a token of the text
         if batch.mode == "diagonal":
             image = None if image is None else image[:, 0]
             text = None if text is None else text[:, 0]

@@ -43,6 +43,7 @@ class Occlusion(Explainer):
     """Image maps from the score drop under occluded windows; any image tower; no text relevance."""
 
     gives_text_relevance = False
+    reads_attention_pooling = True  # forward passes only: any pooling
 
     def __init__(self, window: int = 1, fill: float = 0.0, occlusion_batch: int = 64, **options):
         super().__init__(**options)
@@ -78,9 +79,10 @@ class Occlusion(Explainer):
         dtype = accumulation_dtype(occluded.dtype)
         texts = batch.text.features.to(dtype)
         scale = adapter.logit_scale.to(dtype)
-        dropped = clip_scores(occluded.flatten(0, 1).to(dtype), texts, scale, self.logit_mode)
+        bias = None if adapter.logit_bias is None else adapter.logit_bias.to(dtype)
+        dropped = clip_scores(occluded.flatten(0, 1).to(dtype), texts, scale, self.logit_mode, bias)
         dropped = dropped.view(*occluded.shape[:2], -1)  # (B, W, T)
-        whole = clip_scores(batch.image.features.detach().to(dtype), texts.detach(), scale, self.logit_mode)
+        whole = clip_scores(batch.image.features.detach().to(dtype), texts.detach(), scale, self.logit_mode, bias)
         drops = whole[:, None, :] - dropped  # (B, W, T)
         _, cover = occlusion_windows(adapter.preprocess_config.size, adapter.grid_size, self.window)
         cover = cover.to(drops.device, dtype)  # (W, P)

@@ -51,12 +51,21 @@ def reference_relevance(
             for t in range(t_count):
                 image = adapter.encode_image(pixels[b : b + 1], keep_from=0)
                 text = adapter.encode_text(tokens.ids[t : t + 1], tokens.eot[t : t + 1], keep_from=0)
-                score = clip_scores(image.features, text.features, adapter.logit_scale, logit_mode)[0, 0]
+                score = clip_scores(image.features, text.features, adapter.logit_scale, logit_mode,
+                                    adapter.logit_bias)[0, 0]
                 if image.attentions:
                     r_image = _relevance_matrix(score, image.attentions, start_layer_image, create_graph)
-                    image_rows.append(done(r_image[0, 1:]))
+                    if image.pool_attention is None:
+                        image_rows.append(done(r_image[0, 1:]))
+                    else:  # read at the pooling head's query: its gradient-weighted attention times R
+                        grad = torch.autograd.grad(score, [image.pool_attention], retain_graph=True,
+                                                   create_graph=create_graph)[0]
+                        cam = (grad[0].to(r_image.dtype) * image.pool_attention[0].to(r_image.dtype))
+                        row = cam.clamp(min=0).mean(dim=0)[0] @ r_image
+                        image_rows.append(done(row[-adapter.grid_size[0] * adapter.grid_size[1]:]))
                 r_text = _relevance_matrix(score, text.attentions, start_layer_text, create_graph)
-                text_rows.append(done(r_text[int(tokens.eot[t])]))
+                position = int(adapter.text_pool_positions(tokens.eot[t : t + 1], tokens.ids.shape[1])[0])
+                text_rows.append(done(r_text[position, : tokens.ids.shape[1]]))
                 logits.append(done(score))
     image_out = torch.stack(image_rows).reshape(b_count, t_count, -1) if image_rows else None
     text_out = torch.stack(text_rows).reshape(b_count, t_count, -1)

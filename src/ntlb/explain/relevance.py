@@ -9,15 +9,24 @@ from torch import Tensor
 from ..errors import NtlbError
 from ..models.features import accumulation_dtype
 
-LOGIT_MODES = ("scaled", "cosine")
+LOGIT_MODES = ("scaled", "cosine", "sigmoid")
 
 
-def clip_scores(image_features: Tensor, text_features: Tensor, scale: Tensor, mode: str = "scaled") -> Tensor:
-    """CLIP(t, i) for every image x text: s * cos ("scaled") or cos ("cosine"), shape (B, T)."""
+def clip_scores(image_features: Tensor, text_features: Tensor, scale: Tensor, mode: str = "scaled",
+                bias: Tensor | None = None) -> Tensor:
+    """The score of every image x text, shape (B, T): s * cos (+ b, SigLIP's bias, where the model has one)
+    ("scaled"), cos ("cosine"), or SigLIP's match probability sigmoid(s * cos + b) ("sigmoid")."""
     if mode not in LOGIT_MODES:
-        raise NtlbError(f"unknown logit_mode '{mode}': use 'scaled' or 'cosine'")
+        raise NtlbError(f"unknown logit_mode '{mode}': use 'scaled', 'cosine' or 'sigmoid'")
     cosine = F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
-    return cosine * scale if mode == "scaled" else cosine
+    if mode == "cosine":
+        return cosine
+    logits = cosine * scale if bias is None else cosine * scale + bias.to(cosine.dtype)
+    if mode == "sigmoid":
+        if bias is None:
+            raise NtlbError("logit_mode='sigmoid' is SigLIP's score and this model has no logit bias: use 'scaled'")
+        return logits.sigmoid()
+    return logits
 
 
 def gradient_weighted(attention: Tensor, gradient: Tensor) -> Tensor:
@@ -33,7 +42,12 @@ def propagate_row(abars: list[Tensor], row: Tensor) -> Tensor:
     Returns (..., N).
     """
     lead = torch.broadcast_shapes(abars[0].shape[:-2], row.shape)
-    r = F.one_hot(row.expand(lead), abars[0].shape[-1]).to(abars[0].dtype)
+    return propagate_vector(abars, F.one_hot(row.expand(lead), abars[0].shape[-1]).to(abars[0].dtype))
+
+
+def propagate_vector(abars: list[Tensor], r: Tensor) -> Tensor:
+    """r @ prod_l (I + Abar_l) for a start row r (..., N): a one-hot position, or an attention-pooling head's
+    gradient-weighted attention over the tokens (SigLIP, CoCa), where the feature is read."""
     for abar in reversed(abars):
         r = r + torch.einsum("...i,...ij->...j", r, abar)
     return r

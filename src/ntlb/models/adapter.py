@@ -32,6 +32,7 @@ class Encoded:
     tokens: Tensor | None = None
     activation: Tensor | None = None
     layer_inputs: list[Tensor] = field(default_factory=list)  # the tokens entering each kept layer
+    pool_attention: Tensor | None = None  # (n, heads, 1, N): an attention-pooling head's query over the tokens
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,17 @@ class ClipAdapter(ABC):
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
         """Every token after the last block (B, N, width) through the final norm and projection -> (B, N, D)."""
 
+    @property
+    def pools_image_by_attention(self) -> bool:
+        """True when the image feature is read by an attention-pooling head (SigLIP's MAP head, CoCa's attentional
+        pooler) instead of at a class token."""
+        return False
+
+    def pool_image_attention(self, tokens: Tensor, keep: bool) -> tuple[Tensor, Tensor | None]:
+        """Image features and, for towers pooled by attention and with `keep`, the pooling head's probabilities of
+        the query the feature is read from (B, heads, 1, N)."""
+        return self.pool_image(tokens), None
+
     def image_head(self) -> tuple[nn.LayerNorm, Callable[[Tensor], Tensor]] | None:
         """(final layer norm, projection) when the image feature is proj(norm(CLS token)); None otherwise."""
         return None
@@ -149,10 +161,25 @@ class ClipAdapter(ABC):
     def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
         """Tokens after the last block (T, L, width) and EOT positions -> text features (T, D)."""
 
+    def text_inputs(self, ids: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(tokens entering the first text block, additive attention mask): positions added and CLIP's causal
+        mask by default; towers that see every position, mask padding or append a class token say so."""
+        x = self.add_positions(embeddings)
+        return x, causal_mask(x.shape[1], x.dtype, x.device)
+
+    def text_pool_positions(self, eot: Tensor, length: int) -> Tensor:
+        """The position each text's feature is read from (its EOT; the appended class token for CoCa)."""
+        return eot
+
     @property
     @abstractmethod
     def logit_scale(self) -> Tensor:
         """s = exp(logit_scale), the temperature of CLIP's scores."""
+
+    @property
+    def logit_bias(self) -> Tensor | None:
+        """b of SigLIP's score sigmoid(s * cos + b); None for CLIP."""
+        return None
 
     # ---- shared forward ---------------------------------------------------------------------------
     def normalize(self, images: Tensor) -> Tensor:
@@ -183,7 +210,8 @@ class ClipAdapter(ABC):
         if not self.has_patch_attention:
             return Encoded(self.encode_resnet_image(pixels))
         tokens, attentions, inputs = run_blocks(self.image_blocks, self.embed_image(pixels), None, keep_from)
-        return Encoded(self.pool_image(tokens), attentions, keep_from, tokens, layer_inputs=inputs)
+        features, pool = self.pool_image_attention(tokens, keep_from is not None)
+        return Encoded(features, attentions, keep_from, tokens, layer_inputs=inputs, pool_attention=pool)
 
     def encode_text(
         self, ids: Tensor, eot: Tensor, keep_from: int | None = None, embeddings: Tensor | None = None
@@ -192,8 +220,7 @@ class ClipAdapter(ABC):
         ids = ids.to(self.device)
         if embeddings is None:
             embeddings = self.embed_tokens(ids)
-        x = self.add_positions(embeddings.to(self.dtype))
-        mask = causal_mask(x.shape[1], x.dtype, x.device)
+        x, mask = self.text_inputs(ids, embeddings.to(self.dtype))
         tokens, attentions, inputs = run_blocks(self.text_blocks, x, mask, keep_from)
         return Encoded(self.pool_text(tokens, eot.to(self.device)), attentions, keep_from, tokens,
                        layer_inputs=inputs)

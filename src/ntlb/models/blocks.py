@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 QKV = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor]"]
 
@@ -54,23 +54,51 @@ def split_heads(x: Tensor, heads: int) -> Tensor:
     return x.view(b, n, heads, d // heads).transpose(1, 2)
 
 
+def kept_softmax(scores: Tensor) -> Tensor:
+    """Attention probabilities an explainer differentiates against: a tensor that does not require grad (frozen
+    model, no grad upstream) becomes a leaf that does, so d(score)/dA can always be taken."""
+    probs = scores.softmax(dim=-1)
+    return probs if probs.requires_grad else probs.detach().requires_grad_(True)
+
+
+def pooling_attention(q: Tensor, k: Tensor, v: Tensor, keep_probs: bool) -> tuple[Tensor, Tensor | None]:
+    """An attention-pooling head's step (q: (B, heads, Q, d) from its learned queries; k, v: (B, heads, N, d) from
+    the tokens): the heads' outputs (B, heads, Q, d) and, with keep_probs, the probabilities (B, heads, Q, N)."""
+    if not keep_probs:
+        return F.scaled_dot_product_attention(q, k, v), None
+    probs = kept_softmax((q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2))
+    return probs @ v, probs
+
+
+def multihead_pool(attention: nn.MultiheadAttention, queries: Tensor, tokens: Tensor,
+                   keep_probs: bool) -> tuple[Tensor, Tensor | None]:
+    """A torch MultiheadAttention used as a pooling head (CoCa's attentional pooler, HF SigLIP's MAP head): learned
+    queries (Q, d) over tokens (B, N, kdim), computed from the module's weights so the probabilities can be kept.
+    Returns the head's output (B, Q, d) and, with keep_probs, its probabilities (B, heads, Q, N)."""
+    b, heads = tokens.shape[0], attention.num_heads
+    if attention._qkv_same_embed_dim:
+        wq, wk, wv = attention.in_proj_weight.chunk(3)
+    else:
+        wq, wk, wv = attention.q_proj_weight, attention.k_proj_weight, attention.v_proj_weight
+    bq, bk, bv = (None,) * 3 if attention.in_proj_bias is None else attention.in_proj_bias.chunk(3)
+    q = F.linear(queries, wq, bq).expand(b, -1, -1)
+    out, probs = pooling_attention(split_heads(q, heads), split_heads(F.linear(tokens, wk, bk), heads),
+                                   split_heads(F.linear(tokens, wv, bv), heads), keep_probs)
+    return attention.out_proj(out.transpose(1, 2).reshape(b, q.shape[1], -1)), probs
+
+
 def attention_block(
     block: BlockView, x: Tensor, attn_mask: Tensor | None, keep_probs: bool
 ) -> tuple[Tensor, Tensor | None]:
     """One block's forward. With keep_probs, returns the (B, heads, N, N) probabilities used in the product.
-
-    A probability tensor that does not require grad (frozen model, no grad upstream) is turned into a leaf
-    that does, so d(score)/dA can always be taken.
-    """
+    attn_mask: additive, (N, N) or per text (B, 1 or heads, N, N)."""
     b, n, d = x.shape
     q, k, v = (split_heads(t, block.heads) for t in block.qkv(block.ln_1(x)))
     if keep_probs:
         scores = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)
         if attn_mask is not None:
             scores = scores + attn_mask
-        probs = scores.softmax(dim=-1)
-        if not probs.requires_grad:
-            probs = probs.detach().requires_grad_(True)
+        probs = kept_softmax(scores)
         heads_out = probs @ v
     else:
         probs = None

@@ -35,43 +35,35 @@ def _block_view(layer: nn.Module) -> BlockView:
                      mlp=layer.mlp, heads=attn.num_heads, weights=weights)
 
 
-def _read_preprocess(directory: str | Path | None, size: tuple[int, int]) -> PreprocessConfig:
-    mean, std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+def _read_preprocess(directory: str | Path | None, size: tuple[int, int], default=None,
+                     resize_mode: str = "shortest") -> PreprocessConfig:
+    """The image mean and std of a saved model's preprocessor_config.json (default: CLIP's, or `default`)."""
+    mean, std = default or (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
     path = Path(directory) / "preprocessor_config.json" if directory else None
     if path is not None and path.is_file():
         cfg = json.loads(path.read_text())
         mean = tuple(cfg.get("image_mean", mean))
         std = tuple(cfg.get("image_std", std))
-    return PreprocessConfig(size=tuple(size), mean=tuple(mean), std=tuple(std))
+    return PreprocessConfig(size=tuple(size), mean=tuple(mean), std=tuple(std), resize_mode=resize_mode)
 
 
-class HFClipAdapter(ClipAdapter):
-    """Wraps a transformers CLIPModel without changing it."""
+class HFTowers(ClipAdapter):
+    """What transformers' CLIPModel and SiglipModel share: encoder layers of the same shape, a patch grid from the
+    vision config, token and position embeddings of the text, the temperature."""
 
-    def __init__(self, model: nn.Module, name: str = "hf", tokenizer: ClipTokenizer | None = None,
-                 preprocess=None, directory: str | Path | None = None,
-                 image_size: int | tuple[int, int] | None = None):
-        self.model = model
-        self.name = name
-        self.vision = model.vision_model
-        self.text = model.text_model
-        config = model.config
-        self.tokenizer = tokenizer or ClipTokenizer(context_length=config.text_config.max_position_embeddings)
-        if config.text_config.vocab_size != self.tokenizer.vocab_size:
-            raise NtlbError(
-                f"the model's vocabulary has {config.text_config.vocab_size} tokens but CLIP's tokenizer has "
-                f"{self.tokenizer.vocab_size}: ntlb needs CLIP's BPE vocabulary"
-            )
+    def _read_towers(self, model: nn.Module, name: str, directory: str | Path | None,
+                     image_size: int | tuple[int, int] | None, preprocess_default=None,
+                     resize_mode: str = "shortest") -> None:
+        self.model, self.name = model, name
+        self.vision, self.text = model.vision_model, model.text_model
         self._image_blocks = [_block_view(layer) for layer in self.vision.encoder.layers]
         self._text_blocks = [_block_view(layer) for layer in self.text.encoder.layers]
-        vc = config.vision_config
+        vc = model.config.vision_config
         self._trained_grid = (vc.image_size // vc.patch_size, vc.image_size // vc.patch_size)
         size = (vc.image_size, vc.image_size) if image_size is None else \
             image_size_for(image_size, (vc.patch_size, vc.patch_size), "ViT")
         self._grid = (size[0] // vc.patch_size, size[1] // vc.patch_size)
-        self.preprocess_config = _read_preprocess(directory, size)
-        c = self.preprocess_config
-        self.preprocess = preprocess or image_transform(c.size, is_train=False, mean=c.mean, std=c.std)
+        self.preprocess_config = _read_preprocess(directory, size, preprocess_default, resize_mode)
 
     @property
     def has_patch_attention(self) -> bool:
@@ -85,14 +77,51 @@ class HFClipAdapter(ClipAdapter):
     def grid_size(self) -> tuple[int, int]:
         return self._grid
 
-    def embed_image(self, pixels: Tensor) -> Tensor:
+    def _patches(self, pixels: Tensor) -> Tensor:
+        """Patch embeddings (B, h*w, width), after checking the input size."""
         if tuple(pixels.shape[-2:]) != self.preprocess_config.size:
             raise NtlbError(
                 f"images are {tuple(pixels.shape[-2:])} but the model takes {self.preprocess_config.size}: "
                 "pass PIL images or paths and ntlb preprocesses them"
             )
+        return self.vision.embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)
+
+    @property
+    def text_blocks(self) -> list[BlockView]:
+        return self._text_blocks
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        return self.text.embeddings.token_embedding(ids)
+
+    def add_positions(self, embeddings: Tensor) -> Tensor:
+        positions = self.text.embeddings.position_embedding.weight[: embeddings.shape[1]]
+        return embeddings + positions.to(embeddings.dtype)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return self.model.logit_scale.exp()
+
+
+class HFClipAdapter(HFTowers):
+    """Wraps a transformers CLIPModel without changing it."""
+
+    def __init__(self, model: nn.Module, name: str = "hf", tokenizer: ClipTokenizer | None = None,
+                 preprocess=None, directory: str | Path | None = None,
+                 image_size: int | tuple[int, int] | None = None):
+        self._read_towers(model, name, directory, image_size)
+        config = model.config
+        self.tokenizer = tokenizer or ClipTokenizer(context_length=config.text_config.max_position_embeddings)
+        if config.text_config.vocab_size != self.tokenizer.vocab_size:
+            raise NtlbError(
+                f"the model's vocabulary has {config.text_config.vocab_size} tokens but CLIP's tokenizer has "
+                f"{self.tokenizer.vocab_size}: ntlb needs CLIP's BPE vocabulary"
+            )
+        c = self.preprocess_config
+        self.preprocess = preprocess or image_transform(c.size, is_train=False, mean=c.mean, std=c.std)
+
+    def embed_image(self, pixels: Tensor) -> Tensor:
+        x = self._patches(pixels)
         emb = self.vision.embeddings
-        x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)
         cls = emb.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         positions = interpolate_positions(emb.position_embedding.weight, self._trained_grid, self._grid,
                                           antialias=False)  # as transformers' interpolate_pos_encoding
@@ -113,22 +142,7 @@ class HFClipAdapter(ClipAdapter):
             return self.text.final_layer_norm, self.model.text_projection.weight
         return self.vision.post_layernorm, self.model.visual_projection.weight
 
-    @property
-    def text_blocks(self) -> list[BlockView]:
-        return self._text_blocks
-
-    def embed_tokens(self, ids: Tensor) -> Tensor:
-        return self.text.embeddings.token_embedding(ids)
-
-    def add_positions(self, embeddings: Tensor) -> Tensor:
-        positions = self.text.embeddings.position_embedding.weight[: embeddings.shape[1]]
-        return embeddings + positions.to(embeddings.dtype)
-
     def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
         tokens = self.text.final_layer_norm(tokens)
         pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
         return self.model.text_projection(pooled)
-
-    @property
-    def logit_scale(self) -> Tensor:
-        return self.model.logit_scale.exp()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -135,8 +136,6 @@ def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
 def _pretrained_reachable(name: str, tag: str) -> bool:
     """Whether open_clip can get the weights of a tag now: already in a local cache, or the hub answers within
     a few seconds (without a network open_clip would retry for about a minute before failing)."""
-    import socket
-
     config = open_clip.get_pretrained_cfg(name, tag)
     repo = (config.get("hf_hub") or "").strip("/")
     if repo:
@@ -148,7 +147,13 @@ def _pretrained_reachable(name: str, tag: str) -> bool:
     url = config.get("url") or ""
     if url and (Path.home() / ".cache" / "clip" / Path(url).name).is_file():
         return True
-    host = "huggingface.co" if repo else url.split("/")[2] if url.count("/") >= 2 else ""
+    return _reachable("huggingface.co" if repo else url.split("/")[2] if url.count("/") >= 2 else "")
+
+
+def _reachable(host: str) -> bool:
+    """Whether `host` answers on 443 within a few seconds."""
+    import socket
+
     try:
         socket.create_connection((host, 443), timeout=3).close()
         return True
@@ -186,19 +191,51 @@ def _load_open_clip(name: str, pretrained: str | None) -> tuple[nn.Module, bool]
         ) from None
 
 
+def _open_clip_tokenizer(name: str, directory: str | None):
+    """open_clip's tokenizer for an architecture whose text config names a Hugging Face tokenizer (SigLIP), from
+    `directory` or the local cache; None (CLIP's BPE) for the others."""
+    if name.endswith(".json"):
+        text = json.loads(Path(name).read_text()).get("text_cfg", {})
+    else:
+        text = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    hf_name = text.get("hf_tokenizer_name")
+    if hf_name is None and directory is None:
+        return None
+    from open_clip.tokenizer import HFTokenizer
+
+    source = directory or hf_name
+    if directory is not None and not Path(directory).is_dir():
+        raise NtlbError(f"tokenizer directory not found: {directory}: pass the folder a Hugging Face tokenizer was "
+                        "saved to (save_pretrained)")
+    try:
+        return HFTokenizer(source, context_length=text.get("context_length", 64),
+                           **{k: v for k, v in text.get("tokenizer_kwargs", {}).items() if k == "clean"},
+                           local_files_only=directory is None and not _reachable("huggingface.co"))
+    except Exception:  # noqa: BLE001 - offline without a cache, or a broken folder: the fix is the same
+        raise NtlbError(f"the tokenizer '{source}' of this model could not be loaded (not cached, and the network is "
+                        "out of reach?): save it where you can (AutoTokenizer.from_pretrained(...).save_pretrained"
+                        "(DIR)) and pass --tokenizer DIR") from None
+
+
 def _load_hf(directory: str) -> nn.Module:
     path = Path(directory)
     if not path.is_dir():
         raise NtlbError(f"Hugging Face model directory not found: {directory}: pass hf:<dir of save_pretrained>")
     try:
-        from transformers import CLIPModel
+        import transformers
     except ImportError:
         raise NtlbError("Hugging Face models need transformers: pip install 'ntlb[hf]'") from None
+    config = path / "config.json"
+    kind = json.loads(config.read_text()).get("model_type", "clip") if config.is_file() else "clip"
+    classes = {"clip": "CLIPModel", "siglip": "SiglipModel"}
+    if kind not in classes:
+        raise NtlbError(f"{directory} holds a '{kind}' model: ntlb loads Hugging Face CLIPModel and SiglipModel "
+                        "directories (SigLIP2's fixed-resolution checkpoints are SiglipModel; NaFlex ones are not yet)")
     try:
-        model = CLIPModel.from_pretrained(str(path))
+        model = getattr(transformers, classes[kind]).from_pretrained(str(path))
     except Exception as err:  # noqa: BLE001
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NtlbError(f"cannot load a CLIPModel from {directory}: {first}") from None
+        raise NtlbError(f"cannot load a {classes[kind]} from {directory}: {first}") from None
     check_finite(model.state_dict(), directory)
     return model
 
@@ -225,6 +262,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     image_size: int | tuple[int, int] | None = None,
+    tokenizer: str | None = None,
 ) -> ClipAdapter:
     """Load a CLIP for explaining: frozen, in eval mode, on `device`.
 
@@ -234,6 +272,9 @@ def load_model(
     bundled models, which bring their own. The adapter records both (`adapter.name`, `adapter.pretrained`).
     image_size: run a ViT at another input size than it was trained at (position embeddings interpolated on the
     fly; the model is not changed).
+    tokenizer: the directory of a Hugging Face tokenizer (save_pretrained) for models whose tokenizer is not CLIP's
+    (SigLIP); by default open_clip's own for the architecture (from the local cache when offline), or the one saved
+    in an hf: directory.
     """
     device = resolve_device(device)
     name = name or DEFAULT_MODEL
@@ -242,7 +283,7 @@ def load_model(
     if name.startswith("hf:"):
         directory = name[3:]
         model = _load_hf(directory)
-        adapter: ClipAdapter = wrap(model, directory=directory, image_size=image_size)
+        adapter: ClipAdapter = wrap(model, tokenizer=tokenizer, directory=directory, image_size=image_size)
     else:
         if name in bundled:
             entry = bundled[name]
@@ -251,7 +292,8 @@ def load_model(
             model, random_weights = _load_open_clip(str(entry["config"]), pretrained)
         else:
             model, random_weights = _load_open_clip(name, pretrained)
-        adapter = wrap(model, image_size=image_size)
+        config = str(bundled[name]["config"]) if name in bundled else name
+        adapter = wrap(model, tokenizer=_open_clip_tokenizer(config, tokenizer), image_size=image_size)
     adapter.name, adapter.pretrained = name, pretrained
     model.requires_grad_(False)
     model.to(device=device, dtype=dtype)
@@ -276,10 +318,15 @@ def wrap(
     if isinstance(tokenizer, SimpleTokenizer):
         tokenizer = ClipTokenizer(context_length=tokenizer.context_length or 77, bpe=tokenizer)
     model.eval()
-    if hasattr(model, "vision_model") and hasattr(model, "text_model"):
+    if type(model).__name__.startswith("Siglip"):
+        from .hf_siglip_adapter import HFSiglipAdapter
+
+        adapter: ClipAdapter = HFSiglipAdapter(model, tokenizer=tokenizer, preprocess=preprocess,
+                                               directory=directory, image_size=image_size)
+    elif hasattr(model, "vision_model") and hasattr(model, "text_model"):
         from .hf_adapter import HFClipAdapter
 
-        adapter: ClipAdapter = HFClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, directory=directory,
+        adapter = HFClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, directory=directory,
                                              image_size=image_size)
     elif hasattr(model, "visual") and hasattr(model, "encode_text"):
         adapter = OpenClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, image_size=image_size)

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from .adapter import ClipAdapter, PreprocessConfig, image_size_for, interpolate_positions
-from .blocks import BlockView, BlockWeights
+from .blocks import BlockView, BlockWeights, multihead_pool
+from .piece_tokenizer import PieceTokenizer, piece_tokenizer_of
 from .timm_towers import TimmTower, is_timm_transformer
-from .tokenizer import ClipTokenizer
+from .tokenizer import CLIP_VOCABULARY, ClipTokenizer
 
 
 def _block_view(block: nn.Module) -> BlockView:
@@ -67,8 +68,9 @@ def _pair(value) -> tuple[int, int]:
 class OpenClipAdapter(ClipAdapter):
     """Wraps an open_clip model without changing it."""
 
-    def __init__(self, model: nn.Module, name: str = "open_clip", tokenizer: ClipTokenizer | None = None,
-                 preprocess=None, image_size: int | tuple[int, int] | None = None):
+    def __init__(self, model: nn.Module, name: str = "open_clip",
+                 tokenizer: ClipTokenizer | PieceTokenizer | None = None, preprocess=None,
+                 image_size: int | tuple[int, int] | None = None):
         self.model = model
         self.name = name
         self.visual = model.visual
@@ -78,18 +80,19 @@ class OpenClipAdapter(ClipAdapter):
                 f"{type(model).__name__} has a non-CLIP text tower (e.g. a Hugging Face text encoder): "
                 "ntlb explains CLIP-style transformer text towers"
             )
-        if getattr(self.text, "cls_emb", None) is not None:
-            raise NtlbError("CoCa-style text towers (appended CLS token) are not supported: use a CLIP model")
-        if getattr(self.text, "attn_mask", True) is None:
-            raise NtlbError("text towers without a causal mask (e.g. MobileCLIP-S*) are not supported yet: use a "
-                            "CLIP-style model (see `ntlb models`)")
+        self._cls_text = getattr(self.text, "cls_emb", None) is not None  # CoCa: a class token appended, read last
+        self._causal = getattr(self.text, "attn_mask", None) is not None
+        self._pad_mask = bool(getattr(self.text, "use_pad_mask", False))
         pool = getattr(self.text, "text_pool_type", getattr(self.text, "pool_type", "argmax"))
-        if pool != "argmax":
-            raise NtlbError(f"text towers pooled at '{pool}' (not at the end-of-text token) are not supported yet: "
-                            "use a CLIP-style model (see `ntlb models`)")
+        if pool not in ("argmax", "last", "eos") and not self._cls_text:
+            raise NtlbError(f"text towers pooled at '{pool}' are not supported yet: ntlb reads the end-of-text token "
+                            "('argmax', 'eos') or the last position ('last'): see `ntlb models`")
+        self._text_pool = "last" if self._cls_text else pool
         self._is_vit = hasattr(self.visual, "conv1") and hasattr(self.visual, "class_embedding")
-        if self._is_vit and getattr(self.visual, "attn_pool", None) is not None:
-            raise NtlbError("image towers with an attentional pooler (CoCa) are not supported: use a CLIP model")
+        self._attn_pool = getattr(self.visual, "attn_pool", None) if self._is_vit else None
+        if self._attn_pool is not None and getattr(self.visual, "attn_pool_contrastive", None) is not None:
+            raise NtlbError("image towers with two attentional poolers ('parallel' / 'cascade' CoCa) are not "
+                            "supported yet: ntlb reads open_clip's original CoCa pooler")
         self._timm = TimmTower(self.visual) if is_timm_transformer(self.visual) else None
         if self._is_vit:
             self._image_blocks = [_block_view(b) for b in self.visual.transformer.resblocks]
@@ -97,13 +100,7 @@ class OpenClipAdapter(ClipAdapter):
             self._image_blocks = self._timm.blocks if self._timm is not None else []
         self._text_blocks = [_block_view(b) for b in self.text.transformer.resblocks]
         context = int(getattr(self.text, "context_length", 77))
-        self.tokenizer = tokenizer or ClipTokenizer(context_length=context)
-        vocab = self.text.token_embedding.num_embeddings
-        if vocab != self.tokenizer.vocab_size:
-            raise NtlbError(
-                f"the model's vocabulary has {vocab} tokens but CLIP's tokenizer has "
-                f"{self.tokenizer.vocab_size}: ntlb needs CLIP's BPE vocabulary"
-            )
+        self.tokenizer = self._tokenizer(tokenizer, context)
         cfg = dict(getattr(self.visual, "preprocess_cfg", {}) or {})
         size = self.visual.image_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -122,7 +119,49 @@ class OpenClipAdapter(ClipAdapter):
             interpolation=c.interpolation,
         )
 
+    @property
+    def _truncatable(self) -> bool:
+        """Texts may be cut after their last EOT: causal mask, no padding mask, read at the EOT."""
+        return self._causal and not self._pad_mask and not self._cls_text and self._text_pool == "argmax"
+
+    def _tokenizer(self, tokenizer, context: int):
+        vocab = self.text.token_embedding.num_embeddings
+        if tokenizer is None:
+            if vocab != CLIP_VOCABULARY:
+                raise NtlbError(
+                    f"this model's text tower has a {vocab}-token vocabulary, not CLIP's BPE: pass its tokenizer "
+                    "(load_model(..., tokenizer=DIR) with a Hugging Face tokenizer directory, or "
+                    "wrap(model, tokenizer=open_clip.get_tokenizer(name)))")
+            tokenizer = ClipTokenizer(context_length=context)
+        if isinstance(tokenizer, ClipTokenizer):
+            if tokenizer.vocab_size != vocab:
+                raise NtlbError(f"the model's vocabulary has {vocab} tokens but CLIP's tokenizer has "
+                                f"{tokenizer.vocab_size}: pass the model's own tokenizer")
+            if not self._truncatable and not tokenizer.fixed_length:
+                tokenizer = ClipTokenizer(tokenizer.context_length, bpe=tokenizer.bpe, fixed_length=True)
+            return tokenizer
+        if not isinstance(tokenizer, PieceTokenizer):
+            tokenizer = piece_tokenizer_of(tokenizer, context, self._text_pool)
+        if tokenizer.vocab_size > vocab:
+            raise NtlbError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary {vocab}: "
+                            "pass the model's own tokenizer")
+        return tokenizer
+
     # image tower
+    @property
+    def pools_image_by_attention(self) -> bool:
+        return self._attn_pool is not None or (self._timm is not None and self._timm.attention_pooled)
+
+    def pool_image_attention(self, tokens: Tensor, keep: bool) -> tuple[Tensor, Tensor | None]:
+        if self._timm is not None:
+            return self._timm.pool_with_attention(tokens, keep)
+        if self._attn_pool is None:
+            return self.pool_image(tokens), None
+        v = self.visual  # open_clip's CoCa: the pooler's first query, ln_post, proj (the other queries feed captions)
+        pooled, probs = multihead_pool(self._attn_pool.attn, self._attn_pool.ln_q(self._attn_pool.query[:1]),
+                                       self._attn_pool.ln_k(tokens), keep)
+        return _project(v.ln_post(pooled[:, 0]), v.proj), probs
+
     @property
     def has_patch_attention(self) -> bool:
         return self._is_vit or self._timm is not None
@@ -157,8 +196,8 @@ class OpenClipAdapter(ClipAdapter):
         return v.ln_pre(x)
 
     def pool_image(self, tokens: Tensor) -> Tensor:
-        if self._timm is not None:
-            return self._timm.pool(tokens)
+        if self._timm is not None or self._attn_pool is not None:
+            return self.pool_image_attention(tokens, False)[0]
         v = self.visual
         pool = (lambda t: t[:, 1:].mean(dim=1)) if v.pool_type == "avg" else (lambda t: t[:, 0])
         if getattr(v, "final_ln_after_pool", False):
@@ -176,7 +215,8 @@ class OpenClipAdapter(ClipAdapter):
         if self._timm is not None:
             return self._timm.head()
         v = self.visual
-        if not self._is_vit or v.pool_type != "tok" or getattr(v, "final_ln_after_pool", False):
+        if (not self._is_vit or self._attn_pool is not None or v.pool_type != "tok"
+                or getattr(v, "final_ln_after_pool", False)):
             return None
         return v.ln_post, (lambda x: _project(x, v.proj))
 
@@ -197,13 +237,18 @@ class OpenClipAdapter(ClipAdapter):
             return None
         if hasattr(self.visual, "layer4"):  # open_clip's ModifiedResNet
             return self.visual.layer4
-        trunk = getattr(self.visual, "trunk", None)  # timm ConvNeXt: the last stage before pooling
-        return trunk.stages[-1] if type(trunk).__name__ == "ConvNeXt" else None
+        trunk = getattr(self.visual, "trunk", None)
+        kind = type(trunk).__name__
+        if kind == "ConvNeXt":  # timm ConvNeXt: the last stage before pooling
+            return trunk.stages[-1]
+        if kind == "FastVit":  # timm FastViT (MobileCLIP-S): its last convolution, after the last stage, before pooling
+            return trunk.final_conv
+        return None
 
     @property
     def image_tower(self) -> str:
         if self._is_vit:
-            return "ViT"
+            return "ViT with attentional pooler (CoCa)" if self._attn_pool is not None else "ViT"
         trunk = getattr(self.visual, "trunk", None)
         return "ResNet" if trunk is None else f"timm {type(trunk).__name__}"
 
@@ -218,11 +263,36 @@ class OpenClipAdapter(ClipAdapter):
     def add_positions(self, embeddings: Tensor) -> Tensor:
         return embeddings + self.text.positional_embedding[: embeddings.shape[1]].to(embeddings.dtype)
 
+    def text_inputs(self, ids: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor | None]:
+        """As open_clip's TextTransformer builds them: CoCa's class token appended, the causal mask if the tower
+        has one, the padding / class-token mask if it uses one (per text, (T, heads, N, N))."""
+        text = self.text
+        x = embeddings
+        if self._cls_text:
+            x = torch.cat([x, text.cls_emb.to(x.dtype).expand(x.shape[0], 1, -1)], dim=1)
+        length = x.shape[1]
+        mask = text.attn_mask[:length, :length].to(x.dtype) if self._causal else None
+        if self._pad_mask or self._cls_text:
+            padding = text._build_additive_mask(ids, length, x.dtype)  # open_clip's own (B * heads, N, N) mask
+            padding = padding.view(x.shape[0], -1, length, length)
+            mask = padding if mask is None else mask + padding
+        return x + text.positional_embedding[:length].to(x.dtype), mask
+
+    def text_pool_positions(self, eot: Tensor, length: int) -> Tensor:
+        return torch.full_like(eot, length) if self._cls_text else eot
+
     def pool_text(self, tokens: Tensor, eot: Tensor) -> Tensor:
-        tokens = self.text.ln_final(tokens)
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+        if self._cls_text:  # CoCa: the appended class token, normed after pooling
+            pooled = self.text.ln_final(tokens[:, -1])
+        else:
+            tokens = self.text.ln_final(tokens)
+            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
         return _project(pooled, self.text.text_projection)
 
     @property
     def logit_scale(self) -> Tensor:
         return self.model.logit_scale.exp()
+
+    @property
+    def logit_bias(self) -> Tensor | None:
+        return getattr(self.model, "logit_bias", None)

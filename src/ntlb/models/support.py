@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CLIP_VOCABULARY = 49408
-CONV_TRUNKS = ("convnext",)
+from .tokenizer import CLIP_VOCABULARY
 
 ALL = "every explainer"
 TIMM_VIT = "every explainer but lrp (timm ViT / EVA blocks; decomposition where attention has no inner norm)"
 CONV = "text relevance with every explainer; image maps with gradcam"
 TEXT_ONLY = "text relevance only (image maps for this timm tower: not yet)"
+POOLED = ("chefer2021, attention, rollout and occlusion (the image read at its attention-pooling head; the other "
+          "explainers need a class token)")
 TIMM_TRANSFORMERS = ("vit_", "eva")
+CONV_TRUNKS = ("convnext", "fastvit")
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,22 @@ def support_of_config(config: dict) -> Support:
         family = "ResNet"
     else:
         family = "ViT"
+    pooled_by_attention = vision.get("attentional_pool") is True or (
+        str(timm_name).startswith(TIMM_TRANSFORMERS) and vision.get("timm_pool") == "map")
+    if vision.get("attentional_pool") is True:
+        family = "CoCa ViT"
     refusals = [
-        (config.get("multimodal_cfg") or vision.get("attentional_pool") or text.get("embed_cls"), "CoCa"),
+        (isinstance(vision.get("attentional_pool"), str), "CoCa with 'parallel' / 'cascade' attentional poolers"),
         (text.get("hf_model_name"), "Hugging Face text tower"),
-        (text.get("vocab_size", CLIP_VOCABULARY) != CLIP_VOCABULARY or text.get("hf_tokenizer_name"),
-         "tokenizer other than CLIP's BPE (SigLIP, CLIPA, multilingual)"),
-        (text.get("no_causal_mask"), "text tower without a causal mask"),
-        (text.get("pool_type") not in (None, "argmax"), f"text pooled at '{text.get('pool_type')}'"),
+        (text.get("vocab_size", CLIP_VOCABULARY) != CLIP_VOCABULARY and not text.get("hf_tokenizer_name"),
+         "a vocabulary other than CLIP's BPE without a Hugging Face tokenizer"),
+        (text.get("pool_type") not in (None, "argmax", "last", "eos"), f"text pooled at '{text.get('pool_type')}'"),
     ]
     for refused, reason in refusals:
         if refused:
             return Support(False, f"not supported yet: {reason}", family)
+    if pooled_by_attention:
+        return Support(True, POOLED, family)
     if family == "ViT":
         return Support(True, ALL, family)
     if str(timm_name).startswith(TIMM_TRANSFORMERS) and vision.get("timm_pool", "avg") == "token":

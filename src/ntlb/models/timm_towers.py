@@ -8,17 +8,20 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import NtlbError
-from .blocks import BlockView
+from .blocks import BlockView, pooling_attention
 
 
 def is_timm_transformer(visual: nn.Module) -> bool:
-    """An open_clip TimmModel whose trunk is a timm ViT or EVA pooled at its class token, with blocks ntlb reads
-    (other timm towers still give text relevance)."""
+    """An open_clip TimmModel whose trunk is a timm ViT or EVA pooled at its class token or by a MAP head with one
+    latent query (SigLIP), with blocks ntlb reads (other timm towers still give text relevance)."""
     trunk = getattr(visual, "trunk", None)
     if type(trunk).__name__ not in ("VisionTransformer", "Eva") or not hasattr(trunk, "blocks"):
         return False
-    return (getattr(trunk, "cls_token", None) is not None and getattr(trunk, "global_pool", "token") == "token"
-            and getattr(trunk, "attn_pool", None) is None and not getattr(trunk, "rope_mixed", False)
+    pool = getattr(trunk, "attn_pool", None)
+    by_token = getattr(trunk, "cls_token", None) is not None and getattr(trunk, "global_pool", "token") == "token"
+    by_attention = (type(pool).__name__ == "AttentionPoolLatent" and getattr(pool, "pos_embed", None) is None
+                    and (pool.latent_len == 1 or pool.pool == "token"))
+    return ((by_token and pool is None or by_attention) and not getattr(trunk, "rope_mixed", False)
             and all(type(b).__name__ in ("Block", "EvaBlock") and getattr(b.attn, "gate", None) is None
                     for b in trunk.blocks))
 
@@ -28,8 +31,8 @@ class TimmTower:
 
     def __init__(self, visual: nn.Module):
         if not is_timm_transformer(visual):
-            raise NtlbError("ntlb reads timm ViT / EVA towers pooled at their class token, with timm's Block or "
-                            "EvaBlock (no attention pooling head, no gated attention): see `ntlb models`")
+            raise NtlbError("ntlb reads timm ViT / EVA towers pooled at their class token or by a one-query MAP "
+                            "head, with timm's Block or EvaBlock (no gated attention): see `ntlb models`")
         self.visual, self.trunk = visual, visual.trunk
         self.rope: Tensor | None = None  # the rotary embedding of the images being encoded (EVA)
         self.blocks = [self._block_view(block) for block in self.trunk.blocks]
@@ -59,9 +62,32 @@ class TimmTower:
     def _project(self, x: Tensor) -> Tensor:
         return self.visual.head(self.trunk.head(self.trunk.fc_norm(x)))
 
+    @property
+    def attention_pooled(self) -> bool:
+        """Pooled by a MAP head (SigLIP) rather than at the class token."""
+        return getattr(self.trunk, "attn_pool", None) is not None
+
     def pool(self, tokens: Tensor) -> Tensor:
-        """The image feature: final norm, the class token, fc_norm, timm's head and open_clip's projection."""
-        return self._project(self.trunk.norm(tokens)[:, 0])
+        """The image feature: final norm, the class token (or the MAP head), fc_norm, timm's head and open_clip's
+        projection."""
+        return self.pool_with_attention(tokens, False)[0]
+
+    def pool_with_attention(self, tokens: Tensor, keep: bool) -> tuple[Tensor, Tensor | None]:
+        """The image feature and, for a MAP head with `keep`, its latent query's probabilities (B, heads, 1, N),
+        computed as timm's AttentionPoolLatent computes them (first latent only: the one the feature reads)."""
+        x = self.trunk.norm(tokens)
+        if not self.attention_pooled:
+            return self._project(x[:, 0]), None
+        pool = self.trunk.attn_pool
+        b, n, c = x.shape
+        q = pool.q(pool.latent[:, :1].expand(b, -1, -1)).reshape(b, 1, pool.num_heads, -1).transpose(1, 2)
+        k, v = pool.kv(x).reshape(b, n, 2, pool.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = pool.q_norm(q), pool.k_norm(k)
+        out, probs = pooling_attention(q, k, v, keep)
+        out = pool.proj_drop(pool.proj(out.transpose(1, 2).reshape(b, 1, -1)))
+        if pool.mlp is not None:
+            out = out + pool.mlp(pool.norm(out))
+        return self._project(out[:, 0]), probs
 
     def project_tokens(self, tokens: Tensor) -> Tensor:
         """Every token through the same head (for explainers that read patch features)."""
@@ -69,7 +95,7 @@ class TimmTower:
 
     def head(self):
         """(final norm, projection) when the projection is linear per token (fc_norm is the identity)."""
-        if not isinstance(self.trunk.fc_norm, nn.Identity):
+        if not isinstance(self.trunk.fc_norm, nn.Identity) or self.attention_pooled:
             return None
         return self.trunk.norm, self._project
 

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from ..errors import NtlbError
 
+CLIP_VOCABULARY = 49408
+
 
 @dataclass(frozen=True)
 class Word:
@@ -33,15 +35,19 @@ class TokenizedTexts:
     eot: Tensor
     tokens: list[list[str]]
     words: list[list[Word]]
+    fixed_length: bool = False  # the tower sees every position (no causal mask, last-token pooling): never cut
 
     def select(self, index: list[int]) -> TokenizedTexts:
         """The texts at `index`, in that order."""
         rows = torch.as_tensor(index, dtype=torch.long)
         return TokenizedTexts(self.ids[rows], self.eot[rows], [self.tokens[i] for i in index],
-                              [self.words[i] for i in index])
+                              [self.words[i] for i in index], self.fixed_length)
 
     def truncated(self) -> TokenizedTexts:
-        """The same texts cut to max(EOT)+1 positions: exact under the causal mask (SPEC 1, speed-up 4)."""
+        """The same texts cut to max(EOT)+1 positions: exact under the causal mask (SPEC 1, speed-up 4); unchanged
+        for towers that see every position (SigLIP, MobileCLIP-S, CoCa)."""
+        if self.fixed_length:
+            return self
         length = int(self.eot.max()) + 1
         return TokenizedTexts(self.ids[:, :length], self.eot, self.tokens, self.words)
 
@@ -52,9 +58,10 @@ class TokenizedTexts:
 class ClipTokenizer:
     """Tokenises to fixed-length id tensors and gives token strings and word spans."""
 
-    def __init__(self, context_length: int = 77, bpe: SimpleTokenizer | None = None):
+    def __init__(self, context_length: int = 77, bpe: SimpleTokenizer | None = None, fixed_length: bool = False):
         self.bpe = bpe if bpe is not None else SimpleTokenizer(context_length=context_length)
         self.context_length = context_length
+        self.fixed_length = fixed_length
         self.sot_id = self.bpe.sot_token_id
         self.eot_id = self.bpe.eot_token_id
         self.vocab_size = self.bpe.vocab_size
@@ -103,7 +110,7 @@ class ClipTokenizer:
             pieces = [self.bpe.decoder.get(i, "<unk>") for i in row[: end + 1]]
             tokens.append(pieces)
             words.append(self._word_spans(pieces, end))
-        return TokenizedTexts(ids, eot, tokens, words)
+        return TokenizedTexts(ids, eot, tokens, words, self.fixed_length)
 
     def _word_spans(self, pieces: list[str], eot: int) -> list[Word]:
         spans, start = [], 1

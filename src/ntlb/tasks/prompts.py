@@ -39,6 +39,9 @@ def prompt_layout(adapter: ClipAdapter, classnames: Sequence[str], n_ctx: int, p
         raise NtlbError(f"unknown class-name position '{position}': use one of {', '.join(POSITIONS)}")
     if n_ctx < 1:
         raise NtlbError(f"--ctx {n_ctx}: use at least one context vector")
+    if not hasattr(adapter.tokenizer, "bpe"):
+        raise NtlbError(f"prompt learning builds its prompts from CLIP's BPE tokens and this model's tokenizer is "
+                        f"{type(adapter.tokenizer.tokenizer).__name__}: use a model with CLIP's tokenizer")
     bpe = adapter.tokenizer.bpe
     placeholder = bpe.encode(PLACEHOLDER)[0]
     dot = bpe.encode(".")
@@ -66,7 +69,8 @@ def prompt_layout(adapter: ClipAdapter, classnames: Sequence[str], n_ctx: int, p
         rows.append(ids)
         contexts.append(positions)
         name_spans.append((name_start, name_start + len(name_ids)))
-    length = max(len(r) for r in rows)
+    # towers that see every position (MobileCLIP-S, CoCa) read the prompts padded to the full context, as trained
+    length = adapter.context_length if adapter.tokenizer.fixed_length else max(len(r) for r in rows)
     ids = torch.zeros(len(rows), length, dtype=torch.long)
     names = torch.zeros(len(rows), length, dtype=torch.bool)
     for row, (tokens, (start, end)) in enumerate(zip(rows, name_spans)):

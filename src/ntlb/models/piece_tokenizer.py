@@ -1,0 +1,135 @@
+"""Tokenizers other than CLIP's BPE (SigLIP's SentencePiece, SigLIP2's Gemma), seen as ntlb's tokenizer: the ids the
+model's own tokenizer gives (padded to the full context, as these towers are trained), the position the text feature
+is read from, and word spans from the pieces' word-start marks ("▁" for SentencePiece, "Ġ" for byte-level BPE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import NtlbError
+from .tokenizer import TokenizedTexts, Word
+
+WORD_STARTS = ("▁", "Ġ")
+
+
+class PieceTokenizer:
+    """A Hugging Face tokenizer with ntlb's interface. pool: "last" (SigLIP: the last position, padding included)
+    or "eos" (the first end-of-text token). `clean` is the model's text cleaning (open_clip's "canonicalize")."""
+
+    fixed_length = True  # the text towers that use these tokenizers see every position: never cut
+
+    def __init__(self, tokenizer, context_length: int, pool: str = "last",
+                 clean: Callable[[str], str] | None = None, encode: Callable[[list[str]], Tensor] | None = None):
+        if pool not in ("last", "eos"):
+            raise NtlbError(f"text pooling '{pool}' with a Hugging Face tokenizer: ntlb reads 'last' or 'eos'")
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.pool = pool
+        self.clean = clean or (lambda text: text)
+        self.encode = encode  # the model's own tokenisation (open_clip's HFTokenizer: its cleaning, sep stripping)
+        model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+        self.continuation = getattr(model, "continuing_subword_prefix", None)  # WordPiece's "##"
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.special = set(tokenizer.all_special_ids)
+        self.vocab_size = len(tokenizer)
+
+    def __call__(self, texts: str | list[str]) -> TokenizedTexts:
+        """Tokenise one text or a list of texts, padded to the context length."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise NtlbError("no texts given: pass at least one text")
+        ids = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
+        for row, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
+            encoded = self.tokenizer(self.clean(text))["input_ids"]
+            if len(encoded) > self.context_length:
+                short = text if len(text) <= 40 else text[:37] + "..."
+                raise NtlbError(f"text {short!r} has {len(encoded)} tokens but the model's context is "
+                                f"{self.context_length}: shorten it")
+            ids[row, : len(encoded)] = torch.tensor(encoded)
+        if self.encode is not None:
+            ids = self.encode(list(texts)).long()
+        return self.from_ids(ids)
+
+    def from_ids(self, ids: Tensor) -> TokenizedTexts:
+        """Token strings, pooled positions and word spans of given token ids (T, context length)."""
+        if ids.ndim == 1:
+            ids = ids.unsqueeze(0)
+        ids = ids.long().cpu()
+        if ids.shape[1] != self.context_length:
+            raise NtlbError(f"token ids have length {ids.shape[1]} but this model reads all {self.context_length} "
+                            "positions: tokenise with the model's tokenizer")
+        if self.pool == "last":
+            eot = torch.full((ids.shape[0],), self.context_length - 1, dtype=torch.long)
+        else:
+            is_eos = ids == self.eos_id
+            if not bool(is_eos.any(dim=1).all()):
+                raise NtlbError("a row of token ids has no end-of-text token: tokenise with the model's tokenizer")
+            eot = is_eos.int().argmax(dim=1)
+        tokens, words = [], []
+        for row, end in zip(ids.tolist(), eot.tolist()):
+            pieces = self.tokenizer.convert_ids_to_tokens(row[: end + 1])
+            tokens.append(pieces)
+            words.append(self._word_spans(row[: end + 1], pieces))
+        return TokenizedTexts(ids, eot, tokens, words, fixed_length=True)
+
+    def _word_spans(self, row: list[int], pieces: list[str]) -> list[Word]:
+        spans, start = [], None
+        for position, (token_id, piece) in enumerate(zip(row, pieces)):
+            special = token_id in self.special
+            starts = piece.startswith(WORD_STARTS) if self.continuation is None else \
+                not piece.startswith(self.continuation)
+            if start is not None and (special or starts):
+                spans.append(self._word(pieces, start, position))
+                start = None
+            if special:
+                if token_id == self.eos_id or token_id == self.pad_id:
+                    break
+                continue
+            if start is None:
+                start = position
+        if start is not None:
+            spans.append(self._word(pieces, start, len(pieces)))
+        return [span for span in spans if span.text]
+
+    def _word(self, pieces: list[str], start: int, end: int) -> Word:
+        return Word(self.tokenizer.convert_tokens_to_string(pieces[start:end]).strip(), start, end)
+
+
+def piece_tokenizer_of(tokenizer, context_length: int, pool: str = "last", clean: str | None = None) -> PieceTokenizer:
+    """ntlb's tokenizer from what a user holds: open_clip's HFTokenizer (its cleaning kept), a transformers
+    tokenizer, or the directory of one saved with `save_pretrained` (cleaned as `clean` names, open_clip's
+    cleaning functions: "canonicalize" for SigLIP)."""
+    from pathlib import Path
+
+    if isinstance(tokenizer, PieceTokenizer):
+        return tokenizer
+    if isinstance(tokenizer, (str, Path)):
+        path = Path(tokenizer)
+        if not path.is_dir():
+            raise NtlbError(f"tokenizer directory not found: {tokenizer}: pass the folder a Hugging Face tokenizer "
+                            "was saved to (save_pretrained)")
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as err:  # noqa: BLE001 - the fix is the same whatever transformers raised
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise NtlbError(f"cannot load a tokenizer from {path}: {first}") from None
+    clean_fn = getattr(tokenizer, "clean_fn", None)
+    if clean_fn is None and clean:
+        from open_clip.tokenizer import get_clean_fn
+
+        clean_fn = get_clean_fn(clean)
+    inner = getattr(tokenizer, "tokenizer", tokenizer)  # open_clip's HFTokenizer holds the transformers one
+    if not hasattr(inner, "convert_ids_to_tokens"):
+        raise NtlbError(f"cannot use {type(tokenizer).__name__} as a tokenizer: pass open_clip's tokenizer for the "
+                        "model, a transformers tokenizer or its directory")
+    encode = tokenizer if inner is not tokenizer else None
+    return PieceTokenizer(inner, context_length, pool, clean_fn, encode)
