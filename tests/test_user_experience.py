@@ -124,8 +124,14 @@ def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys
 
 
 def test_convolutional_towers_get_gradcam_maps(capsys, tmp_path):
-    """ConvNeXt (timm) towers: Grad-CAM on the last stage equals its formula; other explainers say what works."""
-    adapter = load_random("convnext_tiny", torch.float32)
+    """ConvNeXt (timm) towers, saved and loaded back through ntlb's loader: Grad-CAM on the last stage equals its
+    formula; other explainers say what works."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "convnext.safetensors"
+    save_file({k: v.contiguous() for k, v in load_random("convnext_tiny", torch.float32).model.state_dict().items()},
+              str(weights))
+    adapter = ntlb.load_model("convnext_tiny", pretrained=str(weights))
     pixels = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     explanation = ntlb.explain(adapter, pixels, ["a cat", "a dog"], method="gradcam")
     pixels.requires_grad_(True)  # the slow path's stage output needs a graph

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import NtlbError
 from .adapter import ClipAdapter
 from .open_clip_adapter import OpenClipAdapter
-from .support import support_of
+from .support import support_of, support_of_config
 from .tokenizer import ClipTokenizer
 
 PACKAGE_DIR = Path(__file__).parent
@@ -109,8 +109,8 @@ def load_weights(model: nn.Module, path: str | Path, architecture: str) -> None:
 
 
 def _check_supported(name: str) -> None:
-    """Refuse an architecture ntlb cannot explain before it is built or downloaded."""
-    support = support_of(name)
+    """Refuse an architecture (a name or a config .json) ntlb cannot explain before it is built or downloaded."""
+    support = support_of_config(json.loads(Path(name).read_text())) if name.endswith(".json") else support_of(name)
     if support is not None and not support.works:
         raise NtlbError(f"{name}: {support.what}: see `ntlb models` for what ntlb explains")
 
@@ -285,15 +285,17 @@ def load_model(
         model = _load_hf(directory)
         adapter: ClipAdapter = wrap(model, tokenizer=tokenizer, directory=directory, image_size=image_size)
     else:
+        config = str(bundled[name]["config"]) if name in bundled else name
+        if config.endswith(".json") and not Path(config).is_file():
+            raise NtlbError(f"model config not found: {config}: check the path")
+        _check_supported(config)
+        text_tokenizer = _open_clip_tokenizer(config, tokenizer)  # before building: a missing tokenizer fails fast
         if name in bundled:
             entry = bundled[name]
             if pretrained is None and entry["weights"] is not None:
                 pretrained = str(entry["weights"])
-            model, random_weights = _load_open_clip(str(entry["config"]), pretrained)
-        else:
-            model, random_weights = _load_open_clip(name, pretrained)
-        config = str(bundled[name]["config"]) if name in bundled else name
-        adapter = wrap(model, tokenizer=_open_clip_tokenizer(config, tokenizer), image_size=image_size)
+        model, random_weights = _load_open_clip(config, pretrained)
+        adapter = wrap(model, tokenizer=text_tokenizer, image_size=image_size)
     adapter.name, adapter.pretrained = name, pretrained
     model.requires_grad_(False)
     model.to(device=device, dtype=dtype)
