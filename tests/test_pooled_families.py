@@ -131,7 +131,7 @@ def test_open_clip_siglip_reads_the_map_head_and_the_last_position(open_clip_sig
     rollout = ntlb.explain(adapter, pixels, TEXTS, method="rollout")
     assert raw.image.shape == rollout.image.shape == (2, 2, 4, 4)
     assert torch.allclose(raw.image.flatten(-2).sum(-1), torch.ones(2, 2, dtype=torch.float64))  # a softmax row
-    for method in ("gradcam", "legrad", "clip_surgery"):
+    for method in ("gradcam", "gem", "clip_surgery"):
         with pytest.raises(NtlbError, match="pools by attention: use chefer2021"):
             ntlb.explain(adapter, pixels, TEXTS, method=method)
 
@@ -257,5 +257,35 @@ def test_explain_and_compare_commands_on_siglip(open_clip_siglip, tmp_path, caps
     assert [word for word, _ in pair["words"]] == ["a", "small", "red", "star"] and 0 < pair["logit"] < 1
     assert main(["compare", str(EXAMPLE), "--text", "a red circle", "--out", str(tmp_path / "c"), *model]) == 0
     compared = json.loads((tmp_path / "c" / "compare.json").read_text())
-    assert {"chefer2021", "attention", "rollout", "occlusion"} <= set(compared["methods"])
-    assert {"gradcam", "legrad", "lrp"} <= set(compared["skipped"])
+    assert {"chefer2021", "attention", "rollout", "occlusion", "legrad"} <= set(compared["methods"])
+    assert {"gradcam", "gem", "lrp"} <= set(compared["skipped"])
+
+
+def test_legrad_reads_the_pooling_head_layer_by_layer(open_clip_siglip):
+    """LeGrad on SigLIP: each of the last two layers' tokens through timm's MAP head (written here from timm's
+    modules), the gradient of that layer's cosine to the head's attention, relu, mean over heads, summed, min-max."""
+    _, adapter = open_clip_siglip
+    trunk = adapter.model.visual.trunk
+    pixels = _pixels(adapter, 1)
+    fast = ntlb.explain(adapter, pixels, TEXTS[:1], method="legrad")
+    tokens = adapter.tokenizer(TEXTS[:1])
+    with torch.no_grad():
+        text = F.normalize(adapter.model.encode_text(tokens.ids), dim=-1)[0]
+        x = trunk.norm_pre(trunk._pos_embed(trunk.patch_embed(pixels)))
+    total = 0
+    with torch.enable_grad():
+        for index, block in enumerate(trunk.blocks):
+            x = block(x)
+            if index < len(trunk.blocks) - 2:
+                continue
+            pool, n = trunk.attn_pool, trunk.norm(x)
+            q = pool.q(pool.latent).reshape(1, 1, pool.num_heads, -1).transpose(1, 2)
+            k, v = pool.kv(n).reshape(1, n.shape[1], 2, pool.num_heads, -1).permute(2, 0, 3, 1, 4)
+            probs = (q @ k.transpose(-1, -2) * pool.scale).softmax(dim=-1).detach().requires_grad_(True)
+            out = pool.proj((probs @ v).transpose(1, 2).reshape(1, 1, -1))
+            out = out + pool.mlp(pool.norm(out))
+            feature = adapter.model.visual.head(trunk.head(trunk.fc_norm(out[:, 0])))
+            (grad,) = torch.autograd.grad(F.normalize(feature, dim=-1)[0] @ text, [probs])
+            total = total + grad.clamp(min=0).mean(dim=1)[0, 0]
+    slow = (total - total.min()) / (total.max() - total.min())
+    assert relative_error(fast.image.flatten(-2)[0, 0], slow) <= TOL and float(slow.std()) > 0

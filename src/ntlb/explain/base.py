@@ -157,8 +157,8 @@ class Explainer:
         self.check(adapter)
         if adapter.pools_image_by_attention and not self.reads_attention_pooling:
             raise NtlbError(f"{self.name} reads an image at its class token, and this model's image tower "
-                            f"({adapter.image_tower}) pools by attention: use chefer2021, attention, rollout or "
-                            "occlusion")
+                            f"({adapter.image_tower}) pools by attention: use chefer2021, attention, rollout, "
+                            "legrad or occlusion")
         inputs = prepare_inputs(adapter, images, texts)
         differentiable = grad_requested and (inputs.requires_grad()
                                              or any(p.requires_grad for p in adapter.model.parameters()))

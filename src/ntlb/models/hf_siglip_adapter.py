@@ -74,7 +74,7 @@ class HFSiglipAdapter(HFTowers):
 
     def project_image_tokens(self, tokens: Tensor) -> Tensor:
         raise NtlbError("SigLIP has no per-token projection into the joint space (its image feature is the pooling "
-                        "head's output): use chefer2021, attention, rollout or occlusion")
+                        "head's output): use chefer2021, attention, rollout, legrad or occlusion")
 
     def text_inputs(self, ids: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.add_positions(embeddings), None  # every position sees every other: no causal mask

@@ -11,8 +11,8 @@ ALL = "every explainer"
 TIMM_VIT = "every explainer but lrp (timm ViT / EVA blocks; decomposition where attention has no inner norm)"
 CONV = "text relevance with every explainer; image maps with gradcam"
 TEXT_ONLY = "text relevance only (image maps for this timm tower: not yet)"
-POOLED = ("chefer2021, attention, rollout and occlusion (the image read at its attention-pooling head; the other "
-          "explainers need a class token)")
+POOLED = ("chefer2021, attention, rollout, legrad and occlusion (the image read at its attention-pooling "
+          "head; the other explainers need a class token)")
 TIMM_TRANSFORMERS = ("vit_", "eva")
 CONV_TRUNKS = ("convnext", "fastvit")
 
