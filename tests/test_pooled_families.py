@@ -178,6 +178,13 @@ def test_hugging_face_siglip(tmp_path, piece_dir):
     explanation = _matches_reference(adapter, pixels, TEXTS)
     assert torch.allclose(explanation.logits, output.logits_per_image, rtol=1e-10)
     assert explanation.image.shape == (2, 2, 4, 4)
+    bigger = ntlb.wrap(model, image_size=48, tokenizer=str(tmp_path))  # positions interpolated as transformers does
+    large = torch.randn(1, 3, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        theirs = model.get_image_features(pixel_values=large, interpolate_pos_encoding=True)
+        theirs = getattr(theirs, "pooler_output", theirs)
+        assert relative_error(bigger.encode_image(large).features, theirs) <= 1e-10
+    assert ntlb.explain(bigger, large, TEXTS[:1]).image.shape == (1, 1, 6, 6)
 
 
 def test_coca_contrastive_score(tmp_path):

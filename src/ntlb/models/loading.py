@@ -308,13 +308,15 @@ def load_model(
 
 def wrap(
     model: nn.Module | ClipAdapter,
-    tokenizer: ClipTokenizer | SimpleTokenizer | None = None,
+    tokenizer: Any = None,
     preprocess: Any = None,
     directory: str | Path | None = None,
     image_size: int | tuple[int, int] | None = None,
 ) -> ClipAdapter:
-    """An adapter around an open_clip CLIP or a transformers CLIPModel you already hold (not modified); with
-    `image_size`, a ViT runs at that input size (position embeddings interpolated on the fly)."""
+    """An adapter around an open_clip CLIP / CoCa / SigLIP or a transformers CLIPModel / SiglipModel you already
+    hold (not modified); with `image_size`, a ViT runs at that input size (position embeddings interpolated on the
+    fly). tokenizer: CLIP's (default where the vocabulary is CLIP's), open_clip's `get_tokenizer(name)`, a
+    transformers tokenizer, or the directory of one."""
     if isinstance(model, ClipAdapter):
         return model
     if isinstance(tokenizer, SimpleTokenizer):
@@ -334,7 +336,7 @@ def wrap(
         adapter = OpenClipAdapter(model, tokenizer=tokenizer, preprocess=preprocess, image_size=image_size)
     else:
         raise NtlbError(
-            f"cannot wrap {type(model).__name__}: pass an open_clip CLIP or a transformers CLIPModel"
+            f"cannot wrap {type(model).__name__}: pass an open_clip CLIP or a transformers CLIPModel / SiglipModel"
         )
     adapter.random_weights = False
     adapter.pretrained = None
