@@ -203,6 +203,11 @@ def _open_clip_tokenizer(name: str, directory: str | None):
         return None
     from open_clip.tokenizer import HFTokenizer
 
+    try:
+        import transformers  # noqa: F401 - open_clip's HFTokenizer needs it
+    except ImportError:
+        raise NtlbError("this model's tokenizer is a Hugging Face one and needs transformers: "
+                        "pip install 'ntlb[hf]'") from None
     source = directory or hf_name
     if directory is not None and not Path(directory).is_dir():
         raise NtlbError(f"tokenizer directory not found: {directory}: pass the folder a Hugging Face tokenizer was "

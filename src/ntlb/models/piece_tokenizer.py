@@ -115,8 +115,10 @@ def piece_tokenizer_of(tokenizer, context_length: int, pool: str = "last", clean
         if not path.is_dir():
             raise NtlbError(f"tokenizer directory not found: {tokenizer}: pass the folder a Hugging Face tokenizer "
                             "was saved to (save_pretrained)")
-        from transformers import AutoTokenizer
-
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise NtlbError("a Hugging Face tokenizer needs transformers: pip install 'ntlb[hf]'") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as err:  # noqa: BLE001 - the fix is the same whatever transformers raised
