@@ -127,6 +127,9 @@ def test_open_clip_siglip_reads_the_map_head_and_the_last_position(open_clip_sig
     assert torch.allclose(explanation.logits, theirs, rtol=1e-10)
     sigmoid = _matches_reference(adapter, pixels[:1], TEXTS[:1], logit_mode="sigmoid")
     assert torch.allclose(sigmoid.logits, theirs[:1, :1].sigmoid(), rtol=1e-10)
+    for probabilities in (explanation.probabilities(), sigmoid.probabilities()):  # each pair's own, not a softmax
+        assert torch.allclose(probabilities.double(), theirs[: len(probabilities), : probabilities.shape[1]].sigmoid(),
+                              rtol=1e-6)
     raw = ntlb.explain(adapter, pixels, TEXTS, method="attention")
     rollout = ntlb.explain(adapter, pixels, TEXTS, method="rollout")
     assert raw.image.shape == rollout.image.shape == (2, 2, 4, 4)

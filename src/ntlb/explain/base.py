@@ -303,6 +303,7 @@ class Explainer:
             input_size=adapter.preprocess_config.size, preprocess=adapter.preprocess_config,
             originals=batch.originals, image_note="" if image is not None else self.image_note(batch),
             text_note="" if text is not None else self.text_note(batch), options=self.options(),
+            logit_bias=None if adapter.logit_bias is None else float(adapter.logit_bias.detach()),
         )
 
     def image_note(self, batch: Batch) -> str:

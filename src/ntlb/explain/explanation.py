@@ -42,6 +42,7 @@ class Explanation:
     image_note: str = ""
     text_note: str = ""
     options: dict = field(default_factory=dict)
+    logit_bias: float | None = None  # SigLIP's b: scores are sigmoid(s * cos + b) match probabilities
 
     def key(self, b: int, t: int | None = None) -> tuple[int, ...]:
         """The index of pair (b, t) into `image` and `text`: (b,) for diagonal pairs, (b, t) otherwise."""
@@ -104,11 +105,14 @@ class Explanation:
         return float(self.logits[b, self.text_index(b, t)])
 
     def probabilities(self) -> Tensor:
-        """Softmax over the given texts of the scaled scores, (B, T)."""
-        scaled = self.logits.detach().float()
+        """(B, T): softmax over the given texts of the scaled scores (CLIP); for a model with a logit bias
+        (SigLIP) each pair's own match probability sigmoid(s * cos + b), as it was trained."""
+        scores = self.logits.detach().float()
+        if self.logit_mode == "sigmoid":
+            return scores
         if self.logit_mode == "cosine":
-            scaled = scaled * self.logit_scale
-        return scaled.softmax(dim=-1)
+            scores = scores * self.logit_scale + (self.logit_bias or 0.0)
+        return scores.softmax(dim=-1) if self.logit_bias is None else scores.sigmoid()
 
     def pair_indices(self) -> list[tuple[int, int]]:
         """(b, t) of every explained pair, as `image_map`, `words` and `text_index` take them (t = b for
