@@ -204,6 +204,9 @@ def test_coca_contrastive_score(tmp_path):
                            "attn_pooler_heads": 2}}))
     adapter = _save_and_reload(config)
     model = adapter.model
+    with pytest.warns(UserWarning, match="random weights"):  # open_clip leaves the decoder's projection unset
+        again = ntlb.load_model(str(config), dtype=torch.float64).model.state_dict()
+    assert all(torch.equal(value, again[key]) for key, value in model.state_dict().items())
     tokens = adapter.tokenizer(TEXTS)
     assert tokens.ids.shape[1] == 20 and adapter.pools_image_by_attention
     pixels = _pixels(adapter, 2)

@@ -128,7 +128,11 @@ def _create_open_clip(name: str, config_path: Path | None) -> nn.Module:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random weights repeat from run to run
-            return open_clip.create_model(name, pretrained=None)
+            model = open_clip.create_model(name, pretrained=None)
+            decoder = getattr(model, "text_decoder", None)  # open_clip leaves CoCa's decoder projection as
+            if isinstance(getattr(decoder, "text_projection", None), nn.Parameter):  # uninitialised memory
+                nn.init.normal_(decoder.text_projection, std=decoder.text_projection.shape[0] ** -0.5)
+            return model
     finally:
         root.setLevel(level)
 
