@@ -45,10 +45,6 @@ class TimmTower:
     def grid(self) -> tuple[int, int]:
         return tuple(self.trunk.patch_embed.grid_size)
 
-    @property
-    def prefix_tokens(self) -> int:
-        return int(getattr(self.trunk, "num_prefix_tokens", 1))
-
     def embed(self, pixels: Tensor) -> Tensor:
         """Tokens entering the first block (class token first, then registers, then patches)."""
         trunk = self.trunk
@@ -66,11 +62,6 @@ class TimmTower:
     def attention_pooled(self) -> bool:
         """Pooled by a MAP head (SigLIP) rather than at the class token."""
         return getattr(self.trunk, "attn_pool", None) is not None
-
-    def pool(self, tokens: Tensor) -> Tensor:
-        """The image feature: final norm, the class token (or the MAP head), fc_norm, timm's head and open_clip's
-        projection."""
-        return self.pool_with_attention(tokens, False)[0]
 
     def pool_with_attention(self, tokens: Tensor, keep: bool) -> tuple[Tensor, Tensor | None]:
         """The image feature and, for a MAP head with `keep`, its latent query's probabilities (B, heads, 1, N),
