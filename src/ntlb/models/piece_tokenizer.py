@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
-from .tokenizer import TokenizedTexts, Word
+from .tokenizer import TokenizedTexts, Word, padded_ids
 
 WORD_STARTS = ("▁", "Ġ")
 
@@ -38,23 +38,11 @@ class PieceTokenizer:
         self.vocab_size = len(tokenizer)
 
     def __call__(self, texts: str | list[str]) -> TokenizedTexts:
-        """Tokenise one text or a list of texts, padded to the context length."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if len(texts) == 0:
-            raise NtlbError("no texts given: pass at least one text")
-        ids = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
-        for row, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
-            encoded = self.tokenizer(self.clean(text))["input_ids"]
-            if len(encoded) > self.context_length:
-                short = text if len(text) <= 40 else text[:37] + "..."
-                raise NtlbError(f"text {short!r} has {len(encoded)} tokens but the model's context is "
-                                f"{self.context_length}: shorten it")
-            ids[row, : len(encoded)] = torch.tensor(encoded)
+        """Tokenise one text or a list of texts, padded to the context length (the model's own ids where given)."""
+        ids = padded_ids(texts, self.context_length, self.pad_id,
+                         lambda text: self.tokenizer(self.clean(text))["input_ids"])
         if self.encode is not None:
-            ids = self.encode(list(texts)).long()
+            ids = self.encode([texts] if isinstance(texts, str) else list(texts)).long()
         return self.from_ids(ids)
 
     def from_ids(self, ids: Tensor) -> TokenizedTexts:

@@ -7,6 +7,7 @@ the same whether the text came in as a string or as token ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,27 @@ class TokenizedTexts:
         return self.ids.shape[0]
 
 
+def padded_ids(texts: str | list[str], context_length: int, pad_id: int,
+               encode: Callable[[str], list[int]]) -> Tensor:
+    """Ids (T, context_length) of one text or a list of texts, padded with `pad_id`; one-line errors for no texts,
+    an empty text and a text longer than the context (every tokenizer of ntlb checks its input here)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 0:
+        raise NtlbError("no texts given: pass at least one text")
+    ids = torch.full((len(texts), context_length), pad_id, dtype=torch.long)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
+        encoded = encode(text)
+        if len(encoded) > context_length:
+            short = text if len(text) <= 40 else text[:37] + "..."
+            raise NtlbError(f"text {short!r} has {len(encoded)} tokens but the model's context is {context_length}: "
+                            "shorten it")
+        ids[row, : len(encoded)] = torch.tensor(encoded)
+    return ids
+
+
 class ClipTokenizer:
     """Tokenises to fixed-length id tensors and gives token strings and word spans."""
 
@@ -67,29 +89,12 @@ class ClipTokenizer:
         self.vocab_size = self.bpe.vocab_size
 
     def encode_one(self, text: str) -> list[int]:
-        """Ids of one text with SOT and EOT; a one-line error if it does not fit the context."""
-        ids = [self.sot_id, *self.bpe.encode(text), self.eot_id]
-        if len(ids) > self.context_length:
-            short = text if len(text) <= 40 else text[:37] + "..."
-            raise NtlbError(
-                f"text {short!r} has {len(ids)} tokens but the model's context is {self.context_length}: "
-                "shorten it"
-            )
-        return ids
+        """Ids of one text with SOT and EOT."""
+        return [self.sot_id, *self.bpe.encode(text), self.eot_id]
 
     def __call__(self, texts: str | list[str]) -> TokenizedTexts:
         """Tokenise one text or a list of texts."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if len(texts) == 0:
-            raise NtlbError("no texts given: pass at least one text")
-        ids = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        for row, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
-            encoded = self.encode_one(text)
-            ids[row, : len(encoded)] = torch.tensor(encoded)
-        return self.from_ids(ids)
+        return self.from_ids(padded_ids(texts, self.context_length, 0, self.encode_one))
 
     def from_ids(self, ids: Tensor) -> TokenizedTexts:
         """Token strings, EOT positions and word spans of given token ids (T, L)."""
