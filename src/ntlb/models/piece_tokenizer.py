@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
-from .tokenizer import TokenizedTexts, Word, padded_ids
+from .tokenizer import TokenizedTexts, Word, first_end, padded_ids
 
 WORD_STARTS = ("▁", "Ġ")
 
@@ -56,10 +56,7 @@ class PieceTokenizer:
         if self.pool == "last":
             eot = torch.full((ids.shape[0],), self.context_length - 1, dtype=torch.long)
         else:
-            is_eos = ids == self.eos_id
-            if not bool(is_eos.any(dim=1).all()):
-                raise NtlbError("a row of token ids has no end-of-text token: tokenise with the model's tokenizer")
-            eot = is_eos.int().argmax(dim=1)
+            eot = first_end(ids, self.eos_id)
         tokens, words = [], []
         for row, end in zip(ids.tolist(), eot.tolist()):
             pieces = self.tokenizer.convert_ids_to_tokens(row[: end + 1])

@@ -77,6 +77,14 @@ def padded_ids(texts: str | list[str], context_length: int, pad_id: int,
     return ids
 
 
+def first_end(ids: Tensor, end_id: int) -> Tensor:
+    """The position of each row's first end-of-text token (T,); a one-line error for a row without one."""
+    is_end = ids == end_id
+    if not bool(is_end.any(dim=1).all()):
+        raise NtlbError("a row of token ids has no end-of-text token: tokenise with the model's tokenizer")
+    return is_end.int().argmax(dim=1)
+
+
 class ClipTokenizer:
     """Tokenises to fixed-length id tensors and gives token strings and word spans."""
 
@@ -106,10 +114,7 @@ class ClipTokenizer:
                 f"token ids have length {ids.shape[1]} but the model's context is {self.context_length}: "
                 "tokenise with the model's tokenizer"
             )
-        is_eot = ids == self.eot_id
-        if not bool(is_eot.any(dim=1).all()):
-            raise NtlbError("a row of token ids has no end-of-text token: tokenise with the model's tokenizer")
-        eot = is_eot.int().argmax(dim=1)
+        eot = first_end(ids, self.eot_id)
         tokens, words = [], []
         for row, end in zip(ids.tolist(), eot.tolist()):
             pieces = [self.bpe.decoder.get(i, "<unk>") for i in row[: end + 1]]
