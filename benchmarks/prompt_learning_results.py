@@ -16,7 +16,8 @@ Rows: zero-shot (hand prompt, 80-template ensemble), linear probe, CoOp, and thr
 (the default: the released code's score and mean, lambda = --lambda), "ntlb-paper" (Eq. 2's score, Eq. 3's sum,
 lambda 3), "ntlb-bounded" (Eq. 2's score, the mean over the other classes, lambda 3); M = 16 and 4 (the variants
 at M = 16), unified and CSC. Mean and std over seeds. Then accuracy against lambda (Fig. 5, default loss, M = 16,
-CSC for the cue protocol) and the class name at the end. Writes docs/results-prompt-learning-<protocol>.json and
+CSC for the cue protocol) with what the loss raises, the true class's share of relevance on its name (S(c_gt) on the
+base test set), and the class name at the end. Writes docs/results-prompt-learning-<protocol>.json and
 docs/results-prompt-lambda-<protocol>.png and prints the markdown tables. Trainings run in --jobs worker processes
 (one thread each); finished runs are cached under --cache and not trained again.
 """
@@ -42,6 +43,7 @@ from ntlb.tasks.linear_probe import fit_linear_probe, probe_predict
 from ntlb.tasks.prompt_training import (
     PromptConfig,
     accuracy,
+    class_name_shares,
     dataset_features,
     dataset_labels,
     load_learner,
@@ -144,26 +146,105 @@ def _finished(run: Run, cache: Path) -> bool:
     return path.is_file() and read_prompts(path)["done"] >= run.epochs
 
 
-def sensitivity_figure(sensitivity: dict[str, list[list[float]]], tests: tuple[str, ...], title: str,
-                       path: Path) -> None:
-    """Paper Fig. 5: accuracy against lambda on every test set (mean and std over seeds)."""
+def sensitivity_figure(results: dict, path: Path) -> None:
+    """Paper Fig. 5: accuracy against lambda on every test set (mean and std over seeds), beside it the change
+    from lambda = 0 (CoOp) paired by seed, where effects of a point or two are visible, and what the loss raises:
+    the true class's share of relevance on its name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sensitivity, shares = results["lambda_sensitivity"], results.get("class_name_share")
+    tests, setting = results["settings"]["tests"], results["lambda_sensitivity_setting"]
+    title = (f"{results['settings']['protocol']} protocol: default loss, M={setting['n_ctx']} "
+             f"{'CSC' if setting['csc'] else 'unified'}, {setting['shots']} shot")
     weights = [float(w) for w in sensitivity]
     values = np.array([sensitivity[w] for w in sensitivity]) * 100  # (lambdas, seeds, tests)
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for index, variant in enumerate(tests):
-        ax.errorbar(weights, values[:, :, index].mean(axis=1), yerr=values[:, :, index].std(axis=1), marker="o",
-                    capsize=3, label=variant)
-    ax.set_xlabel("lambda (explainability loss weight)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=4)
-    ax.grid(alpha=0.3)
+    change = values - values[weights.index(0.0)] if 0.0 in weights else None
+    panels = [(values, "accuracy (%)", tests)]
+    if change is not None:
+        panels.append((change, "change from CoOp, paired by seed (points)", tests))
+    if shares is not None:
+        panels.append((np.array([shares[w] for w in sensitivity])[:, :, None] * 100,
+                       "class-name share S(c_gt), base test (%)", ("base",)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, (data, label, names) in zip(axes[0], panels):
+        for index, variant in enumerate(names):
+            ax.errorbar(weights, data[:, :, index].mean(axis=1), yerr=data[:, :, index].std(axis=1), marker="o",
+                        capsize=3, label=variant, color=f"C{tests.index(variant)}")
+        ax.set_xscale("symlog", linthresh=0.1)  # lambda 0 and the small weights stay apart from 1 to 5
+        ax.set_xticks(weights, [f"{w:g}" for w in weights], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("lambda (explainability loss weight, symlog scale)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if change is not None:
+        axes[0][1].axhspan(-1, 1, color="grey", alpha=0.12, label="within 1 point")
+    axes[0][0].legend(fontsize=7, ncol=4, loc="center", bbox_to_anchor=(0.5, 0.3))  # where no line runs
+    fig.suptitle(title, fontsize=9)
     save_figure_atomic(fig, path)
+
+
+def print_report(results: dict) -> None:
+    """The markdown tables of a results JSON: accuracy per shot count, Fig. 5, and the default loss against CoOp and
+    CoOp against zero-shot, paired by seed."""
+    settings, rows = results["settings"], results["rows"]
+    tests, seeds, protocol = settings["tests"], settings["seeds"], settings["protocol"]
+    modes = ("unified", "csc")
+    for shots in settings["shots"]:
+        print(f"\n### {protocol}, {shots} shot(s), {settings['epochs'][str(shots)]} epochs: accuracy % (mean ± std "
+              f"over seeds {seeds})\n")
+        header = [f"{mode} {v}" for mode in modes for v in tests]
+        print("| method | " + " | ".join(header) + " |\n|---|" + "---:|" * len(header))
+        for row, by_shots in rows.items():
+            entry = by_shots.get(str(shots), {})
+            cells = [mean_std(entry[k.replace(" ", "/")]) if k.replace(" ", "/") in entry else "—" for k in header]
+            if any(c != "—" for c in cells):
+                print(f"| {row} | " + " | ".join(cells) + " |")
+    setting = results["lambda_sensitivity_setting"]
+    print(f"\n### Fig. 5: lambda sensitivity (default loss, M={setting['n_ctx']}, "
+          f"{'CSC' if setting['csc'] else 'unified'}, {setting['shots']} shot; mean ± std over seeds)\n")
+    shares = results.get("class_name_share", {})
+    extra = ["S(c_gt) on base"] if shares else []
+    print("| lambda | " + " | ".join(list(tests) + extra) + " |\n|---|" + "---:|" * (len(tests) + len(extra)))
+    for w, values in results["lambda_sensitivity"].items():
+        cells = [mean_std(v) for v in np.array(values).T.tolist()] + ([mean_std(shares[w])] if shares else [])
+        print(f"| {w} | " + " | ".join(cells) + " |")
+
+    def points(row: str, shots: int, key: str) -> np.ndarray:
+        """Per-seed accuracies in points."""
+        return np.array(rows[row][str(shots)][key]) * 100
+
+    weight = settings["weight"]
+    print(f"\n### Default loss (lambda {weight:g}) - CoOp, paired by seed: points, mean [min, max] over seeds\n")
+    print("| M | shots | prompts | " + " | ".join(tests) + " |\n|---:|---:|---|" + "---:|" * len(tests))
+    means = []
+    for n_ctx in (16, 4):
+        for shots in settings["shots"]:
+            for mode in modes:
+                cells = []
+                for v in tests:
+                    key = f"{mode}/{v}"
+                    diff = points(f"ntlb M={n_ctx}", shots, key) - points(f"CoOp M={n_ctx}", shots, key)
+                    means.append(diff.mean())
+                    cells.append(f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]")
+                print(f"| {n_ctx} | {shots} | {mode} | " + " | ".join(cells) + " |")
+    means = np.round(np.array(means), 1)  # as the table shows them
+    print(f"\nNo more than 1 point below CoOp (mean over seeds) in {int((means >= -1.0).sum())} of {len(means)} cells "
+          f"(within 1 point either way in {int((np.abs(means) <= 1.0).sum())}); worst {means.min():+.1f}, best "
+          f"{means.max():+.1f}, mean {means.mean():+.2f} points.")
+    print("\n### CoOp - zero-shot hand prompt, and the default loss - CoOp (points, mean over seeds)\n")
+    print("| M | shots | prompts | CoOp - zero-shot: " + " / ".join(tests) + " | ntlb - CoOp: " + " / ".join(tests)
+          + " |\n|---:|---:|---|---|---|")
+    for n_ctx in (16, 4):
+        for shots in settings["shots"]:
+            for mode in modes:
+                zero = np.array([points("0-shot hand prompt", shots, f"unified/{v}")[0] for v in tests])
+                coop = np.array([points(f"CoOp M={n_ctx}", shots, f"{mode}/{v}").mean() for v in tests])
+                mine = np.array([points(f"ntlb M={n_ctx}", shots, f"{mode}/{v}").mean() for v in tests])
+                print(f"| {n_ctx} | {shots} | {mode} | " + " / ".join(f"{d:+.1f}" for d in coop - zero) + " | "
+                      + " / ".join(f"{d:+.1f}" for d in mine - coop) + " |")
 
 
 def main() -> None:
@@ -173,13 +254,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="one per --shots value, or one (default: the protocol's)")
-    parser.add_argument("--lambda", dest="weight", type=float, default=1.0, help="the default loss's lambda")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0, 5.0], help="for Fig. 5")
+    parser.add_argument("--lambda", dest="weight", type=float, default=PromptConfig.expl_weight,
+                        help="the default loss's lambda (default: the library's, %(default)s)")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0],
+                        help="for Fig. 5")
     parser.add_argument("--per-class-test", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for the trainings")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "prompt-results"))
     parser.add_argument("--quick", action="store_true", help="1 shot, 1 seed, 5 epochs: a smoke run")
+    parser.add_argument("--report", default=None,
+                        help="print the tables of a results JSON this script wrote, redraw its figure, and stop")
     args = parser.parse_args()
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        sensitivity_figure(results, ROOT / "docs" / f"results-prompt-lambda-{results['settings']['protocol']}.png")
+        print_report(results)
+        return
     protocol = PROTOCOLS[args.protocol]
     tests = protocol["tests"]
     epochs_given = args.epochs or protocol["epochs"]
@@ -217,7 +307,8 @@ def main() -> None:
     data = {v: read_image_folder(paths[v]) for v in tests}
     features = {v: (dataset_features(adapter, d), dataset_labels(d)) for v, d in data.items()}
     columns = {v: class_subset(names, d.classnames) for v, d in data.items()}
-    results: dict = {"settings": {**vars(args), "epochs": epochs, "tests": list(tests)}, "rows": {}}
+    results: dict = {"settings": {**vars(args), "epochs": {str(k): v for k, v in epochs.items()}, "tests": list(tests)},
+                     "rows": {}}
 
     def record(row: str, shots: int, key: str, value: float) -> None:
         results["rows"].setdefault(row, {}).setdefault(str(shots), {}).setdefault(key, []).append(value)
@@ -253,26 +344,20 @@ def main() -> None:
     sensitivity = {str(w): [prompt_accuracies(run) for run in runs] for w, runs in sensitivity_runs.items()}
     results["lambda_sensitivity"] = sensitivity
     results["lambda_sensitivity_setting"] = {"shots": first, "csc": sweep_csc, "n_ctx": 16}
+    base_features, base_labels = features["base"]
+    base_labels = torch.tensor(columns["base"])[base_labels]  # as indices of the training classes
+
+    def share(run: Run) -> float:
+        learner, _ = load_learner(adapter, run.path(cache))
+        return float(class_name_shares(adapter, learner, base_features, base_labels, run.config()).mean())
+
+    shares = {str(w): [share(run) for run in tqdm(runs, desc=f"class-name share, lambda {w:g}", leave=False)]
+              for w, runs in sensitivity_runs.items()}
+    results["class_name_share"] = shares
     docs = ROOT / "docs"
     write_json_atomic(docs / f"results-prompt-learning-{args.protocol}.json", results)
-    mode = "CSC" if sweep_csc else "unified"
-    sensitivity_figure(sensitivity, tests, f"{args.protocol} protocol: default loss, M=16 {mode}, {first} shot",
-                       docs / f"results-prompt-lambda-{args.protocol}.png")
-    for shots in args.shots:
-        print(f"\n### {args.protocol}, {shots} shot(s), {epochs[shots]} epochs: accuracy % (mean ± std over seeds "
-              f"{args.seeds})\n")
-        header = [f"{mode} {v}" for mode in ("unified", "csc") for v in tests]
-        print("| method | " + " | ".join(header) + " |\n|---|" + "---:|" * len(header))
-        for row, by_shots in results["rows"].items():
-            entry = by_shots.get(str(shots), {})
-            cells = [mean_std(entry[k.replace(" ", "/")]) if k.replace(" ", "/") in entry else "—" for k in header]
-            if any(c != "—" for c in cells):
-                print(f"| {row} | " + " | ".join(cells) + " |")
-    print(f"\n### lambda sensitivity (default loss, M=16, {mode}, {first} shot; mean ± std over seeds)\n")
-    print("| lambda | " + " | ".join(tests) + " |\n|---|" + "---:|" * len(tests))
-    for w, values in sensitivity.items():
-        per_test = np.array(values).T.tolist()
-        print(f"| {w} | " + " | ".join(mean_std(v) for v in per_test) + " |")
+    sensitivity_figure(results, docs / f"results-prompt-lambda-{args.protocol}.png")
+    print_report(results)
     print(json.dumps({"out": str(docs / f"results-prompt-learning-{args.protocol}.json")}))
 
 

@@ -15,7 +15,14 @@ from ntlb.explain.relevance import clip_scores
 from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
 from ntlb.models import ImageFeatures, image_features, text_features
 from ntlb.tasks.folders import class_subset, read_image_folder
-from ntlb.tasks.prompt_training import PromptConfig, evaluate, step_gradients, train_prompts
+from ntlb.tasks.prompt_training import (
+    PromptConfig,
+    class_name_shares,
+    evaluate,
+    read_prompts,
+    step_gradients,
+    train_prompts,
+)
 from ntlb.tasks.prompts import PromptLearner, prompt_layout
 from ntlb.training import TrainingRun
 from ntlb.world.datasets import export_classification
@@ -115,6 +122,18 @@ def test_loss_through_the_explainer_matches_the_reference_per_class(world_model,
     assert torch.allclose(scores, slow_scores, rtol=1e-9)
     assert float(loss.detach()) == pytest.approx(float(slow_loss.detach()), rel=1e-9)
     assert torch.allclose(fast_grad, slow_grad, rtol=1e-9, atol=1e-15) and float(slow_grad.abs().sum()) > 0
+
+
+def test_class_name_shares_are_the_reference_true_class_scores(world_model):
+    """class_name_shares, in batches of 2 images, gives each image the released algorithm's S(c_gt)."""
+    labels = torch.tensor([2, 0, 1])
+    pixels = random_pixels(world_model, 3)
+    learner = PromptLearner(world_model, NAMES, n_ctx=4, position="middle", seed=1).double()
+    shares = class_name_shares(world_model, learner, world_model.encode_image(pixels).features, labels, batch_size=2)
+    _, slow = _reference_scores_and_logits(world_model, learner, pixels, "coop")
+    truth = slow.detach()[torch.arange(3), labels]
+    assert shares.shape == (3,) and torch.allclose(shares.double(), truth, rtol=1e-6)
+    assert float(truth.std()) > 1e-4  # the three images' shares differ: a wrong gather would be seen
 
 
 def _step(adapter, learner, pixels, labels, config, **options):
@@ -217,6 +236,9 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
     prompts = tmp_path / "p.pt"
     assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",
                  "--epochs", "1", "--out", str(prompts)]) == 0
+    settings, library = read_prompts(prompts)["settings"], PromptConfig()
+    for name in ("expl_weight", "score", "reduction", "also_minimize", "explainer", "position", "csc", "lr"):
+        assert settings[name] == getattr(library, name), name  # the command's defaults are the library's
     assert main(["prompt", "eval", "--prompts", str(prompts), "--data", str(world_folders / "test"),
                  str(world_folders / "subset")]) == 0
     results = {path.name: json.loads(path.read_text()) for path in (tmp_path / "p.eval").glob("*.json")}

@@ -82,7 +82,9 @@ def add_commands(commands) -> None:
     sub = prompt.add_subparsers(dest="prompt_command", required=True)
 
     train = add_command(sub, "train", "learn context vectors on K images per class (resumes from --out)",
-                        "CoOp with lambda * (-S(c_gt) + sum S(c)) on the class name; CLIP frozen.")
+                        "CoOp with lambda * (-S(c_gt) + mean S(c)) on the class name; CLIP frozen. Defaults: "
+                        "the released code's score and reduction, lambda 0.1 (the paper's Eq. 2 + 3 with lambda 3 "
+                        "collapses accuracy: docs/results-prompt-learning.md).")
     train.add_argument("--data", required=True, help="image folder: one sub-folder per class (classnames.txt "
                                                      "optional; ImageNet synset folders named automatically)")
     train.add_argument("--classnames", default=None,
@@ -95,8 +97,9 @@ def add_commands(commands) -> None:
     train.add_argument("--csc", action="store_true", help="class-specific context vectors")
     train.add_argument("--init", default=None,
                        help="initialise from words, e.g. 'a photo of a' (sets M) (default: random vectors)")
-    train.add_argument("--expl-weight", type=float, default=1.0,
-                       help="lambda of the explainability loss; 0 is CoOp (paper: 1 ViT-B/16, 3 others)")
+    train.add_argument("--expl-weight", type=float, default=0.1,
+                       help="lambda of the explainability loss; 0 is CoOp (default 0.1: within 1 point of CoOp on "
+                            "the world's shifted sets, where 1 costs up to 2.8; paper: 1 ViT-B/16, 3 others)")
     train.add_argument("--explainer", default="chefer2021", choices=available(),
                        help="explainer whose text relevance the loss reads")
     train.add_argument("--score", default="coop", choices=["coop", "paper"],

@@ -39,7 +39,8 @@ class PromptConfig:
     position: str = "middle"
     csc: bool = False
     init: str | None = None
-    expl_weight: float = 1.0  # lambda; 0 is CoOp. Paper: 1 for ViT-B/16, 3 otherwise
+    expl_weight: float = 0.1  # lambda; 0 is CoOp. Paper: 1 for ViT-B/16, 3 otherwise; 1 costs up to 2.8 points on
+    # shifted world sets, 0.1 stays within 1 point of CoOp (docs/results-prompt-learning.md)
     explainer: str = "chefer2021"  # the explainer whose text relevance the loss is computed from
     score: str = "coop"  # the released code's S(c) (default: Eq. 2's ratio collapses accuracy), or "paper"
     reduction: str = "released"  # mean over B x C (released code), "paper" (Eq. 3's sum) or "bounded" (its mean)
@@ -318,6 +319,24 @@ def evaluate(adapter: ClipAdapter, classifier: torch.Tensor, data: ImageFolder, 
 def prompt_classifier(adapter: ClipAdapter, learner: PromptLearner) -> torch.Tensor:
     """(C, D) normalised text features of the learned prompts."""
     return F.normalize(learner.encode(adapter).features.float(), dim=-1)
+
+
+@torch.no_grad()
+def class_name_shares(adapter: ClipAdapter, learner: PromptLearner, features: torch.Tensor, labels: torch.Tensor,
+                      config: PromptConfig | None = None, batch_size: int = 32) -> torch.Tensor:
+    """S(c_gt) of every image (N,): how much of the true class's score rests on its name, the score the loss raises
+    (config's explainer and score; the library's by default). `features` (N, D) as from `dataset_features`."""
+    config = config or PromptConfig()
+    explainer = prompt_explainer(config)
+    prompts = learner.prompts()
+    shares = []
+    for start in range(0, len(features), batch_size):
+        images = ImageFeatures(features[start : start + batch_size].to(adapter.device))
+        explanation = explainer(adapter, images, prompts)
+        scores = explainability_scores(explanation.text, learner.tokens.eot, learner.layout.names, config.score)
+        truth = labels[start : start + batch_size, None].to(scores.device)
+        shares.append(scores.gather(1, truth)[:, 0].float().cpu())
+    return torch.cat(shares)
 
 
 def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list[str | Path], out: str | Path,
