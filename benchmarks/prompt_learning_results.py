@@ -14,8 +14,9 @@ cue protocol adds test sets with the class's own tint (cue) and with another cla
 
 Rows: zero-shot (hand prompt, 80-template ensemble), linear probe, CoOp, and three explainability losses: "ntlb"
 (the default: the released code's score and mean, lambda = --lambda), "ntlb-paper" (Eq. 2's score, Eq. 3's sum,
-lambda 3), "ntlb-bounded" (Eq. 2's score, the mean over the other classes, lambda 3); M = 16 and 4 (the variants
-at M = 16), unified and CSC. Mean and std over seeds. Then accuracy against lambda (Fig. 5, default loss, M = 16,
+lambda 3), "ntlb-bounded" (Eq. 2's score, the mean over the other classes, lambda 3), and the default loss at the
+paper's ViT-B/16 lambda 1; M = 16 and 4 (the variants at M = 16), unified and CSC. Mean and std over seeds, and
+each loss against CoOp paired by seed. Then accuracy against lambda (Fig. 5, default loss, M = 16,
 CSC for the cue protocol) with what the loss raises, the true class's share of relevance on its name (S(c_gt) on the
 base test set), and the class name at the end. Writes docs/results-prompt-learning-<protocol>.json and
 docs/results-prompt-lambda-<protocol>.png and prints the markdown tables. Trainings run in --jobs worker processes
@@ -61,6 +62,7 @@ PROTOCOLS = {
     "cue": {"train": "cue", "tests": ("base", "cue", "cue-swapped", "seed", "outline", "clutter", "palette"),
             "epochs": [50, 50, 50]},
 }
+PAPER_LAMBDA = 1.0  # the paper's lambda for ViT-B/16, the library default before 0.1: a row of its own at M = 16
 LOSSES = {  # label: (score, reduction, lambda; None = --lambda)
     "CoOp": ("coop", "released", 0.0),
     "ntlb": ("coop", "released", None),
@@ -203,7 +205,7 @@ def print_report(results: dict) -> None:
             if any(c != "—" for c in cells):
                 print(f"| {row} | " + " | ".join(cells) + " |")
     setting = results["lambda_sensitivity_setting"]
-    print(f"\n### Fig. 5: lambda sensitivity (default loss, M={setting['n_ctx']}, "
+    print(f"\n### {protocol}, Fig. 5: lambda sensitivity (default loss, M={setting['n_ctx']}, "
           f"{'CSC' if setting['csc'] else 'unified'}, {setting['shots']} shot; mean ± std over seeds)\n")
     shares = results.get("class_name_share", {})
     extra = ["S(c_gt) on base"] if shares else []
@@ -216,35 +218,53 @@ def print_report(results: dict) -> None:
         """Per-seed accuracies in points."""
         return np.array(rows[row][str(shots)][key]) * 100
 
-    weight = settings["weight"]
-    print(f"\n### Default loss (lambda {weight:g}) - CoOp, paired by seed: points, mean [min, max] over seeds\n")
-    print("| M | shots | prompts | " + " | ".join(tests) + " |\n|---:|---:|---|" + "---:|" * len(tests))
-    means = []
+    def paired_table(row: str, contexts: tuple[int, ...], title: str) -> None:
+        """`row` (with {M} for the number of context vectors) - CoOp, per seed, in every setting."""
+        print(f"\n### {protocol}: {title} - CoOp, paired by seed: points, mean [min, max] over seeds\n")
+        print("| M | shots | prompts | " + " | ".join(tests) + " |\n|---:|---:|---|" + "---:|" * len(tests))
+        means = []
+        for n_ctx in contexts:
+            for shots in settings["shots"]:
+                if str(shots) not in rows[row.format(M=n_ctx)]:
+                    continue  # a variant row trained at fewer shot counts (--variant-shots)
+                for mode in modes:
+                    cells = []
+                    for v in tests:
+                        key = f"{mode}/{v}"
+                        diff = points(row.format(M=n_ctx), shots, key) - points(f"CoOp M={n_ctx}", shots, key)
+                        means.append(diff.mean())
+                        cells.append(f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]")
+                    print(f"| {n_ctx} | {shots} | {mode} | " + " | ".join(cells) + " |")
+        means = np.round(np.array(means), 1)  # as the table shows them
+        print(f"\nNo more than 1 point below CoOp (mean over seeds) in {int((means >= -1.0).sum())} of {len(means)} "
+              f"cells (within 1 point either way in {int((np.abs(means) <= 1.0).sum())}); worst {means.min():+.1f}, "
+              f"best {means.max():+.1f}, mean {means.mean():+.2f} points.")
+
+    paired_table("ntlb M={M}", (16, 4), f"Default loss (lambda {settings['weight']:g})")
+    lambda_row = f"ntlb M=16, lambda {PAPER_LAMBDA:g}"
+    if lambda_row in rows:
+        paired_table(lambda_row, (16,), f"The released loss at the paper's lambda {PAPER_LAMBDA:g}")
+    def mean_points(row: str, shots: int, mode: str) -> np.ndarray:
+        return np.array([points(row, shots, f"{mode}/{v}").mean() for v in tests])
+
+    with_lambda = lambda_row in rows
+    print(f"\n### {protocol}: CoOp - zero-shot hand prompt, and the explainability loss - CoOp (points, mean over "
+          "seeds)\n")
+    columns = ["CoOp - zero-shot", f"lambda {settings['weight']:g} - CoOp"] + (
+        [f"lambda {PAPER_LAMBDA:g} - CoOp"] if with_lambda else [])
+    print("| M | shots | prompts | " + " | ".join(f"{c}: " + " / ".join(tests) for c in columns) + " |\n"
+          "|---:|---:|---|" + "---|" * len(columns))
     for n_ctx in (16, 4):
         for shots in settings["shots"]:
             for mode in modes:
-                cells = []
-                for v in tests:
-                    key = f"{mode}/{v}"
-                    diff = points(f"ntlb M={n_ctx}", shots, key) - points(f"CoOp M={n_ctx}", shots, key)
-                    means.append(diff.mean())
-                    cells.append(f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]")
-                print(f"| {n_ctx} | {shots} | {mode} | " + " | ".join(cells) + " |")
-    means = np.round(np.array(means), 1)  # as the table shows them
-    print(f"\nNo more than 1 point below CoOp (mean over seeds) in {int((means >= -1.0).sum())} of {len(means)} cells "
-          f"(within 1 point either way in {int((np.abs(means) <= 1.0).sum())}); worst {means.min():+.1f}, best "
-          f"{means.max():+.1f}, mean {means.mean():+.2f} points.")
-    print("\n### CoOp - zero-shot hand prompt, and the default loss - CoOp (points, mean over seeds)\n")
-    print("| M | shots | prompts | CoOp - zero-shot: " + " / ".join(tests) + " | ntlb - CoOp: " + " / ".join(tests)
-          + " |\n|---:|---:|---|---|---|")
-    for n_ctx in (16, 4):
-        for shots in settings["shots"]:
-            for mode in modes:
+                coop = mean_points(f"CoOp M={n_ctx}", shots, mode)
                 zero = np.array([points("0-shot hand prompt", shots, f"unified/{v}")[0] for v in tests])
-                coop = np.array([points(f"CoOp M={n_ctx}", shots, f"{mode}/{v}").mean() for v in tests])
-                mine = np.array([points(f"ntlb M={n_ctx}", shots, f"{mode}/{v}").mean() for v in tests])
-                print(f"| {n_ctx} | {shots} | {mode} | " + " / ".join(f"{d:+.1f}" for d in coop - zero) + " | "
-                      + " / ".join(f"{d:+.1f}" for d in mine - coop) + " |")
+                cells = [coop - zero, mean_points(f"ntlb M={n_ctx}", shots, mode) - coop]
+                if with_lambda:
+                    trained = n_ctx == 16 and str(shots) in rows[lambda_row]
+                    cells.append(mean_points(lambda_row, shots, mode) - coop if trained else None)
+                print(f"| {n_ctx} | {shots} | {mode} | " + " | ".join(
+                    "—" if c is None else " / ".join(f"{d:+.1f}" for d in c) for c in cells) + " |")
 
 
 def main() -> None:
@@ -259,6 +279,8 @@ def main() -> None:
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0],
                         help="for Fig. 5")
     parser.add_argument("--per-class-test", type=int, default=10)
+    parser.add_argument("--variant-shots", type=int, nargs="+", default=None,
+                        help="shot counts for the ntlb-paper, ntlb-bounded and lambda-1 rows (default: every --shots)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for the trainings")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "prompt-results"))
     parser.add_argument("--quick", action="store_true", help="1 shot, 1 seed, 5 epochs: a smoke run")
@@ -289,17 +311,20 @@ def main() -> None:
     table = [Run(label, n_ctx, weight(label), csc, shots, seed, epochs[shots])
              for shots in args.shots for seed in args.seeds for n_ctx in (16, 4) for csc in (False, True)
              for label in ("CoOp", "ntlb")]
+    variant_shots = [k for k in args.shots if args.variant_shots is None or k in args.variant_shots]
     table += [Run(label, 16, weight(label), csc, shots, seed, epochs[shots])
-              for shots in args.shots for seed in args.seeds for csc in (False, True)
+              for shots in variant_shots for seed in args.seeds for csc in (False, True)
               for label in ("ntlb-paper", "ntlb-bounded")]
+    paper_lambda_runs = [Run("ntlb", 16, PAPER_LAMBDA, csc, shots, seed, epochs[shots])
+                         for shots in variant_shots for seed in args.seeds for csc in (False, True)]
     first = min(args.shots)
     sweep_csc = args.protocol == "cue"  # where CoOp over-fits
     sensitivity_runs = {w: [Run("CoOp" if w == 0 else "ntlb", 16, w, sweep_csc, first, seed, epochs[first])
                             for seed in args.seeds] for w in args.lambdas}
     end_runs = [Run(label, 16, weight(label), csc, first, seed, epochs[first], position="end")
                 for label in ("CoOp", "ntlb") for csc in (False, True) for seed in args.seeds]
-    train_all(table + [r for runs in sensitivity_runs.values() for r in runs] + end_runs, cache, paths["train"],
-              args.jobs)
+    train_all(table + paper_lambda_runs + [r for runs in sensitivity_runs.values() for r in runs] + end_runs, cache,
+              paths["train"], args.jobs)
 
     adapter = ntlb.load_model()
     train = read_image_folder(paths["train"])
@@ -338,6 +363,9 @@ def main() -> None:
     for run in table:
         for v, value in zip(tests, prompt_accuracies(run)):
             record(f"{run.label} M={run.n_ctx}", run.shots, f"{'csc' if run.csc else 'unified'}/{v}", value)
+    for run in paper_lambda_runs:
+        for v, value in zip(tests, prompt_accuracies(run)):
+            record(f"ntlb M=16, lambda {PAPER_LAMBDA:g}", run.shots, f"{'csc' if run.csc else 'unified'}/{v}", value)
     for run in end_runs:
         for v, value in zip(tests, prompt_accuracies(run)):
             record(f"{run.label} M=16, name at the end", run.shots, f"{'csc' if run.csc else 'unified'}/{v}", value)
