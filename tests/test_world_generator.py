@@ -3,6 +3,9 @@ included), and the bundled world-vqgan decodes world scenes whose objects the ex
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -43,8 +46,13 @@ def test_generator_training_resumes_exactly(tmp_path, monkeypatch):
         return weighted_l1(*args)
 
     monkeypatch.setattr(training, "weighted_l1", stop_in_step_three)
-    with pytest.raises(Interrupted, match="rerun the same command to resume"):
-        train_world_vqgan(tmp_path / "resumed", config, checkpoint_every=2, progress=False)
+    gc.disable()  # an interrupted run's data worker stops with it, not at a later garbage collection
+    try:
+        with pytest.raises(Interrupted, match="rerun the same command to resume"):
+            train_world_vqgan(tmp_path / "resumed", config, checkpoint_every=2, progress=False)
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
     monkeypatch.setattr(training, "weighted_l1", weighted_l1)
     resumed = train_world_vqgan(tmp_path / "resumed", config, checkpoint_every=2, progress=False)
     first, second = (torch.load(p, weights_only=False) for p in (straight, resumed))

@@ -1,6 +1,8 @@
 """The contrastive loss against a hand computation, the schedule, and a resumable tiny run."""
 
+import gc
 import math
+import multiprocessing
 
 import pytest
 import torch
@@ -34,7 +36,12 @@ def test_schedule_warms_up_then_decays():
 
 
 def test_tiny_run_stops_and_resumes(tmp_path):
-    train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, max_minutes=1e-6, progress=False)
+    gc.disable()  # what a stopped run leaves running must not wait for a garbage collection to end
+    try:
+        train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, max_minutes=1e-6, progress=False)
+        assert multiprocessing.active_children() == []  # the data worker stopped with the run
+    finally:
+        gc.enable()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["done"] == 1 and len(state["losses"]) == 1
     train(tmp_path, steps=4, batch_size=8, checkpoint_every=2, progress=False)

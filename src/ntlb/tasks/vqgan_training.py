@@ -141,11 +141,13 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
         history, usage = state["history"], state["usage"]
     data = WorldScenes((config.steps - run.saved) * config.batch_size, offset=run.saved * config.batch_size,
                        size=config.size)
-    batches = iter(DataLoader(data, batch_size=config.batch_size, num_workers=1, prefetch_factor=4))
+    batches = DataLoader(data, batch_size=config.batch_size, num_workers=1, prefetch_factor=4)
     began = time.monotonic()
     with run:
-        for step in run.steps():
-            images, objects = (t.to(device) for t in next(batches))
+        # zip draws the step first, so the loader is never asked for one batch too many, and its worker stops as
+        # the loop ends (a time limit, an error), not at a later garbage collection that would wait on it
+        for step, batch in zip(run.steps(), batches):
+            images, objects = (t.to(device) for t in batch)
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, config.steps, config.lr, config.warmup)
             latents = model.encode(images)
