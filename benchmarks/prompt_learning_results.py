@@ -283,13 +283,16 @@ def main() -> None:
                         help="shot counts for the ntlb-paper, ntlb-bounded and lambda-1 rows (default: every --shots)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes for the trainings")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "prompt-results"))
-    parser.add_argument("--quick", action="store_true", help="1 shot, 1 seed, 5 epochs: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 shot, 1 seed, 5 epochs: a smoke run (writes under --cache, not docs/)")
     parser.add_argument("--report", default=None,
-                        help="print the tables of a results JSON this script wrote, redraw its figure, and stop")
+                        help="print the tables of a results JSON this script wrote, redraw its figure beside it, "
+                             "and stop")
     args = parser.parse_args()
     if args.report:
         results = json.loads(Path(args.report).read_text())
-        sensitivity_figure(results, ROOT / "docs" / f"results-prompt-lambda-{results['settings']['protocol']}.png")
+        figure = Path(args.report).parent / f"results-prompt-lambda-{results['settings']['protocol']}.png"
+        sensitivity_figure(results, figure)  # beside the JSON
         print_report(results)
         return
     protocol = PROTOCOLS[args.protocol]
@@ -382,7 +385,7 @@ def main() -> None:
     shares = {str(w): [share(run) for run in tqdm(runs, desc=f"class-name share, lambda {w:g}", leave=False)]
               for w, runs in sensitivity_runs.items()}
     results["class_name_share"] = shares
-    docs = ROOT / "docs"
+    docs = Path(args.cache) if args.quick else ROOT / "docs"  # a smoke run leaves the measured results alone
     write_json_atomic(docs / f"results-prompt-learning-{args.protocol}.json", results)
     sensitivity_figure(results, docs / f"results-prompt-lambda-{args.protocol}.png")
     print_report(results)
