@@ -10,15 +10,17 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm import tqdm
 
 from .errors import Interrupted, NtlbError
 from .io import write_bytes_atomic
+
+T = TypeVar("T")
 
 
 def warmup_cosine(step: int, total: int, peak: float, warmup: int = 0, warmup_lr: float | None = None) -> float:
@@ -111,6 +113,12 @@ class TrainingRun:
         for unit in self._bar:
             self.current = unit
             yield unit
+
+    def batches(self, loader: Iterable[T]) -> Iterator[tuple[int, T]]:
+        """The steps still to run, each with its batch (a loader holding exactly those batches). The step is drawn
+        first, so the loader is never asked for a batch too many, and its workers stop as the loop ends (last step,
+        time limit, error) rather than at a later garbage collection, which would stall whatever runs then."""
+        yield from zip(self.steps(), loader)
 
     def report(self, values: dict[str, float]) -> None:
         """Show the latest loss terms beside the progress bar."""

@@ -144,9 +144,7 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
     batches = DataLoader(data, batch_size=config.batch_size, num_workers=1, prefetch_factor=4)
     began = time.monotonic()
     with run:
-        # zip draws the step first, so the loader is never asked for one batch too many, and its worker stops as
-        # the loop ends (a time limit, an error), not at a later garbage collection that would wait on it
-        for step, batch in zip(run.steps(), batches):
+        for step, batch in run.batches(batches):
             images, objects = (t.to(device) for t in batch)
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, config.steps, config.lr, config.warmup)

@@ -89,9 +89,7 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
     batches = DataLoader(data, batch_size=batch_size, num_workers=1, prefetch_factor=4)
     began = time.monotonic()
     with run:
-        # zip draws the step first, so the loader is never asked for one batch too many, and its worker stops as
-        # the loop ends (a time limit, an error), not at a later garbage collection that would wait on it
-        for step, (images, captions) in zip(run.steps(), batches):
+        for step, (images, captions) in run.batches(batches):
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, steps, lr, warmup)
             tokens = adapter.tokenizer(list(captions)).truncated()
