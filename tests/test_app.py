@@ -78,3 +78,20 @@ def test_edit_and_generate_tabs(running):
     assert "Traceback" not in str(error.value)
     image, data = client.predict("a green circle and a blue square", "clip", 2, 0, api_name="/generate")
     assert data["method"] == "clip" and image.endswith("image.png")
+
+
+def test_words_tab_shows_each_words_region_and_the_words_of_a_box(running):
+    model, client = running
+    text = "a red circle and a blue square"
+    choices, gallery, region = client.predict(handle_file(str(EXAMPLE)), text, 2, api_name="/words")
+    with torch.no_grad():
+        direct = ntlb.explain(model, EXAMPLE, [text], method="interactions", steps=2)
+    assert [g["caption"] for g in gallery] == [f"{text} (the whole text)", *text.split()]
+    box = client.predict(0, 0, 32, 32, api_name="/box_words")
+    expected = dict(direct.region_words(0, 0, (0, 0, 32, 32)))
+    shown = {c["label"]: c["confidence"] for c in box["confidences"]}
+    assert shown["red"] == pytest.approx(expected["red"], rel=1e-4, abs=1e-9)
+    width, height = direct.originals[0].size
+    with pytest.raises(Exception, match=f"outside the {width}x{height} image") as error:
+        client.predict(0, 0, width + 10, 32, api_name="/box_words")
+    assert "Traceback" not in str(error.value)

@@ -83,8 +83,9 @@ def test_world_help(command, capsys):
 def test_compare_runs_every_explainer(tmp_path, capsys, model):
     out = tmp_path / "cmp"
     arguments = ["compare", str(EXAMPLE), "--text", "a red circle", "--text", "a blue square", "--out", str(out)]
-    # occlusion costs one forward pass per patch (196 for ViT-B/16 on 2 CPU cores): it runs on the small models only
-    expected = set(available()) - ({"occlusion"} if model == "ViT-B-16" else set())
+    # occlusion costs one forward pass per patch and interactions one Jacobian-vector product per patch and path point
+    # (196 patches for ViT-B/16 on 2 CPU cores): they run on the small models only
+    expected = set(available()) - ({"occlusion", "interactions"} if model == "ViT-B-16" else set())
     methods = ["--methods", ",".join(sorted(expected))] if model == "ViT-B-16" else []
     assert main(arguments + methods + (["--model", model] if model else [])) == 0
     data = json.loads((out / "compare.json").read_text())

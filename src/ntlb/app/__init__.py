@@ -5,7 +5,8 @@ HTML for download. Bad input shows its one-line message in the page, never a sta
 Tabs: Explain (images x texts, any explainer, start layers, score; overlays, highlighted words, probabilities, a
 side-by-side of explainers), Prompts (a prompts file from `ntlb prompt train`), Layout (generation from a world
 seed or a layout JSON), Edit (text-guided editing with the semantic-word loss and the automatic lambda) and
-Generate (multi-word text-to-image guidance), each showing its progress while it runs.
+Generate (multi-word text-to-image guidance), each showing its progress while it runs; Words and regions (token x
+patch interactions: pick a word to see the region it matches, click two corners of a box to see its words).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from ..world import describe, random_scene, render
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the app runs offline
 
 EXAMPLE_SEEDS = (7, 11, 23)
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
 
 
 def _gradio():
@@ -94,6 +101,45 @@ class Pages:
         probabilities = {r["text"]: r["probability"] for r in data["pairs"]}
         files = [str(out / name) for name in ("explanations.json", "report.html", *data["grids"])]
         return gallery, words, probabilities, data, files
+
+    def words(self, image, text: str, steps: float) -> tuple[dict, list[str], list[tuple[str, str]]]:
+        """Token x patch interactions of one image and one text: (state for the other handlers, the text's words,
+        the caption's map and each word's region as captioned overlays)."""
+        from ..tasks.explaining import explain_files
+
+        try:
+            path, lines = self._inputs(image, text)
+            if len(lines) != 1:
+                raise NtlbError(f"{len(lines)} texts: this tab explains one text, write it on one line")
+            out = Path(path).parent / "words"
+            explainer = create("interactions", steps=int(steps))
+            with _no_grad():
+                explanation = explainer(self.adapter, [path], lines)
+            data = explain_files(self.adapter, [path], lines, explainer, out)
+        except NtlbError as error:
+            raise self._fail(error) from None
+        record = data["pairs"][0]
+        gallery = [(str(out / record["overlay"]), f"{record['text']} (the whole text)")]
+        gallery += [(str(out / entry["overlay"]), entry["word"]) for entry in record["word_maps"]]
+        state = {"explanation": explanation, "folder": str(out), "record": record}
+        return state, [entry["word"] for entry in record["word_maps"]], gallery
+
+    def word_region(self, state: dict | None, word: str | None) -> str | None:
+        """The overlay of the region the chosen word matches (the first occurrence of a repeated word)."""
+        if not state or not word:
+            return None
+        entry = next(e for e in state["record"]["word_maps"] if e["word"] == word)
+        return str(Path(state["folder"]) / entry["overlay"])
+
+    def box_words(self, state: dict | None, x0: float, y0: float, x1: float, y1: float) -> dict[str, float]:
+        """Each word's interaction with the patches inside the box (pixels of the uploaded picture)."""
+        try:
+            if not state:
+                raise NtlbError("explain an image and a text first (the button above)")
+            pairs = state["explanation"].region_words(0, 0, (x0, y0, x1, y1))
+        except NtlbError as error:
+            raise self._fail(error) from None
+        return dict(pairs)
 
     def compare(self, image, texts: str, methods: list[str], logit_mode: str):
         """One figure: the pairs under every chosen explainer."""
@@ -233,6 +279,46 @@ def build_app(adapter: ClipAdapter, workspace: str | Path | None = None, preload
                 compare = gradio.Button("Compare explainers")
             figure = gradio.Image(label="pairs x explainers", type="filepath")
             compare.click(pages.compare, [image, texts, chosen, logit_mode], figure, api_name="compare")
+        with gradio.Tab("Words and regions"):
+            gradio.Markdown("Which region does each word match, and which words does a region match? Token x patch "
+                            "interactions (second order, exact up to the path integral). Pick a word to see its "
+                            "region; click two corners on the picture (or type them) for the words of a box.")
+            with gradio.Row():
+                with gradio.Column(scale=1):
+                    words_image = gradio.Image(type="pil", label="image (click two corners for a box)",
+                                               value=examples[0][0] if preload else None)
+                    words_text = gradio.Textbox(label="one text", value="a red circle and a blue square")
+                    words_steps = gradio.Slider(1, 20, value=10, step=1, label="points on the path")
+                    run_words = gradio.Button("Explain words", variant="primary")
+                    word = gradio.Radio([], label="word")
+                    with gradio.Row():
+                        corners = [gradio.Number(0, label=name) for name in ("x0", "y0", "x1", "y1")]
+                    run_box = gradio.Button("Words in this box")
+                with gradio.Column(scale=2):
+                    region = gradio.Image(label="the region of the chosen word", type="filepath")
+                    box_result = gradio.Label(label="words of the box (interaction with its patches)")
+                    word_gallery = gradio.Gallery(label="every word's region", columns=4, object_fit="contain")
+            words_state = gradio.State(None)
+            clicks = gradio.State([])
+
+            def explain_words(image, text, steps):
+                state, choices, gallery = pages.words(image, text, steps)
+                return state, gradio.update(choices=choices, value=None), gallery, gallery[0][0]
+
+            def corner(points, event):
+                points = ([*points, event.index] if len(points) < 2 else [event.index])[-2:]
+                if len(points) < 2:
+                    return points, *(gradio.update() for _ in corners)
+                (ax, ay), (bx, by) = points
+                return points, min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+
+            corner.__annotations__["event"] = gradio.SelectData  # gradio passes the click by this annotation
+
+            run_words.click(explain_words, [words_image, words_text, words_steps],
+                            [words_state, word, word_gallery, region], api_name="words")
+            word.change(pages.word_region, [words_state, word], region)
+            words_image.select(corner, [clicks], [clicks, *corners])
+            run_box.click(pages.box_words, [words_state, *corners], box_result, api_name="box_words")
         with gradio.Tab("Prompts"):
             with gradio.Row():
                 with gradio.Column():

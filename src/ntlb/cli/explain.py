@@ -18,6 +18,11 @@ def _explainer(args: argparse.Namespace):
         if args.method != "clip_surgery":
             raise NtlbError("--surgery-templates is an option of --method clip_surgery")
         options["empty_templates"] = read_lines(args.surgery_templates, "template")
+    for flag, key in (("--steps", "steps"), ("--rule", "rule")):
+        if getattr(args, key) is not None:
+            if args.method != "interactions":
+                raise NtlbError(f"{flag} is an option of --method interactions")
+            options[key] = getattr(args, key)
     layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
     return create(args.method, logit_mode=args.logit_mode, max_memory=args.max_memory, **layers, **options)
@@ -29,11 +34,15 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
 
     adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     explainer = _explainer(args)
-    data = explain_files(adapter, images, texts, explainer, args.out, args.batch_size)
+    data = explain_files(adapter, images, texts, explainer, args.out, args.batch_size, box=getattr(args, "box", None))
     if not args.quiet:
         for record in data["pairs"]:
             words = words_terminal([tuple(w) for w in record["words"]]) if record["words"] else record["text"]
             print(f"{Path(record['image']).name} | {words} | logit {record['logit']:.2f} p {record['probability']:.2f}")
+            if record.get("box_words"):
+                ranked = sorted(record["box_words"], key=lambda entry: -entry[1])
+                print(f"  box {' '.join(f'{v:g}' for v in record['box'])} matches: "
+                      + ", ".join(f"{word} {value:+.3g}" for word, value in ranked))
     notes = data["notes"]
     if args.method == "gradcam" and (args.start_layer_image is not None or args.start_layer_text is not None):
         notes = [*notes, "gradcam reads the last layer only: the start layers were not used"]
@@ -138,6 +147,11 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
     parser.add_argument("--surgery-templates", default=None,
                         help="clip_surgery: file of prompt templates (one per line, {} for the class) whose empty-"
                              "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="interactions: points on the path from the reference (default 10, as the released code)")
+    parser.add_argument("--rule", default=None, choices=["riemann", "gauss"],
+                        help="interactions: the path integral's rule; riemann = the released code's (default), gauss "
+                             "= Gauss-Legendre, complete to round-off")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--max-memory", default=None,
                         help="memory budget, e.g. 2GB: gradients go in chunks and pairs in tiles to fit it (default: "
@@ -162,6 +176,9 @@ def add_commands(commands) -> None:
     explain.add_argument("--template", default=None,
                          help="with --concepts: prompt template of the classes and concepts (default: 'a photo of "
                               "a {}.')")
+    explain.add_argument("--box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+                         help="with --method interactions: print the words that the region x0 y0 x1 y1 (pixels of "
+                              "each image) matches")
     add_model_arguments(explain)
     add_image_size_argument(explain)
     add_explain_options(explain, default_out="out/explain")

@@ -110,7 +110,7 @@ def _words(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--words", nargs="+", default=None,
                         help="the semantic words to keep relevant (default: the text's content words, spaCy's stop "
                              "words removed)")
-    parser.add_argument("--word-score", default="paper", choices=["paper", "released"],
+    parser.add_argument("--word-score", default="paper", choices=["paper", "released", "mass"],
                         help="paper: max over a word's tokens, mean over words; released: the released code's "
                              "weighted token sum")
     parser.add_argument("--explainer", default="chefer2021", choices=available(),

@@ -95,6 +95,8 @@ class Batch:
     image_chunk: int | None = None  # gradient targets per call (None: all at once)
     text_chunk: int | None = None
     keep_image_graph: bool = False  # keep the image graph after the gradient calls (tiles reuse an image group's)
+    interactions: Tensor | None = None  # (B, K, L, N) token x image-token terms, for methods that give them
+    completeness: Tensor | None = None  # (B, K, 2): the interactions' sum and the score difference it must equal
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -131,6 +133,7 @@ class Explainer:
     uses_gradients = False  # the method takes gradients (it runs under enable_grad, whatever the caller's mode)
     gives_image_maps = True
     gives_text_relevance = True
+    gives_interactions = False  # token x patch terms whose marginals are the maps and rows (`Explanation.word_map`)
     reads_attention_pooling = False  # maps image towers pooled by an attention head (SigLIP, CoCa)
 
     def __init__(self, start_layer_image: int = 0, start_layer_text: int = 0, logit_mode: str = "scaled",
@@ -290,12 +293,16 @@ class Explainer:
             image = image[..., -h * w :].reshape(*image.shape[:-1], h, w)
         if text is not None and batch.tokens is not None:
             text = text[..., : batch.tokens.ids.shape[1]]  # CoCa's appended class token is not a token of the text
+        interactions, completeness = batch.interactions, batch.completeness
+        if interactions is not None:
+            interactions = interactions[..., -h * w :].reshape(*interactions.shape[:-1], h, w)
+            interactions = interactions[..., : batch.tokens.ids.shape[1], :, :]
+        parts = [image, text, interactions, completeness]
         if batch.mode == "diagonal":
-            image = None if image is None else image[:, 0]
-            text = None if text is None else text[:, 0]
+            parts = [None if part is None else part[:, 0] for part in parts]
         if not batch.differentiable:
-            image = None if image is None else image.detach()
-            text = None if text is None else text.detach()
+            parts = [None if part is None else part.detach() for part in parts]
+        image, text, interactions, completeness = parts
         return Explanation(
             image=image, text=text, logits=batch.logits if batch.differentiable else batch.logits.detach(),
             tokens=batch.tokens, pairs=batch.mode, columns=batch.columns, method=self.name,
@@ -304,6 +311,7 @@ class Explainer:
             originals=batch.originals, image_note="" if image is not None else self.image_note(batch),
             text_note="" if text is not None else self.text_note(batch), options=self.options(),
             logit_bias=None if adapter.logit_bias is None else float(adapter.logit_bias.detach()),
+            interactions=interactions, completeness=completeness,
         )
 
     def image_note(self, batch: Batch) -> str:

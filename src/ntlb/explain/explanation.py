@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from PIL import Image
 from torch import Tensor
 
 from ..errors import NtlbError
-from ..models.adapter import PreprocessConfig
+from ..models.adapter import PreprocessConfig, view_box
 from ..models.tokenizer import TokenizedTexts
 from .normalize import minmax, normalize_text, upsample, word_relevance
 
@@ -43,6 +44,9 @@ class Explanation:
     text_note: str = ""
     options: dict = field(default_factory=dict)
     logit_bias: float | None = None  # SigLIP's b: scores are sigmoid(s * cos + b) match probabilities
+    interactions: Tensor | None = None  # (..., L, h, w) token x patch terms (method "interactions"), else None
+    completeness: Tensor | None = None  # (..., 2): the sum of a pair's interactions (class token included) and the
+    # score difference it must equal, (e(text) - e(text ref)) . (e(image) - e(image ref)) in the explained units
 
     def key(self, b: int, t: int | None = None) -> tuple[int, ...]:
         """The index of pair (b, t) into `image` and `text`: (b,) for diagonal pairs, (b, t) otherwise."""
@@ -120,3 +124,78 @@ class Explanation:
         if self.pairs == "diagonal":
             return [(i, i) for i in range(self.columns.shape[0])]
         return [(b, t) for b in range(self.columns.shape[0]) for t in range(self.columns.shape[1])]
+
+    # ---- second-order views (method "interactions") ---------------------------------------------------------
+    def _pair_interactions(self, purpose: str, b: int, t: int | None) -> Tensor:
+        if self.interactions is None:
+            raise NtlbError(f"{purpose} needs token x patch interactions: explain with method='interactions' "
+                            f"(this explanation is {self.method}'s)")
+        return self.interactions[self.key(b, t)].detach()
+
+    def word_span(self, b: int, t: int | None, word: str | int) -> tuple[int, int]:
+        """Token positions [start, end) of a word (its index, or its text: one word or consecutive words, any
+        case) in the pair's text; a one-line error names the words when it is not there."""
+        spans = self.tokens.words[self.text_index(b, t)]
+        if isinstance(word, int):
+            if not 0 <= word < len(spans):
+                raise NtlbError(f"word {word} is outside the text's {len(spans)} words: use 0..{len(spans) - 1}")
+            return spans[word].start, spans[word].end
+        wanted = word.lower().split()
+        texts = [span.text.lower() for span in spans]
+        for i in range(len(spans) - len(wanted) + 1):
+            if wanted and texts[i : i + len(wanted)] == wanted:
+                return spans[i].start, spans[i + len(wanted) - 1].end
+        raise NtlbError(f"'{word}' is not in the text '{' '.join(s.text for s in spans)}': choose among "
+                        f"{', '.join(s.text for s in spans)}")
+
+    def word_map(self, b: int, t: int | None, word: str | int, size: tuple[int, int] | None = None) -> Tensor:
+        """The (H, W) map of one word's (or span's) interactions with each patch, at `size` (default: the model
+        input): where in the picture the score rests on that word. Signed: below 0 the region argues against it."""
+        start, end = self.word_span(b, t, word)
+        patches = self._pair_interactions("word_map", b, t)[start:end].sum(dim=0)
+        return upsample(patches, size or self.input_size)
+
+    def word_maps(self, b: int, t: int | None = None) -> list[tuple[str, Tensor]]:
+        """(word, (h, w) patch interactions) for every word of the pair's text."""
+        rows = self._pair_interactions("word_maps", b, t)
+        return [(w.text, rows[w.start : w.end].sum(dim=0)) for w in self.tokens.words[self.text_index(b, t)]]
+
+    def region_words(self, b: int, t: int | None, box: tuple[float, float, float, float],
+                     image_size: tuple[int, int] | None = None) -> list[tuple[str, float]]:
+        """(word, interaction with the patches inside `box`) for every word of the pair's text, a patch counted by
+        the share of it the box covers. box = (x0, y0, x1, y1) in pixels of the original picture (when the call had
+        pictures; else of the model input), or of a picture of `image_size` (width, height)."""
+        rows = self._pair_interactions("region_words", b, t)
+        weights = self.box_weights(b, box, image_size).to(rows.device, rows.dtype)
+        per_token = (rows * weights).sum(dim=(-1, -2))
+        return [(w.text, float(per_token[w.start : w.end].sum())) for w in self.tokens.words[self.text_index(b, t)]]
+
+    def box_weights(self, b: int, box: tuple[float, float, float, float],
+                    image_size: tuple[int, int] | None = None) -> Tensor:
+        """(h, w): the share of each patch that a box (pixels of the original picture, or of `image_size`) covers,
+        through the preprocessing's resize and crop. One-line errors for a box that is empty or outside the picture
+        or outside what the model sees."""
+        if image_size is None:
+            image_size = self.originals[b].size if self.originals else (self.input_size[1], self.input_size[0])
+        width, height = image_size
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x0 < x1 and y0 < y1):
+            raise NtlbError(f"box {x0:g} {y0:g} {x1:g} {y1:g} is empty: give x0 y0 x1 y1 with x0 < x1 and y0 < y1")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise NtlbError(f"box {x0:g} {y0:g} {x1:g} {y1:g} is outside the {width}x{height} image: keep it "
+                            f"within 0 0 {width} {height}")
+        left, top, right, bottom = view_box(image_size, self.preprocess) if self.preprocess else (0, 0, width, height)
+        h, w = self.interactions.shape[-2:]
+        across = _coverage(x0, x1, left, right, w)
+        down = _coverage(y0, y1, top, bottom, h)
+        if across.sum() == 0 or down.sum() == 0:
+            raise NtlbError(f"box {x0:g} {y0:g} {x1:g} {y1:g} lies outside the part of the picture the model sees "
+                            f"(x {left:.0f}..{right:.0f}, y {top:.0f}..{bottom:.0f}): move it inside")
+        return down[:, None] * across[None, :]
+
+
+def _coverage(start: float, end: float, view_start: float, view_end: float, cells: int) -> Tensor:
+    """The share of each of `cells` equal cells spanning [view_start, view_end] that [start, end] covers."""
+    edges = torch.linspace(view_start, view_end, cells + 1, dtype=torch.float64)
+    overlap = (torch.minimum(edges[1:], torch.tensor(end)) - torch.maximum(edges[:-1], torch.tensor(start)))
+    return (overlap.clamp(min=0) / (edges[1:] - edges[:-1])).float()

@@ -5,7 +5,10 @@ must carry relevance, so the optimisation cannot satisfy CLIP through a few word
 Word scores ("paper", default): a word is the max of its tokens' relevance, the score the mean over the semantic
 words. "released" (the released EGCLIPLoss): one weight per word of the text (1 for semantic words, 0 for the
 others) min-max normalised and copied to its tokens, score = sum_k r_k d_k / #(d_k != 0); where every word weighs
-the same the released code divides by zero (NaN) and ntlb weighs every word 1.
+the same the released code divides by zero (NaN) and ntlb weighs every word 1. "mass" (for the `interactions`
+explainer): a word's interaction mass with the image, the raw sum over its tokens clamped at 0, averaged over the
+semantic words; not normalised over the text, so a word the picture lacks loses mass without handing it to the
+others (the shares of "paper" sum to about 1 over the words whatever the picture).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..explain.explanation import Explanation
 from ..explain.normalize import normalize_text
 from ..models.tokenizer import TokenizedTexts
 
-WORD_SCORES = ("paper", "released")
+WORD_SCORES = ("paper", "released", "mass")
 NEGLECT_THRESHOLD = 0.7  # relevance / max relevance below which a word is neglected (the authors' FuseDream notebook)
 
 
@@ -86,9 +89,12 @@ def semantic_word_scores(explanation: Explanation, masks: Tensor, variant: str =
     then divided by its max)."""
     if variant not in WORD_SCORES:
         raise NtlbError(f"unknown word score '{variant}': use one of {', '.join(WORD_SCORES)}")
-    rows = _rows(explanation, normalize)
+    rows = _rows(explanation, "raw" if variant == "mass" else normalize)
     pair_masks = _pair_masks(explanation, masks)
     chosen = pair_masks.any(dim=-1)  # (..., W): the word slots in use
+    if variant == "mass":
+        per_word = (rows[..., None, :] * pair_masks).sum(dim=-1).clamp(min=0)
+        return per_word.sum(dim=-1) / chosen.sum(dim=-1).clamp_min(1)
     if variant == "paper":
         per_word = rows[..., None, :].masked_fill(~pair_masks, float("-inf")).amax(dim=-1)
         per_word = per_word.masked_fill(~chosen, 0.0)

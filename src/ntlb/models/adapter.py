@@ -46,6 +46,21 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
 
 
+def view_box(image_size: tuple[int, int], config: PreprocessConfig) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the original image that the model's input shows (its resize and crop)."""
+    width, height = image_size
+    out_h, out_w = config.size
+    if config.resize_mode == "squash":
+        return 0.0, 0.0, float(width), float(height)
+    if config.resize_mode == "longest":  # resize the long side, then pad
+        scale = min(out_w / width, out_h / height)
+    else:  # "shortest": resize the short side, then centre-crop
+        scale = max(out_w / width, out_h / height)
+    view_w, view_h = out_w / scale, out_h / scale
+    left, top = (width - view_w) / 2, (height - view_h) / 2
+    return left, top, left + view_w, top + view_h
+
+
 def interpolate_positions(positions: Tensor, grid: tuple[int, int], new_grid: tuple[int, int],
                           antialias: bool = True) -> Tensor:
     """CLS + patch position embeddings (1 + h*w, D) for another patch grid: bicubic over the grid, CLS kept, done on

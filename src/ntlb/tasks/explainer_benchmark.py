@@ -21,13 +21,13 @@ from tqdm import tqdm
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.explanation import Explanation
-from ..explain.normalize import minmax
+from ..explain.normalize import minmax, upsample
 from ..metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
 from ..metrics.localization import mask_energy, otsu_iou, pointing_game, segmentation_miou
 from ..models.adapter import ClipAdapter
 from ..models.features import image_features as encode_images
 from ..models.features import text_features as encode_texts
-from ..world import describe, random_scene, render
+from ..world import describe, random_scene, relate, render
 from ..world.captions import CONTENT_ROLES, Caption
 from ..world.datasets import scene_seed
 from ..world.scene import Scene, random_object
@@ -187,6 +187,67 @@ def _scores(adapter: ClipAdapter, explanation: Explanation | None, pairs: list[N
             "seconds_per_pair": seconds, **_faithfulness(adapter, pairs, maps, rows, with_text)}
 
 
+def _points_into(maps: Tensor, masks: Tensor) -> Tensor:
+    """Whether each map's highest point lies in its mask (maps and masks (n, H, W) at the same size)."""
+    flat = maps.flatten(1).argmax(dim=1)
+    return masks.flatten(1).gather(1, flat[:, None])[:, 0].bool()
+
+
+def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6, size: int = 64,
+                  layers: tuple[int, ...] = (-1,), batch_size: int = 16) -> dict:
+    """Which region each word matches, where the truth is known: two-object scenes captioned "a {colour} {shape}
+    and a {colour} {shape}"; the word map (token x patch interactions) of each colour and shape word should peak
+    inside its own object. Beside it, one caption per object explained by chefer2021 ("a {shape}", "a {colour}
+    {shape}"), whose single map is the whole caption's. Shares of the 2 * count words of each role."""
+    scenes = [random_scene(scene_seed("multi-test", offset + i), 2) for i in range(count)]
+    rendered = [render(scene, size) for scene in scenes]
+    pictures = [Image.fromarray(image) for image, _ in rendered]
+    masks = [torch.from_numpy(m) for _, m in rendered]
+    results: dict = {"scenes": count}
+    captions = [relate(scene, 0, 1, "and") for scene in scenes]
+    for layer in layers:
+        explainer = create("interactions", start_layer_image=layer, start_layer_text=layer)
+        hits: dict[str, list[bool]] = {"colour": [], "shape": []}
+        started = time.perf_counter()
+        for start in tqdm(range(0, count, batch_size), desc=f"word maps (layer {layer})", unit="batch"):
+            chunk = range(start, min(start + batch_size, count))
+            with torch.no_grad():
+                explanation = explainer(adapter, [pictures[i] for i in chunk], [captions[i].text for i in chunk],
+                                        pairs="diagonal")
+            for b, i in enumerate(chunk):
+                for w, word in enumerate(captions[i].words):
+                    if word.role in hits:
+                        word_map = explanation.word_map(b, b, w, size=masks[i].shape[-2:])
+                        hits[word.role].append(bool(_points_into(word_map[None], masks[i][word.obj][None])[0]))
+        results[f"interactions (layer {layer}), word map"] = {
+            role: sum(values) / len(values) for role, values in hits.items()} | {
+            "seconds_per_pair": (time.perf_counter() - started) / count}
+    for name, template in (("chefer2021, caption 'a {shape}'", "{shape}"),
+                           ("chefer2021, caption 'a {colour} {shape}'", "{colour} {shape}")):
+        texts, object_masks = [], []
+        for scene, mask in zip(scenes, masks):
+            for index, obj in enumerate(scene.objects[:2]):
+                texts.append("a " + template.format(colour=obj.colour, shape=obj.shape))
+                object_masks.append(mask[index])
+        images = [p for p in pictures for _ in range(2)]
+        with torch.no_grad():
+            explanation = create("chefer2021")(adapter, images, texts, pairs="diagonal")
+        maps = upsample(explanation.image.float(), tuple(object_masks[0].shape))
+        hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
+        results[name] = {"colour": hit if "colour" in template else None, "shape": hit}
+    return results
+
+
+def word_pointing_table(results: dict) -> str:
+    """Markdown: pointing of colour and shape words into their own object."""
+    lines = ["| map | colour word ↑ | shape word ↑ |", "|---|---:|---:|"]
+    for name, entry in results.items():
+        if isinstance(entry, dict):
+            cells = ["n/a" if entry.get(role) is None else f"{100 * entry[role]:.1f}" for role in ("colour", "shape")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def benchmark_explainers(adapter: ClipAdapter, methods: list[str], count: int = 100, batch_size: int = 16,
                          seed: int = 0) -> dict:
     """Per explainer and for 1- and 2-object scenes: pointing game, energy in the mask, Otsu IoU and mIoU with the
@@ -212,6 +273,8 @@ def benchmark_explainers(adapter: ClipAdapter, methods: list[str], count: int = 
         results["methods"][method] = entry
     results["mask_area_share"] = {f"{k}_object": float(torch.stack([p.mask for p in v]).float().mean())
                                   for k, v in settings.items()}
+    if "interactions" in runnable:
+        results["word_pointing"] = word_pointing(adapter, count=max(1, min(count, 30)))
     return results
 
 
@@ -306,6 +369,9 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     write_json_atomic(folder / "explainers.json", results)
     results["tables"] = "\n\n".join(f"### {SETTING_TITLES[setting]}\n\n{markdown_table(results, setting)}"
                                     for setting in SETTING_TITLES)
+    if "word_pointing" in results:
+        results["tables"] += ("\n\n### Which region each word matches (two-object scenes)\n\n"
+                              + word_pointing_table(results["word_pointing"]))
     write_text_atomic(folder / "explainers.md", results["tables"] + "\n")
     comparison_figure(adapter, [m for m in methods if m not in results["skipped"]], folder / "explainers.png")
     return results

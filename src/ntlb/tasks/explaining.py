@@ -59,11 +59,29 @@ def pair_record(explanation: Explanation, b: int, t: int, image: str, text: str)
     return record
 
 
+def word_overlays(explanation: Explanation, b: int, t: int, stem: str) -> tuple[list[dict], dict[str, Image.Image]]:
+    """Per word of the pair's text (explainers with token x patch interactions): the region that word matches,
+    as a captioned overlay of its positive interactions, and its total interaction with the picture."""
+    records, pictures = [], {}
+    text = explanation.tokens.words[explanation.text_index(b, t)]
+    for index, (word, patches) in enumerate(explanation.word_maps(b, t)):
+        name = f"{stem}__w{index:02d}_{_slug(word, 16)}.png"
+        picture = overlay(explanation.originals[b], patches.clamp(min=0), explanation.preprocess)
+        pictures[name] = captioned(picture, f'"{word}" in "{" ".join(w.text for w in text)}"')
+        records.append({"word": word, "overlay": name, "interaction": round(float(patches.sum()), 6)})
+    return records, pictures
+
+
 def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
-                  out: str | Path, batch_size: int = 8, title: str | None = None) -> dict:
+                  out: str | Path, batch_size: int = 8, title: str | None = None,
+                  box: Sequence[float] | None = None) -> dict:
     """Explain every image with every text, in batches of images (each image encoded once for all texts), and
-    write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Files an
-    earlier run wrote to `out` are removed first. Returns what explanations.json holds."""
+    write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Explainers with
+    token x patch interactions also write one overlay per word, and with `box` (x0, y0, x1, y1 in each picture's
+    pixels) record how much each word interacts with the patches inside it. Files an earlier run wrote to `out`
+    are removed first. Returns what explanations.json holds."""
+    if box is not None and not explainer.gives_interactions:
+        raise NtlbError(f"--box needs the words of each region: use --method interactions, not {explainer.name}")
     if batch_size < 1:
         raise NtlbError(f"--batch-size {batch_size}: use at least 1 image per batch")
     if not texts:
@@ -84,12 +102,20 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
             record = pair_record(explanation, b, t, str(chunk[b]), text)
             originals.setdefault(str(chunk[b]), explanation.originals[b])
             picture = explanation.originals[b]
+            stem = f"{start + b:03d}_{_slug(Path(chunk[b]).stem, 24)}__{t:02d}_{_slug(text)}"
             if explanation.has_image_maps():
                 picture = overlay(picture, explanation.image[explanation.key(b, t)], explanation.preprocess)
-                name = f"{start + b:03d}_{_slug(Path(chunk[b]).stem, 24)}__{t:02d}_{_slug(text)}.png"
-                pictures[name] = captioned(picture, f"{text}  (p {record['probability']:.2f})")
-                save_image_atomic(folder / name, pictures[name])
-                record["overlay"] = name
+                pictures[f"{stem}.png"] = captioned(picture, f"{text}  (p {record['probability']:.2f})")
+                save_image_atomic(folder / f"{stem}.png", pictures[f"{stem}.png"])
+                record["overlay"] = f"{stem}.png"
+            if explanation.interactions is not None:
+                record["word_maps"], word_pictures = word_overlays(explanation, b, t, stem)
+                for name, word_picture in word_pictures.items():
+                    save_image_atomic(folder / name, word_picture)
+                pictures.update(word_pictures)
+                if box is not None:
+                    record["box"] = list(box)
+                    record["box_words"] = [[w, round(v, 6)] for w, v in explanation.region_words(b, t, box)]
             cells.append((picture, f"{Path(chunk[b]).name}: {text}\nlogit {record['logit']:.2f}  "
                                    f"p {record['probability']:.2f}"))
             records.append(record)

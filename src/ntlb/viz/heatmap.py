@@ -9,27 +9,12 @@ from PIL import Image
 from torch import Tensor
 
 from ..explain.normalize import minmax, upsample
-from ..models.adapter import PreprocessConfig
+from ..models.adapter import PreprocessConfig, view_box
 
 
 def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
     """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours."""
     return (matplotlib.colormaps[cmap](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
-
-
-def view_box(image_size: tuple[int, int], config: PreprocessConfig) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) of the original image that the model's input shows."""
-    width, height = image_size
-    out_h, out_w = config.size
-    if config.resize_mode == "squash":
-        return 0.0, 0.0, float(width), float(height)
-    if config.resize_mode == "longest":  # resize the long side, then pad
-        scale = min(out_w / width, out_h / height)
-    else:  # "shortest": resize the short side, then centre-crop
-        scale = max(out_w / width, out_h / height)
-    view_w, view_h = out_w / scale, out_h / scale
-    left, top = (width - view_w) / 2, (height - view_h) / 2
-    return left, top, left + view_w, top + view_h
 
 
 def overlay(image: Image.Image, patch_map: Tensor, config: PreprocessConfig | None = None,

@@ -30,6 +30,17 @@ def embedded(picture: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(image_bytes(picture)).decode("ascii")
 
 
+def _word_picker(record: dict, pictures: dict[str, Image.Image]) -> str:
+    """A menu that shows, in the pair's picture, the region each word of the text matches (its interactions)."""
+    options = [f"<option value='{embedded(pictures[record['overlay']])}'>the whole text</option>"] if record.get(
+        "overlay") in pictures else []
+    options += [f"<option value='{embedded(pictures[entry['overlay']])}'>{html.escape(entry['word'])} "
+                f"({entry['interaction']:+.3g})</option>"
+                for entry in record["word_maps"] if entry["overlay"] in pictures]
+    return ("<p class='meta'>region of word: <select onchange=\"this.closest('.pair').querySelector('img').src="
+            f"this.value\">{''.join(options)}</select></p>")
+
+
 def write_report(path: str | Path, title: str, records: list[dict], notes: list[str] = (),
                  pictures: dict[str, Image.Image] | None = None, originals: dict[str, Image.Image] | None = None,
                  label: str = "text") -> Path:
@@ -55,6 +66,8 @@ def write_report(path: str | Path, title: str, records: list[dict], notes: list[
                              "<p class='meta'>original</p></div>")
         picture = (f"<img src='{embedded(pictures[record['overlay']])}'>"
                    if record.get("overlay") in pictures else "")
+        if record.get("word_maps"):
+            picture += _word_picker(record, pictures)
         words = f"<p>{words_html(record['words'])}</p>" if record.get("words") else ""
         parts.append(
             f"<div class='pair'>{picture}{words}"
