@@ -222,3 +222,29 @@ def test_the_mass_word_score_is_each_words_unnormalised_positive_mass(world_mode
             spans = [s for s in explanation.tokens.words[t] if s.text in words]
             masses = [max(float(explanation.text[b, t, s.start : s.end].sum()), 0.0) for s in spans]
             assert float(scores[b, t]) == pytest.approx(sum(masses) / len(masses), rel=1e-12)
+
+
+def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(tmp_path, capsys):
+    import json
+
+    from conftest import EXAMPLE
+
+    from ntlb.cli import main
+
+    text = "a red circle and a blue square"
+    out = tmp_path / "words"
+    common = ["explain", str(EXAMPLE), "--text", text, "--method", "interactions", "--steps", "2", "--out", str(out)]
+    assert main([*common, "--box", "20", "0", "100", "80"]) == 0
+    printed = capsys.readouterr().out
+    assert "box 20 0 100 80 matches: " in printed
+    record = json.loads((out / "explanations.json").read_text())["pairs"][0]
+    assert [entry["word"] for entry in record["word_maps"]] == text.split()
+    assert all((out / entry["overlay"]).is_file() for entry in record["word_maps"])
+    ranked = sorted(record["box_words"], key=lambda entry: -entry[1])
+    assert printed.split("matches: ")[1].split(",")[0].split()[0] == ranked[0][0]
+    assert "region of word: <select" in (out / "report.html").read_text()
+    assert main([*common, "--box", "0", "0", "500", "10"]) == 2
+    error = capsys.readouterr().err
+    assert "is outside the 200x160 image" in error and error.count("\n") == 1
+    assert main(["explain", str(EXAMPLE), "--text", text, "--box", "0", "0", "5", "5", "--out", str(out)]) == 2
+    assert "--box needs the words of each region: use --method interactions" in capsys.readouterr().err
