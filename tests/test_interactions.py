@@ -248,3 +248,37 @@ def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(
     assert "is outside the 200x160 image" in error and error.count("\n") == 1
     assert main(["explain", str(EXAMPLE), "--text", text, "--box", "0", "0", "5", "5", "--out", str(out)]) == 2
     assert "--box needs the words of each region: use --method interactions" in capsys.readouterr().err
+
+
+def test_prompt_learning_takes_the_interactions_through_the_same_explainer_option(world_model):
+    """The class-name loss on learned context vectors with explainer="interactions" and the "mass" score (the
+    name's signed rows can sum to about 0, which the share scores divide by): the step's gradient equals a central
+    difference of its loss along a random direction (float64)."""
+    from conftest import EXAMPLE
+    from PIL import Image
+
+    from ntlb.tasks.prompt_training import PromptConfig, step_gradients
+    from ntlb.tasks.prompts import PromptLearner
+
+    picture = world_model.preprocess(Image.open(EXAMPLE).convert("RGB")).double()  # a red circle, a blue square
+    pixels, labels = torch.stack([picture, picture.flip(-1)]), torch.tensor([0, 1])
+    learner = PromptLearner(world_model, ["red circle", "blue square"], n_ctx=2, seed=0).double()
+    config = PromptConfig(n_ctx=2, explainer="interactions", start_layer_text=-1, expl_weight=1.0, score="mass")
+    learner.ctx.grad = None
+    parts = step_gradients(world_model, learner, pixels, labels, config)
+    gradient = learner.ctx.grad.clone()
+    direction = torch.randn_like(learner.ctx)
+    step = 1e-6
+
+    def total(shift: float) -> float:
+        with torch.no_grad():
+            learner.ctx += shift * direction
+        learner.ctx.grad = None
+        out = step_gradients(world_model, learner, pixels, labels, config)
+        with torch.no_grad():
+            learner.ctx -= shift * direction
+        return out["ce"] + config.expl_weight * out["expl"]  # the step's loss: CE + lambda * the class-name term
+
+    numeric = (total(step) - total(-step)) / (2 * step)
+    assert float((gradient * direction).sum()) == pytest.approx(numeric, rel=1e-5)
+    assert parts["expl"] < 0  # the true classes' names carry positive mass: the term is not clamped away

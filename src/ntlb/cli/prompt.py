@@ -102,7 +102,7 @@ def add_commands(commands) -> None:
                             "the world's shifted sets, where 1 costs up to 2.8; paper: 1 ViT-B/16, 3 others)")
     train.add_argument("--explainer", default="chefer2021", choices=available(),
                        help="explainer whose text relevance the loss reads")
-    train.add_argument("--score", default="coop", choices=["coop", "paper"],
+    train.add_argument("--score", default="coop", choices=["coop", "paper", "mass"],
                        help="S(c): the released code's share of the relevance on the class name, or the paper's Eq. 2 "
                             "ratio (unbounded: with --reduction paper and lambda 3 it collapses accuracy, "
                             "docs/results-prompt-learning.md)")

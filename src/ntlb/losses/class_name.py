@@ -13,7 +13,7 @@ from torch import Tensor
 from ..errors import NtlbError
 from ..explain.explanation import Explanation
 
-SCORES = ("paper", "coop")
+SCORES = ("paper", "coop", "mass")
 REDUCTIONS = ("released", "paper", "bounded")
 
 def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str = "coop") -> Tensor:
@@ -22,7 +22,8 @@ def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str =
     "coop" (the released code's, default): the row with EOT zeroed, divided by its sum over all positions (SOT
     included), then the max over the class-name tokens, a share in [0, 1]; "paper" (Eq. 2): the max relevance of
     the class-name tokens over the summed relevance of the other prompt tokens (SOT and EOT excluded), an unbounded
-    ratio.
+    ratio; "mass" (for the signed rows of the `interactions` explainer, whose sums can be near 0): the class name's
+    interaction with the image, the raw sum over its tokens clamped at 0.
     """
     if score not in SCORES:
         raise NtlbError(f"unknown explainability score '{score}': use one of {', '.join(SCORES)}")
@@ -30,6 +31,8 @@ def explainability_scores(rows: Tensor, eot: Tensor, names: Tensor, score: str =
     names = names[:, :length].to(rows.device)
     position = torch.arange(length, device=rows.device)
     eot = eot.to(rows.device)
+    if score == "mass":
+        return (rows * names).sum(dim=-1).clamp(min=0)
     if score == "paper":
         inside = (position >= 1) & (position < eot[:, None])
         others = (rows * (inside & ~names)).sum(dim=-1)
