@@ -114,11 +114,12 @@ def test_gauss_points_make_the_interactions_complete_to_round_off(hf_small):
     assert torch.allclose(exact.image, exact.interactions.sum(-3), rtol=1e-10, atol=1e-15)
 
 
-def test_all_pairs_equal_chosen_pairs_and_one_position_per_call(world_model):
+def test_all_pairs_equal_chosen_pairs_and_one_jacobian_vector_product_per_call(world_model):
     pixels = random_pixels(world_model, 2)
     with torch.no_grad():
         every = create("interactions", steps=2)(world_model, pixels, TEXTS)
-        diagonal = create("interactions", steps=2, chunk_size=16)(world_model, pixels, TEXTS, pairs="diagonal")
+        # a budget of one byte: one input and one position per Jacobian-vector call
+        diagonal = create("interactions", steps=2, max_memory=1)(world_model, pixels, TEXTS, pairs="diagonal")
         chosen = create("interactions", steps=2)(world_model, pixels, TEXTS, pairs=torch.tensor([[1, 0]] * 2))
     for b in range(2):
         assert relative_error(diagonal.interactions[b], every.interactions[b, b]) < 1e-12
@@ -191,8 +192,9 @@ def test_bad_options_and_towers_get_one_line(rn50, world_model):
         create("interactions", logit_mode="sigmoid")
     with pytest.raises(NtlbError, match="transformer towers"):
         ntlb.explain(rn50, random_pixels(rn50, 1), TEXTS, method="interactions")
-    with pytest.raises(NtlbError, match="not features"):
-        ntlb.explain(world_model, ntlb.ImageFeatures(torch.randn(1, 128, dtype=torch.float64)), TEXTS,
+    with pytest.raises(NtlbError, match="not text features"):
+        ntlb.explain(world_model, random_pixels(world_model, 1), ntlb.TextFeatures(torch.randn(2, 128,
+                                                                                         dtype=torch.float64)),
                      method="interactions")
 
 

@@ -83,21 +83,33 @@ def _forward_mode_safe() -> Iterator[None]:
 
 
 def integrated_columns(head: Callable[[Tensor, Tensor], Tensor], x: Tensor, reference: Tensor, alphas: Tensor,
-                       weights: Tensor, positions_per_call: int) -> Tensor:
+                       weights: Tensor, per_call: tuple[int, int]) -> Tensor:
     """(n, D, P): for each input i and position p, sum_j w_j J(r + a_j (x_i - r)) . (x_i - r) restricted to p, the
     integrated Jacobian of `head` (tokens (m, P, W), input index (m,) -> embeddings (m, D)) applied to the
-    difference at one position. Jacobian-vector products, batched over positions (vmap), path points and inputs."""
+    difference at one position. Jacobian-vector products batched over positions (vmap), path points and inputs,
+    `per_call` = (inputs, positions) at a time."""
+    inputs_per_call, positions_per_call = per_call
+    groups = []
+    for first in range(0, len(x), inputs_per_call):
+        group = torch.arange(first, min(first + inputs_per_call, len(x)), device=x.device)
+        own_reference = reference if len(reference) == 1 else reference[group]
+        groups.append(_group_columns(head, x[group], own_reference, group, alphas, weights, positions_per_call))
+    return torch.cat(groups)
+
+
+def _group_columns(head, x: Tensor, reference: Tensor, owners: Tensor, alphas: Tensor, weights: Tensor,
+                   positions_per_call: int) -> Tensor:
     n, length, width = x.shape
     dtype = accumulation_dtype(x.dtype)
     delta = x - reference
     a = alphas.to(x.device, x.dtype)
-    points = (reference[:, None] + a[None, :, None, None] * delta[:, None]).reshape(-1, length, width)
-    owners = torch.arange(n, device=x.device).repeat_interleave(len(a))
-    w = weights.to(x.device, dtype).repeat(n).reshape(n, -1)
     steps = len(a)
+    points = (reference[:, None] + a[None, :, None, None] * delta[:, None]).reshape(-1, length, width)
+    owners = owners.repeat_interleave(steps)
+    w = weights.to(x.device, dtype).repeat(n).reshape(n, -1)
 
     def directional(position: Tensor) -> Tensor:  # one position's tangent for every path point
-        mask = torch.nn.functional.one_hot(position, length).to(x.dtype)[None, :, None]
+        mask = F.one_hot(position, length).to(x.dtype)[None, :, None]
         tangent = (delta * mask)[:, None].expand(-1, steps, -1, -1).reshape(-1, length, width)
         return torch.func.jvp(lambda z: head(z, owners), (points,), (tangent,))[1]
 
@@ -149,8 +161,7 @@ class Interactions(Explainer):
         layer = self.keep_from(adapter, "text")
         head, reference = self._text_side(adapter, layer, batch)
         x_text = batch.text.layer_inputs[0]
-        u = integrated_columns(head, x_text, reference, alphas, weights, self._positions_per_call(adapter, batch,
-                                                                                                  len(alphas))[1])
+        u = integrated_columns(head, x_text, reference, alphas, weights, self._per_call(adapter, batch, len(alphas))[1])
         pixels = torch.zeros(1, 3, *adapter.preprocess_config.size, device=adapter.device, dtype=adapter.dtype)
         image_reference = adapter.encode_image(pixels).features.to(u.dtype)
         image_features, text_features = batch.image.features.to(u.dtype), batch.text.features.to(u.dtype)
@@ -172,7 +183,7 @@ class Interactions(Explainer):
         image_head, image_reference = self._image_side(adapter, image_layer, batch)
         text_head, text_reference = self._text_side(adapter, text_layer, batch)
         x_image, x_text = batch.image.layer_inputs[0], batch.text.layer_inputs[0]
-        image_chunk, text_chunk = self._positions_per_call(adapter, batch, len(alphas))
+        image_chunk, text_chunk = self._per_call(adapter, batch, len(alphas))
         v = integrated_columns(image_head, x_image, image_reference, alphas, weights, image_chunk)  # (B, D, N)
         u = integrated_columns(text_head, x_text, text_reference, alphas, weights, text_chunk)  # (T, D, L)
         dtype = v.dtype
@@ -224,28 +235,24 @@ class Interactions(Explainer):
         reference, _, _ = run_blocks(adapter.text_blocks[:layer], states.to(adapter.dtype), reference_mask)
         return head, reference.detach()
 
-    def _positions_per_call(self, adapter: ClipAdapter, batch: Batch, steps: int) -> tuple[int, int]:
-        """Positions per batched Jacobian-vector call: all at once (chunk_size=None), a fixed number, or (auto) as
-        many as an estimate of one call's transient memory allows within the budget."""
-        if batch.images_as_features:
-            batch_image = batch.text.layer_inputs[0][:1]  # no image side: any shape will do
-        else:
-            batch_image = batch.image.layer_inputs[0]
-        image_length = batch_image.shape[1]
-        text_length = batch.text.layer_inputs[0].shape[1]
+    def _per_call(self, adapter: ClipAdapter, batch: Batch, steps: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(inputs, positions) per batched Jacobian-vector call for the image and the text side: everything at once
+        (chunk_size=None), a fixed number of positions, or (auto) as many as an estimate of one call's transient
+        memory (primal and tangent activations of one block) allows within the budget."""
+        sides = [batch.text.layer_inputs[0] if batch.images_as_features else batch.image.layer_inputs[0],
+                 batch.text.layer_inputs[0]]
+        heads = [adapter.image_blocks[-1].heads, adapter.text_blocks[-1].heads]
         if self.chunk_size is None:
-            return image_length, text_length
+            return tuple((len(x), x.shape[1]) for x in sides)
         if isinstance(self.chunk_size, int):
-            return self.chunk_size, self.chunk_size
+            return tuple((len(x), self.chunk_size) for x in sides)
         budget = self.max_memory or int(DEFAULT_SHARE * available_memory(adapter.device))
         element = torch.finfo(adapter.dtype).bits // 8
-
-        def fitted(count: int, length: int, width: int, heads: int) -> int:
-            per_position = 2 * count * steps * length * (16 * width + heads * length) * element  # primal + tangent
-            return max(1, min(length, budget // max(per_position, 1)))
-
-        image_block, text_block = adapter.image_blocks[-1], adapter.text_blocks[-1]
-        image_width = batch_image.shape[-1]
-        text_width = batch.text.layer_inputs[0].shape[-1]
-        return (fitted(batch_image.shape[0], image_length, image_width, image_block.heads),
-                fitted(batch.text.layer_inputs[0].shape[0], text_length, text_width, text_block.heads))
+        plan = []
+        for x, count in zip(sides, heads):
+            length, width = x.shape[1], x.shape[2]
+            unit = 2 * steps * length * (16 * width + count * length) * element  # one input, one position
+            units = max(1, budget // unit)
+            positions = min(length, units)
+            plan.append((max(1, min(len(x), units // positions)), positions))
+        return tuple(plan)
