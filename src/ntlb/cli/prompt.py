@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io import check_output
 from .common import add_command, add_device_argument, add_model_arguments, load_adapter, print_notes
 
 
@@ -50,8 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..tasks.explaining import model_notes
     from ..tasks.prompt_training import evaluate_prompts
 
+    out = check_output(args.out or Path(args.prompts).with_suffix(".eval"))
     adapter, learner = _load_prompts(args.prompts, args.device)
-    out = Path(args.out or Path(args.prompts).with_suffix(".eval"))
     results = evaluate_prompts(adapter, learner, args.data, out, args.prompts)
     print_notes(model_notes(adapter))
     for folder, result in results.items():
@@ -121,7 +122,7 @@ def add_commands(commands) -> None:
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     add_model_arguments(train)
     train.add_argument("--out", required=True, help="prompts file to write (and to resume from)")
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run=cmd_train, out_kind="file")
 
     evaluate = add_command(sub, "eval", "accuracy of learned prompts on image-folder datasets",
                            "Accuracy per dataset, one JSON each; a dataset may use a subset of the classes.")

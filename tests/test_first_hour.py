@@ -1,0 +1,86 @@
+"""A newcomer's first hour, each stumble fixed: output paths checked before any work, a busy port, unfinished and
+foreign prompts files, messages in the command line's words, the overlay, the world-scene note."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+from conftest import EXAMPLE
+
+from ntlb.cli import build_parser, main
+
+
+def _error(capsys, arguments: list[str], pattern: str, code: int = 2) -> str:
+    """The command fails with `code` and one line on stderr that matches `pattern`."""
+    capsys.readouterr()
+    assert main(arguments) == code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ntlb:")]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+    return lines[0]
+
+
+def _commands_with_out(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands_with_out(sub, (*prefix, name))
+    if any("--out" in action.option_strings for action in parser._actions):
+        yield prefix
+
+
+# the least each command needs besides --out (nothing here is read: the output check comes first)
+MINIMAL = {
+    ("explain",): [str(EXAMPLE), "--text", "a red circle"],
+    ("compare",): [str(EXAMPLE), "--text", "a red circle"],
+    ("demo",): [],
+    ("explain-dataset",): ["data"],
+    ("explain-pair",): [str(EXAMPLE), str(EXAMPLE)],
+    ("benchmark", "explainers"): [],
+    ("prompt", "eval"): ["--prompts", "p.pt", "--data", "data"],
+    ("prompt", "explain"): [str(EXAMPLE), "--prompts", "p.pt"],
+    ("layout", "generate"): ["--world-seed", "1"],
+    ("edit",): [str(EXAMPLE), "--text", "a red circle"],
+    ("generate",): ["--text", "a red circle"],
+    ("blend",): [str(EXAMPLE), "--target", str(EXAMPLE)],
+    ("world", "render"): [],
+    ("world", "export"): [],
+    ("world", "train"): [],
+    ("world", "train-generator"): [],
+}
+FILE_OUT = {("prompt", "train"): ["--data", "data"]}
+
+
+def test_every_command_with_an_output_is_checked():
+    assert set(_commands_with_out(build_parser())) == {*MINIMAL, *FILE_OUT}
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Loading a model fails the test: a bad output path must be refused first."""
+    import ntlb.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output path was checked")
+
+    monkeypatch.setattr(ntlb.models, "load_model", refuse)
+
+
+@pytest.mark.parametrize("command", sorted(MINIMAL))
+def test_an_output_folder_that_is_a_file_fails_before_any_work(command, tmp_path, capsys, monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    _error(capsys, [*command, *MINIMAL[command], "--out", str(taken)], r"--out .*taken.txt is a file, and this "
+                                                                       r"command writes a folder there")
+    assert taken.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
+    _error(capsys, [*command, *MINIMAL[command], "--out", str(taken / "below")], r"taken.txt is a file, not a folder")
+
+
+def test_a_prompts_file_that_is_a_folder_fails_before_any_work(tmp_path, capsys, monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    _error(capsys, ["prompt", "train", *FILE_OUT[("prompt", "train")], "--out", "runs"],
+           r"--out runs is a folder, and this command writes a file there: give a file path, e.g. runs/prompts.pt")
+    assert list((tmp_path / "runs").iterdir()) == []
