@@ -84,3 +84,55 @@ def test_a_prompts_file_that_is_a_folder_fails_before_any_work(tmp_path, capsys,
     _error(capsys, ["prompt", "train", *FILE_OUT[("prompt", "train")], "--out", "runs"],
            r"--out runs is a folder, and this command writes a file there: give a file path, e.g. runs/prompts.pt")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from ntlb.world.datasets import export_classification
+
+    return export_classification(tmp_path_factory.mktemp("shapes") / "data", task="shape", split="train",
+                                 per_class=1, size=32)
+
+
+def test_an_interrupted_prompts_run_is_kept_apart_and_eval_refuses_it(shapes, tmp_path, capsys, monkeypatch):
+    import ntlb.tasks.prompt_training as training
+
+    real, calls = training.step_gradients, {"n": 0, "stop": 1}
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "step_gradients", interrupt)
+    prompts = tmp_path / "p.pt"
+    train = ["prompt", "train", "--data", str(shapes), "--ctx", "2", "--epochs", "3", "--expl-weight", "0",
+             "--out", str(prompts)]
+    _error(capsys, train, r"^ntlb: interrupted during epoch 1/3 \(nothing saved yet\): rerun the same command to "
+                          r"start again$", code=130)
+    assert not prompts.exists()
+    calls.update(n=0, stop=2)
+    _error(capsys, train, r"interrupted during epoch 2/3 \(1 epoch done\): rerun the same command to resume$",
+           code=130)
+    partial = tmp_path / "p.pt.partial"
+    assert not prompts.exists() and partial.is_file()
+    evaluate = ["prompt", "eval", "--data", str(shapes), "--prompts"]
+    for given in (prompts, partial):
+        _error(capsys, [*evaluate, str(given)], r"p.pt.partial is an unfinished run \(1/3 epochs done\): rerun the "
+                                                r"command that wrote it to finish it")
+    calls.update(n=0, stop=0)
+    assert main(train) == 0
+    assert "resuming prompt learning at epoch 2/3 (1 epoch done) from" in capsys.readouterr().err
+    assert prompts.is_file() and not partial.exists()
+    assert main([*evaluate, str(prompts)]) == 0
+
+
+def test_a_file_that_is_not_a_prompts_file_is_named_so(tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8), "red").save(photo)
+    line = _error(capsys, ["prompt", "eval", "--prompts", str(photo), "--data", str(tmp_path)],
+                  r"photo.jpg is not an ntlb prompts file: give the prompts file that 'ntlb prompt train' wrote")
+    assert "remove" not in line and photo.is_file()

@@ -130,7 +130,7 @@ def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TrainingRun, "save", stop_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted during step 2/4 \(saved: step 2\)"):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after step 2/4 \(2 steps done\)"):
         generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
     monkeypatch.setattr(TrainingRun, "save", save)
     resumed = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)

@@ -115,11 +115,11 @@ def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys
     monkeypatch.setattr(generation, "step_loss", interrupt_at_third_step)
     run = ["layout", "generate", "--layout", str(ROOT / "examples" / "layout.json"), "--steps", "4", "--views", "1",
            "--snapshot-every", "2", "--out", str(tmp_path / "run")]
-    _error(capsys, run, r"^ntlb: interrupted during step 3/4 \(saved: step 2\): rerun the same command to resume",
+    _error(capsys, run, r"^ntlb: interrupted during step 3/4 \(2 steps done\): rerun the same command to resume",
            code=130)
     assert main(run) == 0
     err = capsys.readouterr().err
-    assert f"resuming layout (ntlb) at step 2/4 from {tmp_path / 'run' / 'checkpoint.pt'}" in err
+    assert f"resuming layout (ntlb) at step 3/4 (2 steps done) from {tmp_path / 'run' / 'checkpoint.pt'}" in err
     assert calls["n"] == 5  # steps 3 and 4 only, after the resume
 
 

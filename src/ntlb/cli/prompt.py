@@ -82,7 +82,7 @@ def add_commands(commands) -> None:
                          "Learn prompts on K shots per class, evaluate them, explain them.")
     sub = prompt.add_subparsers(dest="prompt_command", required=True)
 
-    train = add_command(sub, "train", "learn context vectors on K images per class (resumes from --out)",
+    train = add_command(sub, "train", "learn context vectors on K images per class (resumes)",
                         "CoOp with lambda * (-S(c_gt) + mean S(c)) on the class name; CLIP frozen. Defaults: "
                         "the released code's score and reduction, lambda 0.1 (the paper's Eq. 2 + 3 with lambda 3 "
                         "collapses accuracy: docs/results-prompt-learning.md).")
@@ -121,7 +121,9 @@ def add_commands(commands) -> None:
                             "fit it (default: half the memory available)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     add_model_arguments(train)
-    train.add_argument("--out", required=True, help="prompts file to write (and to resume from)")
+    train.add_argument("--out", required=True,
+                       help="prompts file to write when training ends (until then the checkpoint is <out>.partial, "
+                            "which a rerun resumes from)")
     train.set_defaults(run=cmd_train, out_kind="file")
 
     evaluate = add_command(sub, "eval", "accuracy of learned prompts on image-folder datasets",
