@@ -136,3 +136,16 @@ def test_a_file_that_is_not_a_prompts_file_is_named_so(tmp_path, capsys):
     line = _error(capsys, ["prompt", "eval", "--prompts", str(photo), "--data", str(tmp_path)],
                   r"photo.jpg is not an ntlb prompts file: give the prompts file that 'ntlb prompt train' wrote")
     assert "remove" not in line and photo.is_file()
+
+
+def test_a_busy_port_is_one_line_before_the_model_loads(capsys, no_model):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        assert main(["app", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert re.fullmatch(rf"ntlb: error: port {port} on 127.0.0.1 is busy \(.*\): .*--port {port + 1}\n", err), err
+    assert "ntlb app on" not in out
