@@ -149,3 +149,20 @@ def test_a_busy_port_is_one_line_before_the_model_loads(capsys, no_model):
     out, err = capsys.readouterr()
     assert re.fullmatch(rf"ntlb: error: port {port} on 127.0.0.1 is busy \(.*\): .*--port {port + 1}\n", err), err
     assert "ntlb app on" not in out
+
+
+def test_messages_use_the_command_line_words(tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    out = ["--out", str(tmp_path / "out")]
+    line = _error(capsys, ["explain", str(bad), "--text", "a red circle", *out],
+                  r"notes.png is not a picture ntlb can read: give a PNG, JPEG or WebP file$")
+    line += _error(capsys, ["explain", str(EXAMPLE), "--text", "a red circle", "--start-layer-image", "99", *out],
+                   r"start layer 99 of the image tower \(--start-layer-image\) is outside its 6 layers: use 0..5, or "
+                   r"-1..-6 to count from the last$")
+    layout = tmp_path / "layout.json"
+    layout.write_text('{"width": 64, "height": 64, "objects": [{"box": [0, 0, 9, 9]}]}')
+    line += _error(capsys, ["layout", "generate", "--layout", str(layout), *out], r"'text' is missing: expected")
+    line += _error(capsys, ["prompt", "train", "--data", str(tmp_path), "--ctx", "0", "--out", str(tmp_path / "p")],
+                   r"--ctx 0: use at least 1$")
+    assert not re.search(r"\w+_\w+=|Error\b|KeyError", line)

@@ -89,8 +89,8 @@ def test_prompt_training_inputs(capsys, tmp_path):
     data = export_classification(tmp_path / "data", task="shape", split="train", per_class=2)
     train = ["prompt", "train", "--data", str(data), "--ctx", "2", "--out", str(tmp_path / "p.pt")]
     _error(capsys, [*train, "--shots", "10"], r"class 'circle' has 2 image\(s\) but --shots is 10: use --shots 2")
-    _error(capsys, [*train, "--epochs", "0"], r"epochs = 0: use at least 1")
-    _error(capsys, [*train, "--batch-size", "0"], r"batch-size = 0: use at least 1")
+    _error(capsys, [*train, "--epochs", "0"], r"--epochs 0: use at least 1")
+    _error(capsys, [*train, "--batch-size", "0"], r"--batch-size 0: use at least 1")
     one = tmp_path / "one"
     (one / "circle").mkdir(parents=True)
     for image in list((data / "circle").iterdir())[:2]:

@@ -27,7 +27,10 @@ def load_image(path: str | Path) -> Image.Image:
     except (UnidentifiedImageError, OSError) as err:
         if "truncated" in str(err):
             raise NtlbError(f"image {path} is truncated: the file is incomplete; copy or export it again") from None
-        raise NtlbError(f"cannot read image {path}: {type(err).__name__}: is it a PNG/JPEG file?") from None
+        if isinstance(err, UnidentifiedImageError):
+            raise NtlbError(f"{path} is not a picture ntlb can read: give a PNG, JPEG or WebP file") from None
+        raise NtlbError(f"cannot read image {path}: {err.strerror or 'the file cannot be decoded'}: give a PNG, "
+                        "JPEG or WebP file you can open") from None
 
 
 def check_output(path: str | Path, kind: str = "folder", flag: str = "--out") -> Path:

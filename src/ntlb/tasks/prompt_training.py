@@ -62,11 +62,14 @@ class PromptConfig:
     classnames: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("n_ctx", "shots", "epochs", "batch_size"):
+        for name, flag in (("n_ctx", "--ctx"), ("shots", "--shots"), ("epochs", "--epochs"),
+                           ("batch_size", "--batch-size")):
             if getattr(self, name) < 1:
-                raise NtlbError(f"{name.replace('_', '-')} = {getattr(self, name)}: use at least 1")
-        if self.lr <= 0 or self.expl_weight < 0:
-            raise NtlbError(f"lr = {self.lr}, expl-weight = {self.expl_weight}: use lr > 0 and expl-weight >= 0")
+                raise NtlbError(f"{flag} {getattr(self, name)}: use at least 1")
+        if self.lr <= 0:
+            raise NtlbError(f"--lr {self.lr}: use a learning rate above 0")
+        if self.expl_weight < 0:
+            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight of 0 or more")
         for name, value, allowed in (("position", self.position, POSITIONS), ("score", self.score, SCORES),
                                      ("reduction", self.reduction, REDUCTIONS)):
             if value not in allowed:
