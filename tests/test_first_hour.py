@@ -166,3 +166,36 @@ def test_messages_use_the_command_line_words(tmp_path, capsys):
     line += _error(capsys, ["prompt", "train", "--data", str(tmp_path), "--ctx", "0", "--out", str(tmp_path / "p")],
                    r"--ctx 0: use at least 1$")
     assert not re.search(r"\w+_\w+=|Error\b|KeyError", line)
+
+
+def _photo_like(seed: int, width: int, height: int):
+    """Smooth colour gradients and sensor-like noise, saved and read back as a JPEG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    channels = []
+    for _ in range(3):
+        a, b, p, q = rng.uniform(0.5, 4, 4)
+        channels.append(0.5 + 0.3 * np.sin(a * x + p) * np.cos(b * y + q) + rng.uniform(-0.2, 0.2))
+    pixels = np.clip(np.stack(channels, -1) + rng.normal(0, 0.04, (height, width, 3)), 0, 1)
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255).astype("uint8")).save(buffer, format="JPEG")
+    return Image.open(buffer)
+
+
+def test_the_world_note_fires_on_photos_and_never_on_the_worlds_own_scenes(tmp_path):
+    from PIL import Image
+
+    from ntlb.world.datasets import render_scenes
+    from ntlb.world.detector import looks_like_world_scene
+
+    render_scenes(tmp_path, count=50)  # what `ntlb world render` writes
+    scenes = sorted(tmp_path.glob("scene_*.png"))
+    assert len(scenes) == 50
+    assert [path.name for path in scenes if not looks_like_world_scene(Image.open(path))] == []
+    photos = [_photo_like(seed, 300, 200) for seed in range(10)] + [_photo_like(seed, 200, 200) for seed in range(20)]
+    assert [i for i, photo in enumerate(photos) if looks_like_world_scene(photo)] == []
