@@ -199,3 +199,11 @@ def test_the_world_note_fires_on_photos_and_never_on_the_worlds_own_scenes(tmp_p
     assert [path.name for path in scenes if not looks_like_world_scene(Image.open(path))] == []
     photos = [_photo_like(seed, 300, 200) for seed in range(10)] + [_photo_like(seed, 200, 200) for seed in range(20)]
     assert [i for i, photo in enumerate(photos) if looks_like_world_scene(photo)] == []
+
+
+def test_the_explain_progress_bar_covers_the_writing_and_ends_full(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["explain", str(EXAMPLE), str(EXAMPLE), "--text", "a red circle", "--batch-size", "1", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.match(r"writing report: 100%.* 4/4 ", last), last  # 2 batches, the grid, the report

@@ -74,8 +74,9 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
     chunks = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     if not chunks:
         raise NtlbError("no images given: pass at least one image")
-    for start, chunk in zip(range(0, len(images), batch_size),
-                            tqdm(chunks, desc="explaining", unit="batch", disable=len(chunks) < 2)):
+    # the bar counts the batches, then the grid and the report: the writing is part of the run, not a silence
+    bar = tqdm(total=len(chunks) + 2, desc="explaining", unit="step", disable=len(chunks) < 2)
+    for start, chunk in zip(range(0, len(images), batch_size), chunks):
         with torch.no_grad():
             explanation = explainer(adapter, chunk, tokens)
         notes += [n for n in (explanation.image_note, explanation.text_note) if n and n not in notes]
@@ -93,16 +94,22 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
             cells.append((picture, f"{Path(chunk[b]).name}: {text}\nlogit {record['logit']:.2f}  "
                                    f"p {record['probability']:.2f}"))
             records.append(record)
+        bar.update()
     notes = model_notes(adapter, list(originals.values())) + notes
     method = explainer.name
     title = title or f"ntlb {method} on {adapter.name}"
+    bar.set_description("writing grid")
     grids = folder.record(picture_grid(cells, len(texts), folder.root / "grid.png",
                                        title + (f" - {notes[0]}" if notes else "")))
+    bar.update()
+    bar.set_description("writing report")
     data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
             "method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
             "notes": notes, "grids": [g.name for g in grids], "pairs": records}
     write_json_atomic(folder / "explanations.json", data)
     write_report(folder / "report.html", title, records, notes, pictures, originals)
+    bar.update()
+    bar.close()
     return data
 
 
