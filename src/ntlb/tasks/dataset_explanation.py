@@ -28,6 +28,7 @@ from ..explain.targets import top_k
 from ..io import load_image, write_bytes_atomic, write_json_atomic
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
+from ..models.inputs import prepare_texts
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
@@ -229,7 +230,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
                                             ("start_layer_text", settings.start_layer_text)) if value is not None}
     explainer = create(settings.method, logit_mode=settings.logit_mode, max_memory=max_memory, **layers)
     prompts = [settings.template.format(text) for text in settings.texts]
-    tokens = adapter.tokenizer(prompts).truncated()
+    tokens = prepare_texts(adapter, prompts).truncated()
     many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
     features = text_features(adapter, prompts).to(adapter.dtype) if many else None
     mine = [unit for unit in units if unit.index % world.size == world.rank]

@@ -19,6 +19,7 @@ from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..io import OutputFolder, save_image_atomic, write_json_atomic
 from ..models.adapter import ClipAdapter
+from ..models.inputs import prepare_texts
 from ..models.loading import DEFAULT_MODEL
 from ..viz import captioned, method_comparison, overlay, picture_grid
 from ..viz.report import write_report
@@ -68,7 +69,7 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
         raise NtlbError(f"--batch-size {batch_size}: use at least 1 image per batch")
     if not texts:
         raise NtlbError('no texts given: add at least one --text "..."')
-    tokens = adapter.tokenizer(list(texts))
+    tokens = prepare_texts(adapter, list(texts))
     folder = OutputFolder(out)
     records, cells, pictures, originals, notes = [], [], {}, {}, []
     chunks = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
@@ -123,7 +124,7 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
         raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
     if not texts:
         raise NtlbError('no texts given: add at least one --text "..."')
-    tokens = adapter.tokenizer(list(texts))
+    tokens = prepare_texts(adapter, list(texts))
     explanations, skipped = {}, {}
     for method in tqdm(methods, desc="explainers", unit="method"):
         try:
