@@ -207,3 +207,30 @@ def test_the_explain_progress_bar_covers_the_writing_and_ends_full(tmp_path, cap
                  "--out", str(tmp_path)]) == 0
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert re.match(r"writing report: 100%.* 4/4 ", last), last  # 2 batches, the grid, the report
+
+
+@pytest.mark.parametrize("command, old, new, value", [
+    (["explain", "x.png", "--text", "a"], "--method", "explainer", "rollout"),
+    (["demo"], "--method", "explainer", "rollout"),
+    (["explain-pair", "a.png", "b.png"], "--method", "explainer", "occlusion"),
+    (["explain-dataset", "data", "--out", "o"], "--method", "explainer", "rollout"),
+    (["compare", "x.png", "--text", "a"], "--methods", "explainers", "rollout,attention"),
+    (["benchmark", "explainers"], "--methods", "explainers", "rollout"),
+    (["generate", "--text", "a"], "--method", "guidance", "clip"),
+    (["layout", "generate"], "--method", "loss", "masked"),
+])
+def test_one_flag_name_per_meaning_and_the_old_names_still_work(command, old, new, value, capsys):
+    parser = build_parser()
+    assert getattr(parser.parse_args([*command, f"--{new.replace('_', '-')}", value]), new) == value
+    assert getattr(parser.parse_args([*command, old, value]), new) == value
+    assert f"note: {old} is now --{new}" in capsys.readouterr().err
+    help_text = _help(parser, command)
+    assert f"--{new}" in help_text and f"{old} " not in help_text
+
+
+def _help(parser: argparse.ArgumentParser, command: list[str]) -> str:
+    for name in command:
+        if name.startswith("-") or "." in name or name in ("a", "data", "o"):
+            break
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser.format_help()

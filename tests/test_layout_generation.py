@@ -158,7 +158,7 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out
     world = tmp_path / "world"  # a world layout: the world's detector runs, and AP / AR come with the table
-    assert main(["layout", "generate", "--world-seed", "3", "--method", "masked", "--steps", "2", "--views", "2",
+    assert main(["layout", "generate", "--world-seed", "3", "--loss", "masked", "--steps", "2", "--views", "2",
                  "--generator", "pixels", "--decay", "1.5", "--out", str(world)]) == 0
     data = json.loads((world / "metrics.json").read_text())
     assert data["detector"] == "world" and isinstance(data["detections"], list) and data["decay"] == 1.5

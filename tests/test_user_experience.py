@@ -192,7 +192,7 @@ def test_outputs_say_what_the_model_is(tmp_path, capsys):
 
 def test_json_records_the_settings_really_used_and_the_model_source(tmp_path, hf_dir):
     out = tmp_path / "g"
-    assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--method", "gradcam", "--start-layer-image",
+    assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--explainer", "gradcam", "--start-layer-image",
                  "3", "--out", str(out)]) == 0
     data = json.loads((out / "explanations.json").read_text())
     assert data["options"]["layer"] == "last" and "start_layer_image" not in data["options"]
@@ -270,7 +270,8 @@ def _options(parser: argparse.ArgumentParser, prefix: str = "ntlb"):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _options(sub, f"{prefix} {name}")
-        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+        elif (action.option_strings and not isinstance(action, argparse._HelpAction)
+              and action.help != argparse.SUPPRESS):  # old names kept working, hidden from help
             yield prefix, parser, action
 
 
