@@ -125,9 +125,12 @@ class TrainingRun:
                             "new output path, or the same options to resume")
         self.saved = self.current = int(state["done"])
         if self.progress:
-            where = (f"finished ({self.total}/{self.total} {self.unit}s done)" if self.saved >= self.total else
-                     f"at {self.unit} {self.saved + 1}/{self.total} ({_done(self.saved, self.unit)})")
-            print(f"resuming {self.desc} {where} from {source}", file=sys.stderr)
+            if self.saved >= self.total:
+                print(f"{self.desc} already finished ({self.total}/{self.total} {self.unit}s done) in {source}",
+                      file=sys.stderr)
+            else:
+                print(f"resuming {self.desc} at {self.unit} {self.saved + 1}/{self.total} "
+                      f"({_done(self.saved, self.unit)}) from {source}", file=sys.stderr)
         return state
 
     def save(self, done: int, **state: Any) -> None:
