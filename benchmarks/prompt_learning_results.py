@@ -145,7 +145,7 @@ def train_all(runs: list[Run], cache: Path, train_root: Path, jobs: int) -> None
 
 def _finished(run: Run, cache: Path) -> bool:
     path = run.path(cache)
-    return path.is_file() and read_prompts(path)["done"] >= run.epochs
+    return path.is_file() and read_prompts(path, finished=False)["done"] >= run.epochs
 
 
 def sensitivity_figure(results: dict, path: Path) -> None:

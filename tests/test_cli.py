@@ -86,7 +86,7 @@ def test_compare_runs_every_explainer(tmp_path, capsys, model):
     # occlusion costs one forward pass per patch and interactions one Jacobian-vector product per patch and path point
     # (196 patches for ViT-B/16 on 2 CPU cores): they run on the small models only
     expected = set(available()) - ({"occlusion", "interactions"} if model == "ViT-B-16" else set())
-    methods = ["--methods", ",".join(sorted(expected))] if model == "ViT-B-16" else []
+    methods = ["--explainers", ",".join(sorted(expected))] if model == "ViT-B-16" else []
     assert main(arguments + methods + (["--model", model] if model else [])) == 0
     data = json.loads((out / "compare.json").read_text())
     ran = set(data["methods"])
@@ -100,7 +100,7 @@ def test_compare_runs_every_explainer(tmp_path, capsys, model):
 
 
 def test_benchmark_explainers_writes_tables(tmp_path):
-    assert main(["benchmark", "explainers", "--count", "2", "--methods", "chefer2021,attention",
+    assert main(["benchmark", "explainers", "--count", "2", "--explainers", "chefer2021,attention",
                  "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "explainers.json").read_text())
     assert set(data["methods"]) == {"chefer2021", "attention", "random (control)"}

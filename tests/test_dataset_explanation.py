@@ -1,5 +1,6 @@
 """Explaining datasets: shards hold what ntlb.explain gives for the same images, an interrupted run resumes with
-nothing lost and no partial shard, and folders, file lists and WebDataset shards give the same maps."""
+nothing lost (the images of an unfinished shard kept in a partial one), and folders, file lists and WebDataset
+shards give the same maps."""
 
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monk
         write(path, tensors)
 
     monkeypatch.setattr(runner, "write_shard", stop_during_second_shard)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted with 1 of 3 shards written \(no partial shard\)"):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted with 1 of 3 shards written and 4 images of the next "
+                                                 r"kept in a partial shard: rerun the same command to resume"):
         explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0, progress=False)
-    assert sorted(p.name for p in (tmp_path / "b" / "shards").iterdir()) == ["shard-000000.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "b" / "shards").iterdir()) == [
+        "shard-000000.safetensors", "shard-000001.partial.safetensors"]
     monkeypatch.setattr(runner, "write_shard", write)
     resumed = explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0)
     assert "resuming: 1 of 3 shards" in capsys.readouterr().err
@@ -94,6 +97,37 @@ def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monk
     with pytest.raises(ntlb.NtlbError, match="other settings \\(top_k\\)"):
         explain_dataset(model, DatasetSettings(str(folder), CLASSES[:3], shard_size=4, top_k=1), tmp_path / "b",
                         progress=False)
+
+
+def test_an_interrupted_shard_keeps_its_images_and_the_rerun_explains_only_the_rest(folder, model, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """One shard bigger than the dataset (as the default 1024 is for a small one): Ctrl-C in its third batch keeps
+    the first two batches, and the rerun explains only the last one, to the same shard as an uninterrupted run."""
+    import ntlb.tasks.dataset_explanation as runner
+
+    settings = DatasetSettings(str(folder), CLASSES[:3])
+    straight = explain_dataset(model, settings, tmp_path / "a", batch_size=4, workers=0, progress=False)
+    batches, calls = runner._batches, {"n": 0, "stop": 3}
+
+    def interrupted(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == calls["stop"]:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(runner, "_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted with 0 of 1 shards written and 8 images of the next "
+                                                 r"kept in a partial shard"):
+        explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0, progress=False)
+    partial = tmp_path / "b" / "shards" / "shard-000000.partial.safetensors"
+    assert len(read_shard(partial)["keys"]) == 8
+    calls.update(n=0, stop=0)
+    resumed = explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0, progress=False)
+    assert calls["n"] == 1 and not partial.exists()  # the last 4 images only
+    assert resumed["shards"] == straight["shards"]
+    a, b = _all_shards(tmp_path / "a"), _all_shards(tmp_path / "b")
+    assert a["keys"] == b["keys"] and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k != "keys")
 
 
 def test_file_lists_and_webdataset_shards_give_the_folder_maps(folder, model, tmp_path):

@@ -249,7 +249,7 @@ def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(
     error = capsys.readouterr().err
     assert "is outside the 200x160 image" in error and error.count("\n") == 1
     assert main(["explain", str(EXAMPLE), "--text", text, "--box", "0", "0", "5", "5", "--out", str(out)]) == 2
-    assert "--box needs the words of each region: use --method interactions" in capsys.readouterr().err
+    assert "--box needs the words of each region: use --explainer interactions" in capsys.readouterr().err
 
 
 def test_prompt_learning_takes_the_interactions_through_the_same_explainer_option(world_model):

@@ -130,7 +130,7 @@ def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TrainingRun, "save", stop_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted during step 2/4 \(saved: step 2\)"):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after step 2/4 \(2 steps done\)"):
         generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
     monkeypatch.setattr(TrainingRun, "save", save)
     resumed = generate(adapter, layout, create_generator("pixels", (64, 64)), tmp_path / "b", config, False)
@@ -158,7 +158,7 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out
     world = tmp_path / "world"  # a world layout: the world's detector runs, and AP / AR come with the table
-    assert main(["layout", "generate", "--world-seed", "3", "--method", "masked", "--steps", "2", "--views", "2",
+    assert main(["layout", "generate", "--world-seed", "3", "--loss", "masked", "--steps", "2", "--views", "2",
                  "--generator", "pixels", "--decay", "1.5", "--out", str(world)]) == 0
     data = json.loads((world / "metrics.json").read_text())
     assert data["detector"] == "world" and isinstance(data["detections"], list) and data["decay"] == 1.5

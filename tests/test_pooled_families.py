@@ -302,3 +302,36 @@ def test_legrad_reads_the_pooling_head_layer_by_layer(open_clip_siglip):
             total = total + grad.clamp(min=0).mean(dim=1)[0, 0]
     slow = (total - total.min()) / (total.max() - total.min())
     assert relative_error(fast.image.flatten(-2)[0, 0], slow) <= TOL and float(slow.std()) > 0
+
+
+def test_siglip_without_its_tokenizer_reads_token_ids(open_clip_siglip, tmp_path, piece_dir):
+    """Wrapped without a tokenizer (open_clip's and Hugging Face's SigLIP): token ids are explained as with the
+    tokenizer (words named by their ids, as said when wrapping), strings are refused in one line."""
+    transformers = pytest.importorskip("transformers")
+    _, adapter = open_clip_siglip
+    ids = adapter.tokenizer(TEXTS).ids
+    pixels = _pixels(adapter)
+    with pytest.warns(UserWarning, match="texts must be token ids"):
+        bare = ntlb.wrap(adapter.model)
+    explained, reference = ntlb.explain(bare, pixels, ids), ntlb.explain(adapter, pixels, ids)
+    assert torch.equal(explained.logits, reference.logits) and torch.equal(explained.text, reference.text)
+    assert explained.words(0, 0)[0][0] == f"#{int(ids[0, 0])}"
+    with pytest.raises(NtlbError, match=r"wrapped without its tokenizer, so it reads token ids only") as err:
+        ntlb.explain(bare, pixels, TEXTS)
+    assert "\n" not in str(err.value)
+    torch.manual_seed(0)
+    config = transformers.SiglipConfig(
+        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 24},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8})
+    model = transformers.SiglipModel(config).double()
+    with pytest.warns(UserWarning, match="texts must be token ids"):
+        hf = ntlb.wrap(model)
+    hf_ids = ntlb.wrap(model, tokenizer=str(piece_dir)).tokenizer(TEXTS).ids
+    pixels = _pixels(hf)
+    with torch.no_grad():
+        theirs = model(input_ids=hf_ids, pixel_values=pixels).logits_per_image
+    assert torch.allclose(ntlb.explain(hf, pixels, hf_ids).logits, theirs, rtol=1e-10)
+    with pytest.raises(NtlbError, match="reads token ids only"):
+        ntlb.explain(hf, pixels, "a red circle")

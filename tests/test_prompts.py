@@ -2,6 +2,7 @@
 per-class reference, subset evaluation, resume, and the CLI end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,11 +221,13 @@ def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypa
 
     monkeypatch.setattr(TrainingRun, "save", crash_after_first_epoch)
     path = tmp_path / "resumed.pt"
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted during epoch 1/3 \(saved: epoch 1\): rerun"):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after epoch 1/3 \(1 epoch done\): rerun the same "
+                                                 r"command to resume"):
         train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
-    assert torch.load(path, weights_only=False)["done"] == 1
+    assert not path.exists() and torch.load(f"{path}.partial", weights_only=False)["done"] == 1
     monkeypatch.setattr(TrainingRun, "save", save)
     train_prompts(world_model, train, path, PromptConfig(**config), progress=False)
+    assert not Path(f"{path}.partial").exists()
     resumed, reference = torch.load(path, weights_only=False), torch.load(straight, weights_only=False)
     assert resumed["done"] == 3 and torch.equal(resumed["ctx"], reference["ctx"])
     assert resumed["history"] == reference["history"]

@@ -142,7 +142,7 @@ def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
     assert (out / "compare.png").is_file() and (out / "snapshots" / "step_00002.png").is_file()
     assert "generator: world-vqgan" in capsys.readouterr().out
     assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
-    assert "resuming editing" in capsys.readouterr().err
+    assert "editing (8 lambda) already finished (2/2 steps done)" in capsys.readouterr().err  # a rerun reads it back
 
 
 def test_generate_and_blend_commands_on_user_vqgan_files(tmp_path, small_vqgan, scene_file):

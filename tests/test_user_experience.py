@@ -89,8 +89,8 @@ def test_prompt_training_inputs(capsys, tmp_path):
     data = export_classification(tmp_path / "data", task="shape", split="train", per_class=2)
     train = ["prompt", "train", "--data", str(data), "--ctx", "2", "--out", str(tmp_path / "p.pt")]
     _error(capsys, [*train, "--shots", "10"], r"class 'circle' has 2 image\(s\) but --shots is 10: use --shots 2")
-    _error(capsys, [*train, "--epochs", "0"], r"epochs = 0: use at least 1")
-    _error(capsys, [*train, "--batch-size", "0"], r"batch-size = 0: use at least 1")
+    _error(capsys, [*train, "--epochs", "0"], r"--epochs 0: use at least 1")
+    _error(capsys, [*train, "--batch-size", "0"], r"--batch-size 0: use at least 1")
     one = tmp_path / "one"
     (one / "circle").mkdir(parents=True)
     for image in list((data / "circle").iterdir())[:2]:
@@ -115,11 +115,11 @@ def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys
     monkeypatch.setattr(generation, "step_loss", interrupt_at_third_step)
     run = ["layout", "generate", "--layout", str(ROOT / "examples" / "layout.json"), "--steps", "4", "--views", "1",
            "--snapshot-every", "2", "--out", str(tmp_path / "run")]
-    _error(capsys, run, r"^ntlb: interrupted during step 3/4 \(saved: step 2\): rerun the same command to resume",
+    _error(capsys, run, r"^ntlb: interrupted during step 3/4 \(2 steps done\): rerun the same command to resume",
            code=130)
     assert main(run) == 0
     err = capsys.readouterr().err
-    assert f"resuming layout (ntlb) at step 2/4 from {tmp_path / 'run' / 'checkpoint.pt'}" in err
+    assert f"resuming layout (ntlb) at step 3/4 (2 steps done) from {tmp_path / 'run' / 'checkpoint.pt'}" in err
     assert calls["n"] == 5  # steps 3 and 4 only, after the resume
 
 
@@ -192,7 +192,7 @@ def test_outputs_say_what_the_model_is(tmp_path, capsys):
 
 def test_json_records_the_settings_really_used_and_the_model_source(tmp_path, hf_dir):
     out = tmp_path / "g"
-    assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--method", "gradcam", "--start-layer-image",
+    assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--explainer", "gradcam", "--start-layer-image",
                  "3", "--out", str(out)]) == 0
     data = json.loads((out / "explanations.json").read_text())
     assert data["options"]["layer"] == "last" and "start_layer_image" not in data["options"]
@@ -270,7 +270,8 @@ def _options(parser: argparse.ArgumentParser, prefix: str = "ntlb"):
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _options(sub, f"{prefix} {name}")
-        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+        elif (action.option_strings and not isinstance(action, argparse._HelpAction)
+              and action.help != argparse.SUPPRESS):  # old names kept working, hidden from help
             yield prefix, parser, action
 
 

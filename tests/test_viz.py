@@ -20,11 +20,26 @@ def test_overlay_puts_the_hot_patch_where_it_belongs():
     image = Image.new("RGB", (200, 100), (128, 128, 128))
     patch = torch.zeros(2, 2)
     patch[0, 1] = 1.0  # top-right patch of the centre crop
-    out = np.asarray(overlay(image, patch, CONFIG)).astype(int)
+    out = np.asarray(overlay(image, patch, CONFIG, style="jet")).astype(int)
     assert out.shape == (100, 200, 3)
     hot, cold = out[10, 140], out[90, 60]
     assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where relevant, blue where not
     assert (out[:, :40] < 60).all()  # outside the model's view: dimmed
+
+
+def test_the_default_overlay_keeps_the_colours_of_what_is_relevant():
+    """A red and a blue object: where the map is hot the red stays exactly red, where it is cold the blue turns grey
+    (jet would paint the red object's place red-brown and the blue one's blue either way)."""
+    image = np.full((100, 100, 3), 128, dtype=np.uint8)
+    image[10:40, 60:90] = (215, 35, 35)
+    image[60:90, 10:40] = (40, 70, 220)
+    patch = torch.zeros(2, 2)
+    patch[0, 1] = 1.0
+    out = np.asarray(overlay(Image.fromarray(image), patch, CONFIG)).astype(int)
+    assert (out[20:30, 70:80] == (215, 35, 35)).all()  # the relevant object, its own colour
+    cold = out[70:80, 20:30]
+    assert (cold.max(axis=-1) - cold.min(axis=-1) <= 4).all() and (cold < 100).all()  # the rest: dim grey
+    assert {tuple(out[20, x]) for x in range(40, 60)} >= {(0, 0, 0), (255, 255, 255)}  # a contour around it
 
 
 def test_words_html_and_ansi():

@@ -27,7 +27,31 @@ def load_image(path: str | Path) -> Image.Image:
     except (UnidentifiedImageError, OSError) as err:
         if "truncated" in str(err):
             raise NtlbError(f"image {path} is truncated: the file is incomplete; copy or export it again") from None
-        raise NtlbError(f"cannot read image {path}: {type(err).__name__}: is it a PNG/JPEG file?") from None
+        if isinstance(err, UnidentifiedImageError):
+            raise NtlbError(f"{path} is not a picture ntlb can read: give a PNG, JPEG or WebP file") from None
+        raise NtlbError(f"cannot read image {path}: {err.strerror or 'the file cannot be decoded'}: give a PNG, "
+                        "JPEG or WebP file you can open") from None
+
+
+def check_output(path: str | Path, kind: str = "folder", flag: str = "--out") -> Path:
+    """Check, before any work, that an output `kind` ("folder" or "file") can be written at `path`: not an
+    existing file where a folder goes (or the reverse), no file among its parents, a writable nearest existing
+    folder. A one-line error names the path and the fix."""
+    path = Path(path)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise NtlbError(f"{flag} {path} is a file, and this command writes a folder there: give a folder path "
+                        "(new or existing)")
+    if kind == "file" and path.is_dir():
+        raise NtlbError(f"{flag} {path} is a folder, and this command writes a file there: give a file path, "
+                        f"e.g. {path / 'prompts.pt'}")
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if kind == "file" and existing == path:
+        existing = path.parent
+    if not existing.is_dir():
+        raise NtlbError(f"{flag} {path}: {existing} is a file, not a folder: give a path under a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NtlbError(f"{flag} {path}: cannot write in {existing} (permission denied): give a path you can write to")
+    return path
 
 
 def _file_mode() -> int:

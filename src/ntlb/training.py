@@ -47,35 +47,65 @@ def _non_finite(value: Any, prefix: str = "") -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, kind: str, map_location: Any = "cpu") -> dict:
+def read_checkpoint(path: str | Path, kind: str, map_location: Any = "cpu",
+                    fix: str = "give a file that ntlb wrote", finished: bool = False) -> dict:
     """A checkpoint written by `TrainingRun.save`; one-line errors for a missing, foreign, truncated or
-    non-finite file."""
+    non-finite file (ending with `fix`, never a suggestion to delete a file that may be the user's). With
+    `finished`, a run's checkpoint that is not done yet is refused too: it is not a result."""
     path = Path(path)
     if not path.is_file():
+        partial = partial_path(path)
+        if finished and partial.is_file():
+            _refuse_unfinished(partial, read_checkpoint(partial, kind, map_location, fix))
         raise NtlbError(f"{kind} file not found: {path}: check the path")
+    with open(path, "rb") as file:
+        zipped = file.read(4) == b"PK\x03\x04"  # torch.save's format
+    if not zipped:
+        raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001  (a truncated or foreign file: the same one-line answer)
-        raise NtlbError(f"cannot read {path}: {type(err).__name__}: the file is truncated or not an ntlb {kind} "
-                        "file: remove it and run again") from None
+    except Exception as err:  # noqa: BLE001  (a truncated or foreign archive: the same one-line answer)
+        raise NtlbError(f"cannot read {path} as an ntlb {kind} file ({type(err).__name__}): it is truncated or "
+                        f"another program's archive: {fix}") from None
     if not isinstance(state, dict) or state.get("format") != f"ntlb-{kind}/2":
-        raise NtlbError(f"{path} is not an ntlb {kind} file: use a new output path")
+        raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
     bad = _non_finite(state)
     if bad is not None:
-        raise NtlbError(f"{path} has NaN or infinite values in '{bad}': the run diverged; remove the file and rerun "
-                        "with a lower learning rate")
+        raise NtlbError(f"{path} has NaN or infinite values in '{bad}': the run diverged; rerun with a lower "
+                        "learning rate and a new output path")
+    if finished and int(state["done"]) < int(state["total"]):
+        _refuse_unfinished(path, state)
     return state
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a run whose result goes to `path` keeps its checkpoint until the last unit is saved."""
+    return Path(f"{path}.partial")
+
+
+def _refuse_unfinished(path: Path, state: dict) -> None:
+    raise NtlbError(f"{path} is an unfinished run ({state['done']}/{state['total']} {state.get('unit', 'step')}s "
+                    "done): rerun the command that wrote it to finish it, then use its result")
+
+
+def _done(count: int, unit: str) -> str:
+    """'nothing saved yet', '1 epoch done', '2 epochs done'."""
+    return "nothing saved yet" if count == 0 else f"{count} {unit}{'s' if count != 1 else ''} done"
 
 
 class TrainingRun:
     """The checkpoint, progress bar and interruption message of one long run.
 
     `settings` are what define the run: a checkpoint made with other settings is refused (naming them), so a
-    rerun never silently mixes two configurations. `total` counts `unit`s (steps or epochs).
+    rerun never silently mixes two configurations. `total` counts `unit`s (steps or epochs). With `result`, the
+    checkpoint is kept apart (`partial_path(result)`) until the last unit is saved, which goes to `result`: an
+    interrupted run never leaves a file that looks finished.
     """
 
-    def __init__(self, path: str | Path, kind: str, settings: dict, total: int, unit: str = "step",
-                 desc: str | None = None, progress: bool = True):
+    def __init__(self, path: str | Path | None, kind: str, settings: dict, total: int, unit: str = "step",
+                 desc: str | None = None, progress: bool = True, result: str | Path | None = None):
+        self.result = Path(result) if result is not None else None
+        path = partial_path(self.result) if path is None and self.result is not None else path
         self.path, self.kind, self.settings = Path(path), kind, settings
         self.total, self.unit, self.desc, self.progress = total, unit, desc or kind, progress
         self.saved = 0  # units done in the last checkpoint
@@ -84,25 +114,34 @@ class TrainingRun:
 
     def resume(self, map_location: Any = "cpu") -> dict | None:
         """The last checkpoint's state, or None for a fresh run; says on stderr that the run resumed."""
-        if not self.path.is_file():
+        source = self.path if self.path.is_file() else self.result
+        if source is None or not source.is_file():
             return None
-        state = read_checkpoint(self.path, self.kind, map_location)
+        state = read_checkpoint(source, self.kind, map_location, fix="use a new output path")
         if state["settings"] != self.settings:
             changed = sorted(k for k in {*state["settings"], *self.settings}
                              if state["settings"].get(k) != self.settings.get(k))
-            raise NtlbError(f"{self.path} holds a {self.kind} run with other settings ({', '.join(changed)}): use a "
+            raise NtlbError(f"{source} holds a {self.kind} run with other settings ({', '.join(changed)}): use a "
                             "new output path, or the same options to resume")
-        self.saved = int(state["done"])
+        self.saved = self.current = int(state["done"])
         if self.progress:
-            print(f"resuming {self.desc} at {self.unit} {self.saved}/{self.total} from {self.path}", file=sys.stderr)
+            if self.saved >= self.total:
+                print(f"{self.desc} already finished ({self.total}/{self.total} {self.unit}s done) in {source}",
+                      file=sys.stderr)
+            else:
+                print(f"resuming {self.desc} at {self.unit} {self.saved + 1}/{self.total} "
+                      f"({_done(self.saved, self.unit)}) from {source}", file=sys.stderr)
         return state
 
     def save(self, done: int, **state: Any) -> None:
-        """Write the checkpoint after `done` units, atomically."""
+        """Write the checkpoint after `done` units, atomically (the last one to `result`, when there is one)."""
         buffer = io.BytesIO()
         torch.save({"format": f"ntlb-{self.kind}/2", "settings": self.settings, "done": done, "total": self.total,
-                    **state}, buffer)
-        write_bytes_atomic(self.path, buffer.getvalue())
+                    "unit": self.unit, **state}, buffer)
+        last = self.result is not None and done >= self.total
+        write_bytes_atomic(self.result if last else self.path, buffer.getvalue())
+        if last:
+            self.path.unlink(missing_ok=True)
         self.saved = done
 
     def steps(self, start: int | None = None) -> Iterator[int]:
@@ -132,5 +171,8 @@ class TrainingRun:
         if self._bar is not None:
             self._bar.close()
         if kind is not None and issubclass(kind, KeyboardInterrupt) and not isinstance(error, Interrupted):
-            raise Interrupted(f"interrupted during {self.unit} {self.current + 1}/{self.total} (saved: {self.unit} "
-                              f"{self.saved}): rerun the same command to resume") from None
+            again = "resume" if self.saved else "start again"
+            where = (f"after {self.unit} {self.saved}/{self.total}" if self.saved > self.current else
+                     f"during {self.unit} {self.current + 1}/{self.total}")
+            raise Interrupted(f"interrupted {where} ({_done(self.saved, self.unit)}): rerun the same command to "
+                              f"{again}") from None

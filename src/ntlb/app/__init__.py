@@ -42,6 +42,14 @@ def _gradio():
     return gradio
 
 
+def _number(value, what: str) -> float:
+    """A typed number, or a one-line error in the page's words (not Python's)."""
+    try:
+        return float(value)
+    except ValueError:
+        raise NtlbError(f"{what} '{value}': write 'auto' or a number such as 1.5") from None
+
+
 def example_scenes(folder: Path) -> list[tuple[str, str]]:
     """World scenes to start from: (picture path, its captions one per line)."""
     examples = []
@@ -207,12 +215,12 @@ class Pages:
 
         try:
             path, _ = self._inputs(image, text)
-            weight = None if str(expl_weight).strip() in ("", "auto") else float(expl_weight)
+            weight = None if str(expl_weight).strip() in ("", "auto") else _number(expl_weight, "lambda")
             config = EditConfig(steps=int(steps), expl_weight=weight, seed=int(seed), snapshot_every=max(1, int(steps)))
             out = Path(path).parent / "edit"
             metrics = edit(self.adapter, self._generator(int(seed)), Image.open(path), text.strip(), out, config,
                            (words or "").split() or None)
-        except (NtlbError, ValueError) as error:
+        except NtlbError as error:
             raise self._fail(error) from None
         metrics.pop("images")
         return str(out / "edited.png"), str(out / "compare.png"), metrics

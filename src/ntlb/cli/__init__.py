@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..errors import NtlbError
+from ..io import check_output
 from . import app, benchmark, explain, guidance, layout, prompt, world
 from .common import HelpFormatter
 
@@ -19,9 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every command's --out checked before any work: a folder, or a file where the command sets out_kind."""
+    if getattr(args, "out", None):
+        check_output(args.out, getattr(args, "out_kind", "folder"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return args.run(args)
     except NtlbError as err:
         print(f"ntlb: error: {err}", file=sys.stderr)

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
+from ..errors import NtlbError
 from .common import add_command, add_model_arguments, load_adapter
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before the model loads, a port another program listens on (or an address this machine lacks)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise NtlbError(f"--host {host} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for every "
+                        "interface") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closed port is free
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise NtlbError(f"port {port} on {host} is busy ({err.strerror}): another program serves there; pick a "
+                            f"free one with --port, e.g. --port {port + 1}") from None
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     from ..app import serve
 
+    check_port(args.host, args.port)
     adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
+    app = serve(adapter, args.host, args.port, args.preload, block=False)
     print(f"ntlb app on http://{args.host}:{args.port} with {adapter.name} (Ctrl-C stops it)")
-    serve(adapter, args.host, args.port, args.preload)
+    app.block_thread()
     return 0
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command, add_model_arguments, load_adapter
+from .common import add_command, add_model_arguments, add_old_name, load_adapter
 
 
 def cmd_explainers(args: argparse.Namespace) -> int:
     from ..tasks.explainer_benchmark import run_explainer_benchmark
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = [m.strip() for m in args.explainers.split(",") if m.strip()] if args.explainers else None
     adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
     results = run_explainer_benchmark(adapter, methods, args.count, args.out)
     print(results["tables"])
@@ -26,7 +26,8 @@ def add_commands(commands) -> None:
                         "Pointing game, energy and Otsu IoU against the named object's mask, perturbation AUC on "
                         "patches and tokens, top-word accuracy, time per pair; 1- and 2-object scenes.")
     bench.add_argument("--count", type=int, default=100, help="scenes per setting")
-    bench.add_argument("--methods", default=None, help="comma-separated explainers (default: all)")
+    bench.add_argument("--explainers", default=None, help="comma-separated explainers (default: all)")
+    add_old_name(bench, "--methods", "--explainers")
     bench.add_argument("--out", default="out/benchmark", help="output folder")
     add_model_arguments(bench)
     bench.set_defaults(run=cmd_explainers)

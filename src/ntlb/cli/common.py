@@ -25,6 +25,24 @@ def add_command(commands, name: str, help: str, description: str | None = None) 
     return commands.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
 
 
+class _OldName(argparse.Action):
+    """An old spelling of an option: it still works, says its new name once on stderr, and is left out of help."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"note: {option_string} is now {self.metavar}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_name(parser: argparse.ArgumentParser, old: str, new: str, choices=None, type=None) -> None:
+    """Keep `old` working as a hidden alias of the option `new` (one flag name per meaning, old command lines
+    still run)."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, action=_OldName, metavar=new, choices=choices, type=type,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
     parser.add_argument("--model", default=None,
                         help="open_clip architecture (ViT-B-32), model-config .json, hf:<dir>, or a bundled name "

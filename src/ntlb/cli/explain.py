@@ -7,7 +7,15 @@ from pathlib import Path
 
 from ..errors import NtlbError
 from ..explain.relevance import LOGIT_MODES
-from .common import add_command, add_image_size_argument, add_model_arguments, load_adapter, print_notes, read_lines
+from .common import (
+    add_command,
+    add_image_size_argument,
+    add_model_arguments,
+    add_old_name,
+    load_adapter,
+    print_notes,
+    read_lines,
+)
 
 
 def _explainer(args: argparse.Namespace):
@@ -15,17 +23,17 @@ def _explainer(args: argparse.Namespace):
 
     options = {}
     if args.surgery_templates:
-        if args.method != "clip_surgery":
-            raise NtlbError("--surgery-templates is an option of --method clip_surgery")
+        if args.explainer != "clip_surgery":
+            raise NtlbError("--surgery-templates is an option of --explainer clip_surgery")
         options["empty_templates"] = read_lines(args.surgery_templates, "template")
     for flag, key in (("--steps", "steps"), ("--rule", "rule")):
         if getattr(args, key) is not None:
-            if args.method != "interactions":
-                raise NtlbError(f"{flag} is an option of --method interactions")
+            if args.explainer != "interactions":
+                raise NtlbError(f"{flag} is an option of --explainer interactions")
             options[key] = getattr(args, key)
     layers = {key: value for key, value in (("start_layer_image", args.start_layer_image),
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
-    return create(args.method, logit_mode=args.logit_mode, max_memory=args.max_memory, **layers, **options)
+    return create(args.explainer, logit_mode=args.logit_mode, max_memory=args.max_memory, **layers, **options)
 
 
 def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str]) -> int:
@@ -44,7 +52,7 @@ def _explain_and_print(args: argparse.Namespace, images: list, texts: list[str])
                 print(f"  box {' '.join(f'{v:g}' for v in record['box'])} matches: "
                       + ", ".join(f"{word} {value:+.3g}" for word, value in ranked))
     notes = data["notes"]
-    if args.method == "gradcam" and (args.start_layer_image is not None or args.start_layer_text is not None):
+    if args.explainer == "gradcam" and (args.start_layer_image is not None or args.start_layer_text is not None):
         notes = [*notes, "gradcam reads the last layer only: the start layers were not used"]
     print_notes(notes)
     files = ", ".join(["report.html", "explanations.json", *data["grids"]])
@@ -71,7 +79,7 @@ def _explain_concepts(args: argparse.Namespace, classes: list[str]) -> int:
                                             ("start_layer_text", args.start_layer_text)) if value is not None}
     adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     data = explain_concept_files(adapter, args.images, classes, concepts, args.out, k=args.k or 5,
-                                 template=args.template or "a photo of a {}.", method=args.method,
+                                 template=args.template or "a photo of a {}.", method=args.explainer,
                                  logit_mode=args.logit_mode, max_memory=args.max_memory, **layers)
     for record in data["images"]:
         parts = [f"{c['concept']} {c['contribution'] / record['score']:.0%}" for c in record["concepts"]]
@@ -93,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..tasks.explaining import compare_explainers
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = [m.strip() for m in args.explainers.split(",") if m.strip()] if args.explainers else None
     adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
     data = compare_explainers(adapter, args.images, args.text, methods, args.out, args.logit_mode)
     for method, reason in data["skipped"].items():
@@ -134,7 +142,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     from ..explain import available
 
-    parser.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
+    parser.add_argument("--explainer", default="chefer2021", choices=available(), help="explainer")
+    add_old_name(parser, "--method", "--explainer", choices=available())
     parser.add_argument("--start-layer-image", type=int, default=None,
                         help="first image layer used: 0 = all layers, negative counts from the end, -1 = the last "
                              "layer only, as the authors' later notebook (default: the method's own: 0 for "
@@ -177,7 +186,7 @@ def add_commands(commands) -> None:
                          help="with --concepts: prompt template of the classes and concepts (default: 'a photo of "
                               "a {}.')")
     explain.add_argument("--box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
-                         help="with --method interactions: print the words that the region x0 y0 x1 y1 (pixels of "
+                         help="with --explainer interactions: print the words that the region x0 y0 x1 y1 (pixels of "
                               "each image) matches")
     add_model_arguments(explain)
     add_image_size_argument(explain)
@@ -188,7 +197,9 @@ def add_commands(commands) -> None:
                           "One figure: rows are image-text pairs, columns are explainers.")
     compare.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     compare.add_argument("--text", action="append", default=[], help="a text to explain; repeat for more")
-    compare.add_argument("--methods", default=None, help="comma-separated explainers (default: all registered ones)")
+    compare.add_argument("--explainers", default=None,
+                         help="comma-separated explainers (default: all registered ones)")
+    add_old_name(compare, "--methods", "--explainers")
     compare.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES), help="score explained")
     compare.add_argument("--out", default="out/compare", help="output folder")
     add_model_arguments(compare)
@@ -212,11 +223,11 @@ def cmd_explain_pair(args: argparse.Namespace) -> int:
 
     options = {"start_layer_image": args.start_layer_image} if args.start_layer_image is not None else {}
     if args.window is not None:
-        if args.method != "occlusion":
-            raise NtlbError("--window is an option of --method occlusion")
+        if args.explainer != "occlusion":
+            raise NtlbError("--window is an option of --explainer occlusion")
         options["window"] = args.window
     adapter = load_adapter(args.model, args.pretrained, args.device, args.image_size, tokenizer=args.tokenizer)
-    data = explain_pair_files(adapter, args.images[0], args.images[1:], args.method, args.out,
+    data = explain_pair_files(adapter, args.images[0], args.images[1:], args.explainer, args.out,
                               max_memory=args.max_memory, **options)
     for record in data["pairs"]:
         print(f"{Path(record['query']).name} ~ {Path(record['image']).name}: similarity {record['similarity']:.3f}")
@@ -232,8 +243,9 @@ def add_pair_command(commands) -> None:
                        "Explain the similarity of the first image with each of the others (retrieval, near "
                        "duplicates): a map on each image of each pair, pairs.png and pairs.json.")
     pair.add_argument("images", nargs="+", help="the query image, then the images to compare it with")
-    pair.add_argument("--method", default="chefer2021", choices=available(),
+    pair.add_argument("--explainer", default="chefer2021", choices=available(),
                       help="explainer: a gradient-attention method, or occlusion (model-agnostic baseline)")
+    add_old_name(pair, "--method", "--explainer", choices=available())
     pair.add_argument("--start-layer-image", type=int, default=None,
                       help="first image layer used (default: the method's own)")
     pair.add_argument("--window", type=int, default=None, help="occlusion: window side in cells (default: 1)")
@@ -258,7 +270,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
         _, names = dataset_units(args.data, args.shard_size)
         texts, template = names or [], args.template or "a photo of a {}."
     top = args.top_k if args.top_k is not None else (min(5, len(texts)) if args.classes or not args.text else None)
-    settings = DatasetSettings(args.data, texts, template, top, args.method, args.start_layer_image,
+    settings = DatasetSettings(args.data, texts, template, top, args.explainer, args.start_layer_image,
                                args.start_layer_text, args.logit_mode, args.shard_size, args.model, args.pretrained)
     adapter = load_adapter(args.model, args.pretrained, process_device(args.device, world), args.image_size,
                            tokenizer=args.tokenizer)
@@ -285,7 +297,8 @@ def add_dataset_command(commands) -> None:
                          help="prompt template (default: 'a photo of a {}.' for classes, '{}' for texts)")
     dataset.add_argument("--top-k", type=int, default=None,
                          help="explain each image's k best-scoring texts (default: 5 for classes, every --text)")
-    dataset.add_argument("--method", default="chefer2021", choices=available(), help="explainer")
+    dataset.add_argument("--explainer", default="chefer2021", choices=available(), help="explainer")
+    add_old_name(dataset, "--method", "--explainer", choices=available())
     dataset.add_argument("--start-layer-image", type=int, default=None,
                          help="first image layer used (default: the method's own)")
     dataset.add_argument("--start-layer-text", type=int, default=None,

@@ -9,6 +9,7 @@ from .common import (
     add_command,
     add_generator_arguments,
     add_model_arguments,
+    add_old_name,
     generator_options,
     load_adapter,
     print_notes,
@@ -59,7 +60,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..tasks.explaining import model_notes
     from ..tasks.text_guidance import GenerateConfig, generate_from_text
 
-    config = GenerateConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views,
+    config = GenerateConfig(method=args.guidance, steps=args.steps, lr=args.lr, views=args.views,
                             expl_weight=args.expl_weight, candidates=args.candidates, word_score=args.word_score,
                             explainer=args.explainer, seed=args.seed,
                             snapshot_every=max(1, min(args.snapshot_every, args.steps)))
@@ -139,11 +140,12 @@ def add_commands(commands) -> None:
 
     generate = add_command(commands, "generate", "generate an image for a multi-word text (every word counts)",
                            "From the best of --candidates random latents, optimise the image for the text over "
-                           "augmented views: CLIP alone (--method clip) or with the word term (ntlb). Resumes.")
+                           "augmented views: CLIP alone (--guidance clip) or with the word term (ntlb). Resumes.")
     generate.add_argument("--text", required=True, help="the text to generate")
     generate.add_argument("--out", default="out/generate", help="output folder (image.png, metrics.json)")
-    generate.add_argument("--method", default="ntlb", choices=["ntlb", "clip"],
+    generate.add_argument("--guidance", default="ntlb", choices=["ntlb", "clip"],
                           help="ntlb: CLIP + the word term; clip: the CLIP-only baseline")
+    add_old_name(generate, "--method", "--guidance", choices=["ntlb", "clip"])
     generate.add_argument("--expl-weight", type=float, default=1.0, help="lambda of the word term")
     generate.add_argument("--candidates", type=int, default=16, help="random latents ranked for the start")
     generate.add_argument("--views", type=int, default=4, help="augmented views per step")

@@ -9,6 +9,7 @@ from .common import (
     add_command,
     add_generator_arguments,
     add_model_arguments,
+    add_old_name,
     generator_options,
     load_adapter,
     print_notes,
@@ -36,7 +37,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..tasks.layout_generation import LayoutConfig, run_layout
 
     layout = _layout(args)
-    config = LayoutConfig(method=args.method, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,
+    config = LayoutConfig(method=args.loss, steps=args.steps, lr=args.lr, views=args.views, seed=args.seed,
                           dice=args.dice, snapshot_every=max(1, min(args.snapshot_every, args.steps)),
                           explainer=args.explainer)
     detector = args.detector or ("world" if args.world_seed is not None else "none")
@@ -78,8 +79,9 @@ def add_commands(commands) -> None:
     generate.add_argument("--image-id", type=int, default=None, help="COCO image id (needed with --coco)")
     generate.add_argument("--world-seed", type=int, default=None,
                           help="a random world layout by seed (give exactly one layout source)")
-    generate.add_argument("--method", default="ntlb", choices=["ntlb", "masked", "masked+full"],
+    generate.add_argument("--loss", default="ntlb", choices=["ntlb", "masked", "masked+full"],
                           help="ntlb's Dice loss, or baseline (a) masked or (b) masked + full similarity")
+    add_old_name(generate, "--method", "--loss", choices=["ntlb", "masked", "masked+full"])
     generate.add_argument("--explainer", default="chefer2021", choices=available(),
                           help="explainer whose image maps the Dice loss reads (last layer, cosine score)")
     add_generator_arguments(generate, "default: world-vqgan for 64-pixel layouts with the bundled world model, "

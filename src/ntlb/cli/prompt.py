@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io import check_output
 from .common import add_command, add_device_argument, add_model_arguments, load_adapter, print_notes
 
 
@@ -50,8 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..tasks.explaining import model_notes
     from ..tasks.prompt_training import evaluate_prompts
 
+    out = check_output(args.out or Path(args.prompts).with_suffix(".eval"))
     adapter, learner = _load_prompts(args.prompts, args.device)
-    out = Path(args.out or Path(args.prompts).with_suffix(".eval"))
     results = evaluate_prompts(adapter, learner, args.data, out, args.prompts)
     print_notes(model_notes(adapter))
     for folder, result in results.items():
@@ -81,7 +82,7 @@ def add_commands(commands) -> None:
                          "Learn prompts on K shots per class, evaluate them, explain them.")
     sub = prompt.add_subparsers(dest="prompt_command", required=True)
 
-    train = add_command(sub, "train", "learn context vectors on K images per class (resumes from --out)",
+    train = add_command(sub, "train", "learn context vectors on K images per class (resumes)",
                         "CoOp with lambda * (-S(c_gt) + mean S(c)) on the class name; CLIP frozen. Defaults: "
                         "the released code's score and reduction, lambda 0.1 (the paper's Eq. 2 + 3 with lambda 3 "
                         "collapses accuracy: docs/results-prompt-learning.md).")
@@ -120,8 +121,10 @@ def add_commands(commands) -> None:
                             "fit it (default: half the memory available)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     add_model_arguments(train)
-    train.add_argument("--out", required=True, help="prompts file to write (and to resume from)")
-    train.set_defaults(run=cmd_train)
+    train.add_argument("--out", required=True,
+                       help="prompts file to write when training ends (until then the checkpoint is <out>.partial, "
+                            "which a rerun resumes from)")
+    train.set_defaults(run=cmd_train, out_kind="file")
 
     evaluate = add_command(sub, "eval", "accuracy of learned prompts on image-folder datasets",
                            "Accuracy per dataset, one JSON each; a dataset may use a subset of the classes.")

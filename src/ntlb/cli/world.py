@@ -58,7 +58,9 @@ def add_commands(commands) -> None:
     render.add_argument("--seed", type=int, default=0, help="first scene seed")
     render.add_argument("--count", type=int, default=12, help="number of scenes")
     render.add_argument("--objects", type=int, default=None, help="objects per scene (default: 1 to 4 at random)")
-    render.add_argument("--size", type=int, default=128, help="image side in pixels")
+    render.add_argument("--size", type=int, default=128,
+                        help="image side in pixels: 128 to look at; the world's models read 64, the size export, "
+                             "layouts and generation use")
     render.add_argument("--out", default="out/world", help="output folder")
     render.set_defaults(run=cmd_render)
 
@@ -72,7 +74,8 @@ def add_commands(commands) -> None:
                         help="seed, outline, clutter, palette play ImageNet-V2, -Sketch, -A, -R; cue tints each "
                              "background by its class (a spurious cue), cue-swapped by another class")
     export.add_argument("--per-class", type=int, default=10, help="images per class")
-    export.add_argument("--size", type=int, default=64, help="image side in pixels")
+    export.add_argument("--size", type=int, default=64,
+                        help="image side in pixels (64: the world's models' input size; render's 128 is for looking)")
     export.add_argument("--out", required=True, help="output folder")
     export.set_defaults(run=cmd_export)
 

@@ -246,7 +246,7 @@ class ClipAdapter(ABC):
         index = start_layer + depth if start_layer < 0 else start_layer
         if not 0 <= index < depth:
             raise NtlbError(
-                f"start_layer_{tower}={start_layer} is outside the {depth}-layer {tower} tower: "
-                f"use 0..{depth - 1} or -1..-{depth}"
+                f"start layer {start_layer} of the {tower} tower (--start-layer-{tower}) is outside its {depth} "
+                f"layers: use 0..{depth - 1}, or -1..-{depth} to count from the last"
             )
         return index

@@ -31,6 +31,8 @@ def text_features(adapter: ClipAdapter, texts: Sequence[str], templates: Sequenc
     of each text's templated features (a prompt ensemble)."""
     if len(texts) == 0:
         raise NtlbError("empty class list: give at least one class name")
+    if hasattr(adapter.tokenizer, "refuse"):  # wrapped without its tokenizer: ids only
+        adapter.tokenizer.refuse()
     per_template = []
     for template in templates:
         chunks = []

@@ -4,6 +4,7 @@ position (padding included, no mask), and the sigmoid score sigmoid(s * cos + b)
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from ..errors import NtlbError
 from .adapter import interpolate_positions
 from .blocks import multihead_pool
 from .hf_adapter import HFTowers
-from .piece_tokenizer import PieceTokenizer, piece_tokenizer_of
+from .piece_tokenizer import IdsOnlyTokenizer, PieceTokenizer, piece_tokenizer_of
 
 
 def _no_class_token(positions: Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
@@ -34,14 +35,17 @@ class HFSiglipAdapter(HFTowers):
             raise NtlbError("this SigLIP vision tower has no pooling head (vision_use_head=False): ntlb explains the "
                             "pooled feature SiglipModel scores")
         config = model.config
-        if tokenizer is None:
-            if directory is None or not any((Path(directory) / f).is_file()
-                                            for f in ("tokenizer.json", "spiece.model", "tokenizer.model")):
-                raise NtlbError("SigLIP needs its own tokenizer and none was found: save it next to the model "
-                                "(tokenizer.save_pretrained(DIR)) or pass tokenizer=")
+        context = config.text_config.max_position_embeddings
+        if tokenizer is None and directory is not None and any(
+                (Path(directory) / f).is_file() for f in ("tokenizer.json", "spiece.model", "tokenizer.model")):
             tokenizer = directory
-        self.tokenizer: PieceTokenizer = piece_tokenizer_of(tokenizer, config.text_config.max_position_embeddings,
-                                                            "last", clean="canonicalize")
+        if tokenizer is None:  # texts as token ids only (strings are refused in one line), words named by their ids
+            warnings.warn("SigLIP wrapped without its tokenizer: texts must be token ids, and words are shown as "
+                          "ids (#17); pass tokenizer=DIR for strings and words", stacklevel=2)
+            self.tokenizer: PieceTokenizer | IdsOnlyTokenizer = IdsOnlyTokenizer(context,
+                                                                                config.text_config.vocab_size)
+        else:
+            self.tokenizer = piece_tokenizer_of(tokenizer, context, "last", clean="canonicalize")
         if self.tokenizer.vocab_size > config.text_config.vocab_size:
             raise NtlbError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's vocabulary "
                             f"{config.text_config.vocab_size}: pass the model's own tokenizer")

@@ -67,4 +67,6 @@ def prepare_texts(adapter: ClipAdapter, texts: str | Sequence[str] | Tensor | To
         return texts
     if isinstance(texts, Tensor):
         return adapter.tokenizer.from_ids(texts)
+    if hasattr(adapter.tokenizer, "refuse"):  # wrapped without its tokenizer: ids only
+        adapter.tokenizer.refuse()
     return adapter.tokenizer(texts)

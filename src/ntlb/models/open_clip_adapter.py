@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -11,7 +13,7 @@ from torch import Tensor, nn
 from ..errors import NtlbError
 from .adapter import ClipAdapter, PreprocessConfig, image_size_for, interpolate_positions
 from .blocks import BlockView, BlockWeights, multihead_pool
-from .piece_tokenizer import PieceTokenizer, piece_tokenizer_of
+from .piece_tokenizer import IdsOnlyTokenizer, PieceTokenizer, piece_tokenizer_of
 from .timm_towers import TimmTower, is_timm_transformer
 from .tokenizer import CLIP_VOCABULARY, ClipTokenizer
 
@@ -127,11 +129,12 @@ class OpenClipAdapter(ClipAdapter):
     def _tokenizer(self, tokenizer, context: int):
         vocab = self.text.token_embedding.num_embeddings
         if tokenizer is None:
-            if vocab != CLIP_VOCABULARY:
-                raise NtlbError(
-                    f"this model's text tower has a {vocab}-token vocabulary, not CLIP's BPE: pass its tokenizer "
-                    "(load_model(..., tokenizer=DIR) with a Hugging Face tokenizer directory, or "
-                    "wrap(model, tokenizer=open_clip.get_tokenizer(name)))")
+            if vocab != CLIP_VOCABULARY:  # texts as token ids only (strings refused in one line), words named by ids
+                warnings.warn(f"this model's text tower has a {vocab}-token vocabulary, not CLIP's BPE, and no "
+                              "tokenizer was given: texts must be token ids, and words are shown as ids (#17); pass "
+                              "its tokenizer (load_model(..., tokenizer=DIR), or wrap(model, "
+                              "tokenizer=open_clip.get_tokenizer(name))) for strings and words", stacklevel=3)
+                return IdsOnlyTokenizer(context, vocab, self._text_pool)
             tokenizer = ClipTokenizer(context_length=context)
         if isinstance(tokenizer, ClipTokenizer):
             if tokenizer.vocab_size != vocab:

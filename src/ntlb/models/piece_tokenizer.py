@@ -120,3 +120,49 @@ def piece_tokenizer_of(tokenizer, context_length: int, pool: str = "last", clean
                         "model, a transformers tokenizer or its directory")
     encode = tokenizer if inner is not tokenizer else None
     return PieceTokenizer(inner, context_length, pool, clean_fn, encode)
+
+
+class IdsOnlyTokenizer:
+    """What a model wrapped without its tokenizer reads: token ids (as its tokenizer gave them), never strings. The
+    words are then unknown: each token is a word of its own, named by its id ("#17"). pool: "last" (SigLIP) or
+    "argmax" (the highest id, CLIP's end of text)."""
+
+    fixed_length = True
+
+    def __init__(self, context_length: int, vocab_size: int, pool: str = "last"):
+        if pool not in ("last", "argmax"):
+            raise NtlbError(f"this model reads its text at '{pool}', which token ids alone do not give: pass its "
+                            "tokenizer")
+        self.context_length, self.vocab_size, self.pool = context_length, vocab_size, pool
+
+    def refuse(self) -> None:
+        """The one-line answer to strings, given where texts come in (`prepare_texts`, `text_features`)."""
+        raise NtlbError("this model was wrapped without its tokenizer, so it reads token ids only (a (T, L) tensor "
+                        "from its own tokenizer): pass the ids, or wrap it with tokenizer=DIR to explain strings")
+
+    def __call__(self, texts) -> TokenizedTexts:
+        """A stand-in of the right shape (padding ids, no words) for the memory planner's cost probe, which tokenises
+        a sample text; user texts never get here: the input functions refuse strings first (`refuse`)."""
+        count = 1 if isinstance(texts, str) else len(texts)
+        ids = torch.zeros(count, self.context_length, dtype=torch.long)
+        eot = torch.full((count,), self.context_length - 1, dtype=torch.long)
+        return TokenizedTexts(ids, eot, [[] for _ in range(count)], [[] for _ in range(count)], fixed_length=True)
+
+    def from_ids(self, ids: Tensor) -> TokenizedTexts:
+        """Pooled positions and one word per token, named by its id (the words are unknown without a tokenizer)."""
+        if ids.ndim == 1:
+            ids = ids.unsqueeze(0)
+        ids = ids.long().cpu()
+        if ids.shape[1] != self.context_length:
+            raise NtlbError(f"token ids have length {ids.shape[1]} but this model reads all {self.context_length} "
+                            "positions: tokenise with the model's tokenizer")
+        if int(ids.max()) >= self.vocab_size or int(ids.min()) < 0:
+            raise NtlbError(f"token ids go up to {int(ids.max())} but the model's vocabulary has {self.vocab_size} "
+                            "tokens: tokenise with the model's own tokenizer")
+        if self.pool == "last":
+            eot = torch.full((ids.shape[0],), self.context_length - 1, dtype=torch.long)
+        else:
+            eot = ids.argmax(dim=1)
+        tokens = [[f"#{i}" for i in row[: end + 1]] for row, end in zip(ids.tolist(), eot.tolist())]
+        words = [[Word(token, position, position + 1) for position, token in enumerate(row)] for row in tokens]
+        return TokenizedTexts(ids, eot, tokens, words, fixed_length=True)

@@ -4,6 +4,7 @@ workers, written as shards of maps (safetensors) and an index; resumable, and sp
 Work is cut into units fixed by the data alone (`shard_size` images of a folder or list, or one input .tar),
 one output shard each, so a rerun skips the shards already written (each is written atomically: none is ever
 half there) and N processes take every N-th unit: no image twice, none missed, the same shards as one process.
+Ctrl-C keeps the images of the unfinished shard in a partial shard beside it, which the rerun continues.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..explain.targets import top_k
 from ..io import load_image, write_bytes_atomic, write_json_atomic
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
+from ..models.inputs import prepare_texts
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
@@ -101,8 +103,8 @@ class _Files(Dataset):
         return self.preprocess(load_image(self.items[index][0])), index
 
 
-def _batches(unit: Unit, preprocess, batch_size: int, workers: int):
-    """(pixels, keys, labels) batches of a unit."""
+def _batches(unit: Unit, preprocess, batch_size: int, workers: int, skip: int = 0):
+    """(pixels, keys, labels) batches of a unit, after its first `skip` images (those of a partial shard)."""
     if unit.url is not None:
         try:
             import webdataset as wds
@@ -110,26 +112,56 @@ def _batches(unit: Unit, preprocess, batch_size: int, workers: int):
             raise NtlbError("WebDataset shards need the webdataset package: pip install 'ntlb[webdataset]'") from None
         images = (wds.WebDataset(unit.url, shardshuffle=False).decode("pil").to_tuple(WEBDATASET_IMAGES, "__key__")
                   .map_tuple(lambda image: preprocess(image.convert("RGB")), str))
+        seen = 0
         for pixels, keys in DataLoader(images, batch_size=batch_size, num_workers=min(workers, 1)):
-            yield pixels, list(keys), torch.full((len(keys),), -1)
+            first, seen = max(0, skip - seen), seen + len(keys)  # a partial shard's images: read (in order), not
+            if first < len(keys):  # explained again
+                yield pixels[first:], list(keys)[first:], torch.full((len(keys) - first,), -1)
         return
-    loader = DataLoader(_Files(unit.items, preprocess), batch_size=batch_size, num_workers=workers)
+    items = unit.items[skip:]
+    loader = DataLoader(_Files(items, preprocess), batch_size=batch_size, num_workers=workers)
     for pixels, index in loader:
-        chosen = [unit.items[int(i)] for i in index]
+        chosen = [items[int(i)] for i in index]
         yield pixels, [path for path, _ in chosen], torch.tensor([label for _, label in chosen])
 
 
-def shard_path(out: Path, index: int) -> Path:
-    return out / "shards" / f"shard-{index:06d}.safetensors"
+def shard_path(out: Path, index: int, partial: bool = False) -> Path:
+    return out / "shards" / f"shard-{index:06d}{'.partial' if partial else ''}.safetensors"
+
+
+PARTS = ("image", "text", "columns", "scores", "labels")
+
+
+def _partial_parts(out: Path, index: int) -> dict[str, list]:
+    """The images of a unit that an interrupted run kept (as explain_unit collects them), or none."""
+    parts: dict[str, list] = {name: [] for name in PARTS} | {"keys": []}
+    path = shard_path(out, index, partial=True)
+    if path.is_file():
+        held = read_shard(path)
+        parts["keys"] = held.pop("keys")
+        for name, tensor in held.items():
+            parts[name].append(tensor)
+    return parts
+
+
+def _joined(parts: dict[str, list]) -> dict:
+    """One shard's tensors from its batches; a batch cut off by Ctrl-C before its keys were added is left out."""
+    count = len(parts["keys"])
+    for name in PARTS:
+        while sum(len(value) for value in parts[name]) > count:
+            parts[name].pop()
+    return {name: (values if name == "keys" else torch.cat(values)) for name, values in parts.items() if values}
 
 
 def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, settings: DatasetSettings, tokens,
-                 features: torch.Tensor | None, batch_size: int, workers: int, bar: tqdm | None) -> dict:
+                 features: torch.Tensor | None, batch_size: int, workers: int, bar: tqdm | None,
+                 parts: dict[str, list] | None = None) -> dict:
     """The tensors of one shard: per image its K explained texts (`columns`), their scores, image maps and text
-    relevance (padded to the longest text), its label (-1: none) and key."""
-    parts: dict[str, list] = {"image": [], "text": [], "columns": [], "scores": [], "labels": [], "keys": []}
+    relevance (padded to the longest text), its label (-1: none) and key. `parts` (filled as batches are done, so
+    an interrupted caller keeps them) may hold the unit's first images already (from a partial shard)."""
+    parts = parts if parts is not None else {name: [] for name in PARTS} | {"keys": []}
     length = tokens.ids.shape[1]
-    for pixels, keys, labels in _batches(unit, adapter.preprocess, batch_size, workers):
+    for pixels, keys, labels in _batches(unit, adapter.preprocess, batch_size, workers, len(parts["keys"])):
         if features is not None:  # many texts: pick each image's top k from cached features, explain those only
             with torch.no_grad():
                 logits = clip_scores(adapter.encode_image(pixels).features, features, adapter.logit_scale,
@@ -157,7 +189,7 @@ def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, setting
             bar.update(len(keys))
     if not parts["keys"]:
         raise NtlbError(f"shard {unit.index} of {settings.data} holds no readable image")
-    return {name: (values if name == "keys" else torch.cat(values)) for name, values in parts.items() if values}
+    return _joined(parts)
 
 
 def write_shard(path: Path, tensors: dict) -> None:
@@ -198,7 +230,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
                                             ("start_layer_text", settings.start_layer_text)) if value is not None}
     explainer = create(settings.method, logit_mode=settings.logit_mode, max_memory=max_memory, **layers)
     prompts = [settings.template.format(text) for text in settings.texts]
-    tokens = adapter.tokenizer(prompts).truncated()
+    tokens = prepare_texts(adapter, prompts).truncated()
     many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
     features = text_features(adapter, prompts).to(adapter.dtype) if many else None
     mine = [unit for unit in units if unit.index % world.size == world.rank]
@@ -210,14 +242,25 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
     if done and progress and world.main:
         print(f"resuming: {done} of {len(mine)} shards of this process are written in {out}", file=sys.stderr)
     started = time.perf_counter()
+    kept = ""
     try:
         for unit in todo:
-            tensors = explain_unit(adapter, explainer, unit, settings, tokens, features, batch_size, workers, bar)
-            write_shard(shard_path(out, unit.index), tensors)
+            parts = _partial_parts(out, unit.index)
+            bar.update(len(parts["keys"]))
+            try:
+                tensors = explain_unit(adapter, explainer, unit, settings, tokens, features, batch_size, workers, bar,
+                                       parts)
+                write_shard(shard_path(out, unit.index), dict(tensors))
+            except KeyboardInterrupt:
+                if parts["keys"]:
+                    write_shard(shard_path(out, unit.index, partial=True), _joined(parts))
+                    kept = f" and {len(parts['keys'])} images of the next kept in a partial shard"
+                raise
+            shard_path(out, unit.index, partial=True).unlink(missing_ok=True)
             done += 1
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written (no partial shard): rerun the same "
-                          "command to resume") from None
+        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written{kept}: rerun the same command to "
+                          "resume") from None
     finally:
         bar.close()
     barrier(world)

@@ -19,6 +19,7 @@ from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..io import OutputFolder, save_image_atomic, write_json_atomic
 from ..models.adapter import ClipAdapter
+from ..models.inputs import prepare_texts
 from ..models.loading import DEFAULT_MODEL
 from ..viz import captioned, method_comparison, overlay, picture_grid
 from ..viz.report import write_report
@@ -81,19 +82,20 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
     pixels) record how much each word interacts with the patches inside it. Files an earlier run wrote to `out`
     are removed first. Returns what explanations.json holds."""
     if box is not None and not explainer.gives_interactions:
-        raise NtlbError(f"--box needs the words of each region: use --method interactions, not {explainer.name}")
+        raise NtlbError(f"--box needs the words of each region: use --explainer interactions, not {explainer.name}")
     if batch_size < 1:
         raise NtlbError(f"--batch-size {batch_size}: use at least 1 image per batch")
     if not texts:
         raise NtlbError('no texts given: add at least one --text "..."')
-    tokens = adapter.tokenizer(list(texts))
+    tokens = prepare_texts(adapter, list(texts))
     folder = OutputFolder(out)
     records, cells, pictures, originals, notes = [], [], {}, {}, []
     chunks = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     if not chunks:
         raise NtlbError("no images given: pass at least one image")
-    for start, chunk in zip(range(0, len(images), batch_size),
-                            tqdm(chunks, desc="explaining", unit="batch", disable=len(chunks) < 2)):
+    # the bar counts the batches, then the grid and the report: the writing is part of the run, not a silence
+    bar = tqdm(total=len(chunks) + 2, desc="explaining", unit="step", disable=len(chunks) < 2)
+    for start, chunk in zip(range(0, len(images), batch_size), chunks):
         with torch.no_grad():
             explanation = explainer(adapter, chunk, tokens)
         notes += [n for n in (explanation.image_note, explanation.text_note) if n and n not in notes]
@@ -119,16 +121,22 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
             cells.append((picture, f"{Path(chunk[b]).name}: {text}\nlogit {record['logit']:.2f}  "
                                    f"p {record['probability']:.2f}"))
             records.append(record)
+        bar.update()
     notes = model_notes(adapter, list(originals.values())) + notes
     method = explainer.name
     title = title or f"ntlb {method} on {adapter.name}"
+    bar.set_description("writing grid")
     grids = folder.record(picture_grid(cells, len(texts), folder.root / "grid.png",
                                        title + (f" - {notes[0]}" if notes else "")))
+    bar.update()
+    bar.set_description("writing report")
     data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
             "method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
             "notes": notes, "grids": [g.name for g in grids], "pairs": records}
     write_json_atomic(folder / "explanations.json", data)
     write_report(folder / "report.html", title, records, notes, pictures, originals)
+    bar.update()
+    bar.close()
     return data
 
 
@@ -142,7 +150,7 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
         raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
     if not texts:
         raise NtlbError('no texts given: add at least one --text "..."')
-    tokens = adapter.tokenizer(list(texts))
+    tokens = prepare_texts(adapter, list(texts))
     explanations, skipped = {}, {}
     for method in tqdm(methods, desc="explainers", unit="method"):
         try:

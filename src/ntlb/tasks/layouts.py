@@ -68,7 +68,10 @@ def read_layout(path: str | Path) -> Layout:
         return Layout(int(data["width"]), int(data["height"]), [tuple(float(v) for v in o["box"]) for o in objects],
                       [str(o.get("text") or o["label"]) for o in objects])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise NtlbError(f"cannot read layout {path}: {type(err).__name__} {err}: expected "
+        problem = (f"not JSON (line {err.lineno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else
+                   f"'{'text' if err.args[0] == 'label' else err.args[0]}' is missing" if isinstance(err, KeyError)
+                   else "a value of the wrong kind")
+        raise NtlbError(f"cannot read layout {path}: {problem}: expected "
                         '{"width", "height", "objects": [{"box": [x0, y0, x1, y1], "text"}]}') from None
 
 

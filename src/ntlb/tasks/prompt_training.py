@@ -62,11 +62,14 @@ class PromptConfig:
     classnames: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("n_ctx", "shots", "epochs", "batch_size"):
+        for name, flag in (("n_ctx", "--ctx"), ("shots", "--shots"), ("epochs", "--epochs"),
+                           ("batch_size", "--batch-size")):
             if getattr(self, name) < 1:
-                raise NtlbError(f"{name.replace('_', '-')} = {getattr(self, name)}: use at least 1")
-        if self.lr <= 0 or self.expl_weight < 0:
-            raise NtlbError(f"lr = {self.lr}, expl-weight = {self.expl_weight}: use lr > 0 and expl-weight >= 0")
+                raise NtlbError(f"{flag} {getattr(self, name)}: use at least 1")
+        if self.lr <= 0:
+            raise NtlbError(f"--lr {self.lr}: use a learning rate above 0")
+        if self.expl_weight < 0:
+            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight of 0 or more")
         for name, value, allowed in (("position", self.position, POSITIONS), ("score", self.score, SCORES),
                                      ("reduction", self.reduction, REDUCTIONS)):
             if value not in allowed:
@@ -164,9 +167,10 @@ def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.T
     return parts
 
 
-def read_prompts(path: str | Path) -> dict:
-    """A prompts file's state (its settings, the context vectors); one-line errors for a bad file."""
-    return read_checkpoint(path, KIND)
+def read_prompts(path: str | Path, finished: bool = True) -> dict:
+    """A prompts file's state (its settings, the context vectors); one-line errors for a bad file and (unless
+    `finished` is False) for an unfinished run."""
+    return read_checkpoint(path, KIND, fix="give the prompts file that 'ntlb prompt train' wrote", finished=finished)
 
 
 def load_learner(adapter: ClipAdapter, path: str | Path) -> tuple[PromptLearner, PromptConfig]:
@@ -228,7 +232,8 @@ def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner
 
 def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, config: PromptConfig,
                   progress: bool = True, workers: int = 0) -> Path:
-    """Learn prompts on `config.shots` images per class of `data`; resumes from `out` when it holds a run.
+    """Learn prompts on `config.shots` images per class of `data`, written to `out` when finished; until then the
+    checkpoint is `out`.partial, which a rerun resumes from.
 
     Under torchrun each process takes its share of every global batch and the gradients are all-reduced (DDP);
     the first process writes the checkpoints.
@@ -249,8 +254,8 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
         module = torch.nn.parallel.DistributedDataParallel(learner)
     optimizer = torch.optim.SGD(learner.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    run = TrainingRun(out, KIND, asdict(config), config.epochs, unit="epoch", desc="prompt learning",
-                      progress=progress and world.main)
+    run = TrainingRun(None, KIND, asdict(config), config.epochs, unit="epoch", desc="prompt learning",
+                      progress=progress and world.main, result=out)
     state = run.resume()
     history = []
     if state is not None:

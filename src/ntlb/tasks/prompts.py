@@ -40,8 +40,9 @@ def prompt_layout(adapter: ClipAdapter, classnames: Sequence[str], n_ctx: int, p
     if n_ctx < 1:
         raise NtlbError(f"--ctx {n_ctx}: use at least one context vector")
     if not hasattr(adapter.tokenizer, "bpe"):
+        held = getattr(adapter.tokenizer, "tokenizer", adapter.tokenizer)
         raise NtlbError(f"prompt learning builds its prompts from CLIP's BPE tokens and this model's tokenizer is "
-                        f"{type(adapter.tokenizer.tokenizer).__name__}: use a model with CLIP's tokenizer")
+                        f"{type(held).__name__}: use a model with CLIP's tokenizer")
     bpe = adapter.tokenizer.bpe
     placeholder = bpe.encode(PLACEHOLDER)[0]
     dot = bpe.encode(".")

@@ -30,7 +30,7 @@ from ..generators import picture_tensor
 from ..io import save_image_atomic, write_json_atomic
 from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
 from ..models.adapter import ClipAdapter
-from ..models.inputs import ImageFeatures
+from ..models.inputs import ImageFeatures, prepare_texts
 from .latent_optimisation import optimise, styleclip_lr, to_picture
 
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
@@ -113,7 +113,7 @@ def semantic_words(adapter: ClipAdapter, text: str, words: list[str] | None, neg
                    picture: Tensor | None = None, explainer: str = "chefer2021") -> list[str]:
     """The words the loss keeps relevant: the given ones, else the content words of the text; with
     `neglected_only`, only those whose relevance for `picture` (scaled score, / sum then / max) is below 0.7."""
-    tokens = adapter.tokenizer([text])
+    tokens = prepare_texts(adapter, [text])
     chosen = list(words) if words else content_words(text, tokens)
     word_token_masks(tokens, [chosen])  # every word must be in the text: one line otherwise
     if neglected_only:
@@ -181,7 +181,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     size = tuple(generator.size)
     original = picture_tensor(picture, size).to(adapter.device, next(generator.parameters()).dtype)
     chosen = semantic_words(adapter, text, words, neglected_only, original, config.explainer)
-    tokens = adapter.tokenizer([text])
+    tokens = prepare_texts(adapter, [text])
     masks = word_token_masks(tokens, [chosen])
     lambdas = torch.tensor(config.lambdas(), device=adapter.device)
     z0 = start_latent(generator, original, config.invert_steps)
@@ -237,7 +237,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
 
     _latent_generator(generator, "text-to-image guidance")
     out = Path(out)
-    tokens = adapter.tokenizer([text])
+    tokens = prepare_texts(adapter, [text])
     chosen = semantic_words(adapter, text, words)
     masks = word_token_masks(tokens, [chosen])
     explainer = word_explainer(config.explainer, "cosine")
