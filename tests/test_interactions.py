@@ -235,7 +235,7 @@ def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(
 
     text = "a red circle and a blue square"
     out = tmp_path / "words"
-    common = ["explain", str(EXAMPLE), "--text", text, "--method", "interactions", "--steps", "2", "--out", str(out)]
+    common = ["explain", str(EXAMPLE), "--text", text, "--explainer", "interactions", "--steps", "2", "--out", str(out)]
     assert main([*common, "--box", "20", "0", "100", "80"]) == 0
     printed = capsys.readouterr().out
     assert "box 20 0 100 80 matches: " in printed
