@@ -79,6 +79,14 @@ def test_semantic_words_and_their_errors(world):
         EditConfig(expl_weight=-1.0)
 
 
+def test_the_stop_word_list_is_spacys():
+    """The vendored list equals spaCy's English stop words (where spaCy is installed; it is no dependency)."""
+    spacy_words = pytest.importorskip("spacy.lang.en.stop_words")
+    from ntlb.losses.stop_words import STOP_WORDS
+
+    assert set(STOP_WORDS) == set(spacy_words.STOP_WORDS)
+
+
 @pytest.fixture(scope="module")
 def small_vqgan(tmp_path_factory):
     """A tiny VQGAN with an encoder, trained one step and exported (taming config + safetensors)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import pytest
 import torch
@@ -96,3 +97,10 @@ def test_layout_cli_runs_the_vqgan_generator(small_vqgan, tmp_path):
                  "--vqgan-checkpoint", str(checkpoint), "--steps", "2", "--views", "2", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["generator"] == "vqgan" and (out / "image.png").is_file()
+
+
+def test_without_taming_the_bundled_generator_names_the_extra(monkeypatch):
+    """taming is the `vqgan` extra: where it is missing, building a VQGAN says which extra to install."""
+    monkeypatch.setitem(sys.modules, "taming.modules.diffusionmodules.model", None)  # import fails as if absent
+    with pytest.raises(NtlbError, match=r"^VQGAN generators .* pip install 'ntlb\[vqgan\]'$"):
+        create_generator("world-vqgan", size=(64, 64))
