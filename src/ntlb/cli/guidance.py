@@ -9,6 +9,7 @@ from .common import (
     add_command,
     add_generator_arguments,
     add_model_arguments,
+    explainer_names,
     generator_options,
     load_adapter,
     print_notes,
@@ -105,15 +106,13 @@ def _common(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
 
 
 def _words(parser: argparse.ArgumentParser) -> None:
-    from ..explain import available
-
     parser.add_argument("--words", nargs="+", default=None,
                         help="the semantic words to keep relevant (default: the text's content words, spaCy's stop "
                              "words removed)")
     parser.add_argument("--word-score", default="paper", choices=["paper", "released"],
                         help="paper: max over a word's tokens, mean over words; released: the released code's "
                              "weighted token sum")
-    parser.add_argument("--explainer", default="chefer2021", choices=available(),
+    parser.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                         help="explainer of the word relevance (needs text relevance)")
 
 
