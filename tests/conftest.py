@@ -1,4 +1,5 @@
-"""Shared random-weight models (float64 for the equivalence tests) and helpers."""
+"""Shared models (float64 for the equivalence tests): open_clip architectures with random weights, the bundled world
+CLIP with its trained weights (`world_model`); and helpers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 import ntlb
+from ntlb.models import bundled_models
+from ntlb.models.loading import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -16,10 +19,23 @@ EXAMPLE = ROOT / "examples" / "scene.png"
 
 
 def load_random(name: str | None, dtype=torch.float64):
-    """A model with ntlb's seeded random initialisation."""
+    """A model with ntlb's seeded random initialisation; a bundled name (or None, the default) gives its architecture
+    without its trained weights."""
+    bundled = bundled_models()
+    if name is None or name in bundled:
+        name = str(bundled[name or DEFAULT_MODEL]["config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ntlb.load_model(name, dtype=dtype)
+        adapter = ntlb.load_model(name, dtype=dtype)
+    assert adapter.random_weights
+    return adapter
+
+
+def load_trained(name: str | None = None, dtype=torch.float64):
+    """A bundled model with its trained weights (None: the default, ntlb-world)."""
+    adapter = ntlb.load_model(name, dtype=dtype)
+    assert not adapter.random_weights
+    return adapter
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +55,8 @@ def rn50():
 
 @pytest.fixture(scope="session")
 def world_model():
-    return load_random("ntlb-world")
+    """The bundled world CLIP with its trained weights."""
+    return load_trained("ntlb-world")
 
 
 @pytest.fixture(scope="session")

@@ -118,9 +118,9 @@ def test_no_grad_results_are_detached_even_if_the_model_trains():
 
 
 def test_half_precision_accumulates_in_float32(world_model):
-    from conftest import load_random
+    from conftest import load_trained
 
-    adapter = load_random("ntlb-world", dtype=torch.bfloat16)
+    adapter = load_trained("ntlb-world", dtype=torch.bfloat16)  # the weights of world_model, in bfloat16
     pixels = random_pixels(adapter, 1).float()
     low = ntlb.explain(adapter, pixels, TEXTS[:2])
     high = ntlb.explain(world_model, pixels.double(), TEXTS[:2])
