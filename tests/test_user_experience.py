@@ -287,8 +287,26 @@ def test_every_option_has_help_with_its_default():
     assert seen > 60
 
 
-def test_the_example_layout_runs(tmp_path):
-    from ntlb.tasks.layouts import read_layout
+def test_the_example_layout_runs(tmp_path, capsys):
+    """The README's `ntlb layout generate --layout examples/layout.json --method masked` (2 steps, 1 view) writes the
+    image, the maps and metrics of the example's two boxes."""
+    from PIL import Image
 
-    layout = read_layout(ROOT / "examples" / "layout.json")
-    assert len(layout.boxes) == 2 and layout.labels() == ["red circle", "blue star"]
+    from ntlb.cli import main
+
+    example = ROOT / "examples" / "layout.json"
+    out = tmp_path / "m"
+    assert main(["layout", "generate", "--layout", str(example), "--method", "masked", "--steps", "2", "--views", "1",
+                 "--out", str(out)]) == 0
+    assert f"wrote {out}/image.png, maps.png, metrics.json" in capsys.readouterr().out
+    with Image.open(out / "image.png") as image:
+        assert image.size == (64, 64) and image.mode == "RGB"
+    with Image.open(out / "maps.png") as maps:
+        assert maps.width > 64
+    metrics = json.loads((out / "metrics.json").read_text())
+    boxes = [o["box"] for o in json.loads(example.read_text())["objects"]]
+    assert (metrics["method"], metrics["generator"], metrics["steps"]) == ("masked", "world-vqgan", 2)
+    assert [o["label"] for o in metrics["objects"]] == ["red circle", "blue star"]
+    assert [o["box"] for o in metrics["objects"]] == boxes
+    for key in ("precision", "recall", "f1", "cosine"):
+        assert metrics["mean"][key] == pytest.approx(sum(o[key] for o in metrics["objects"]) / 2)
