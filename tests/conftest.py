@@ -88,5 +88,30 @@ def random_pixels(adapter, count: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(count, 3, *adapter.preprocess_config.size, generator=generator, dtype=torch.float64)
 
 
+def matches_finite_differences(function, *inputs: torch.Tensor) -> bool:
+    """The autograd gradient of `function` at float64 `inputs` against central finite differences
+    (torch.autograd.gradcheck's fast mode: one random direction in, one out), or an AssertionError naming both."""
+    assert all(x.dtype == torch.float64 for x in inputs)
+    inputs = tuple(x.detach().clone().requires_grad_(True) for x in inputs)
+    return torch.autograd.gradcheck(function, inputs, fast_mode=True, eps=1e-6, atol=1e-7, rtol=1e-5,
+                                    check_undefined_grad=False)
+
+
+def check_straight_through(generator, loss) -> None:
+    """A VQGAN generator's latent gradient of loss(generator()) is the decoder's gradient at the snapped latent (the
+    snap and the clamp pass gradients straight through), and that matches finite differences in float64."""
+    import copy
+
+    height, width = generator.size
+    generator.latent.grad = None
+    loss(generator()).backward()
+    snapped = generator.vqgan.snap(generator.latent.detach()).requires_grad_(True)
+    loss(generator.vqgan.decode(snapped)[..., :height, :width]).backward()
+    torch.testing.assert_close(generator.latent.grad, snapped.grad, rtol=1e-5, atol=1e-8)
+    assert float(snapped.grad.abs().max()) > 0  # a zero gradient would compare equal to anything
+    vqgan = copy.deepcopy(generator.vqgan).double()
+    assert matches_finite_differences(lambda q: loss(vqgan.decode(q)[..., :height, :width]), snapped.double())
+
+
 def relative_error(fast: torch.Tensor, slow: torch.Tensor) -> float:
     return float((fast - slow).detach().abs().max() / slow.detach().abs().max())

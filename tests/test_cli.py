@@ -141,3 +141,30 @@ def test_compare_and_benchmark_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out
+
+
+def test_every_readme_command_line_parses():
+    """Each `ntlb ...` line of the README's commands (options in [...] tried one at a time, placeholders filled) is
+    accepted by the parser, so a renamed flag or command cannot leave the README behind."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    from ntlb.cli import build_parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [re.split(r"\s+# ", line)[0].strip() for line in "".join(blocks).replace("\\\n", " ").splitlines()
+             if re.match(r"(\.venv/bin/ntlb|ntlb|torchrun .* -m ntlb) [a-z]", line.strip())]
+    assert len(lines) > 30
+    parser, wrong = build_parser(), []
+    for line in lines:
+        command = re.sub(r"^.*?ntlb ", "", line.split(" && ")[-1])
+        bare = re.sub(r"\s*\[[^\]]*\]", "", command)
+        for variant in [bare] + [f"{bare} {option.split('|')[0]}" for option in re.findall(r"\[([^\]]*)\]", command)]:
+            variant = re.sub(r"\bIMG\.\.\.", "a.png b.png", variant).replace("--out ...", "--out runs/x")
+            try:
+                parser.parse_args(shlex.split(variant.replace(",...", "")))
+            except SystemExit:
+                wrong.append(variant)
+    assert not wrong, wrong

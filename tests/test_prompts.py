@@ -10,6 +10,7 @@ from conftest import random_pixels
 import ntlb
 from ntlb.cli import main
 from ntlb.errors import NtlbError
+from ntlb.explain import create
 from ntlb.explain.reference import _relevance_matrix
 from ntlb.explain.relevance import clip_scores
 from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
@@ -142,16 +143,43 @@ def _step(adapter, learner, pixels, labels, config, **options):
     return parts, learner.ctx.grad.clone()
 
 
+def _loss_along(adapter, learner, pixels, labels, config, direction, explainer=None, eps=1e-6) -> float:
+    """The central difference (L(ctx + eps v) - L(ctx - eps v)) / 2 eps of the step's loss CE + lambda * expl, from
+    the parts the step reports: the slow path of the step's gradient along v."""
+    start = learner.ctx.detach().clone()
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            learner.ctx.copy_(start + sign * eps * direction)
+        parts = step_gradients(adapter, learner, pixels, labels, config, explainer=explainer)
+        values.append(parts["ce"] + config.expl_weight * parts["expl"])
+    with torch.no_grad():
+        learner.ctx.copy_(start)
+    learner.ctx.grad = None
+    return (values[0] - values[1]) / (2 * eps)
+
+
 def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
-    """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors;
-    clip_surgery has no text relevance and is refused in one line."""
-    pixels = random_pixels(world_model, 2)
+    """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors: the
+    step's gradient equals finite differences of its loss in float64. The gradient methods (chefer2021, gradcam)
+    are compared with their second-order graph (`create_graph=True`); the trainer's default holds the attention
+    gradients constant (README, prompt learning), which differs from the full derivative. clip_surgery has no
+    text relevance and is refused in one line."""
+    pixels, labels = random_pixels(world_model, 2), torch.tensor([0, 1])
     learner = PromptLearner(world_model, NAMES, n_ctx=2, seed=0).double()
+    direction = torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     gradients = {}
     for name in ("attention", "rollout", "gradcam", "chefer2021"):
-        parts, gradients[name] = _step(world_model, learner, pixels, torch.tensor([0, 1]),
-                                       PromptConfig(n_ctx=2, explainer=name))
-        assert float(gradients[name].abs().sum()) > 0 and parts["expl"] != 0
+        config = PromptConfig(n_ctx=2, explainer=name)
+        parts, gradients[name] = _step(world_model, learner, pixels, labels, config)
+        assert parts["expl"] != 0  # the explanation term is in the loss whose gradient is compared
+        exact = None if name in ("attention", "rollout") else create(
+            name, start_layer_text=config.start_layer_text, logit_mode="scaled", create_graph=True)
+        learner.ctx.grad = None
+        step_gradients(world_model, learner, pixels, labels, config, explainer=exact)
+        along = float((learner.ctx.grad * direction).sum())
+        slow = _loss_along(world_model, learner, pixels, labels, config, direction, explainer=exact)
+        assert along == pytest.approx(slow, rel=1e-7)
     assert not torch.allclose(gradients["attention"], gradients["chefer2021"])
     with pytest.raises(NtlbError, match="clip_surgery.*gives no text relevance"):
         step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
