@@ -13,6 +13,7 @@ from ntlb.cli import main
 from ntlb.explain import available
 
 
+@pytest.mark.slow
 def test_explain_writes_pictures_report_and_json(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["explain", str(EXAMPLE), str(EXAMPLE), "--text", "a red circle", "--text", "a blue square",
@@ -95,6 +96,7 @@ def test_world_help(command, capsys):
     assert exit_info.value.code == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [None, "RN50", "ViT-B-16"])
 def test_compare_runs_every_explainer(tmp_path, capsys, model):
     out = tmp_path / "cmp"
@@ -114,6 +116,7 @@ def test_compare_runs_every_explainer(tmp_path, capsys, model):
     assert (out / "compare.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_benchmark_explainers_writes_tables(tmp_path):
     assert main(["benchmark", "explainers", "--count", "2", "--methods", "chefer2021,attention",
                  "--out", str(tmp_path)]) == 0

@@ -35,12 +35,14 @@ def _compare(adapter, images, texts, start_image=0, start_text=0, logit_mode="sc
     return fast, slow_image, slow_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start, mode", [(0, "scaled"), (-1, "cosine"), (5, "scaled")])
 def test_vit_b32_matches_reference(vit_b32, start, mode):
     images = 2 if start == -1 else 1  # batching over images once (the per-pair reference is the slow part)
     _compare(vit_b32, random_pixels(vit_b32, images), TEXTS, start, max(start, 0) // 2, mode)
 
 
+@pytest.mark.slow
 def test_vit_b16_matches_reference(vit_b16):
     _compare(vit_b16, random_pixels(vit_b16, 1), TEXTS[:2], start_image=-4, start_text=0)
 
@@ -50,10 +52,12 @@ def test_hf_matches_reference(hf_small, start, mode):
     _compare(hf_small, random_pixels(hf_small, 2), TEXTS, start, start, mode)
 
 
+@pytest.mark.slow
 def test_chunked_gradients_match_reference(world_model):
     _compare(world_model, random_pixels(world_model, 3), TEXTS, chunk_size=2)
 
 
+@pytest.mark.slow
 def test_resnet_text_relevance_matches_reference():
     from conftest import load_random
 

@@ -60,6 +60,7 @@ def _rollout_matrix(attentions):
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", [0, 7])
 def test_rollout_is_the_product_of_mixed_attentions(vit_b32, start):
     pixels = random_pixels(vit_b32, 2)
@@ -78,6 +79,7 @@ def _attention_cam(score, attention):
     return (grad[0] * attention[0]).clamp(min=0).mean(dim=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["scaled", "cosine"])
 def test_gradcam_on_vit_is_last_layer_gradient_weighted_attention(vit_b16, mode):
     pixels = random_pixels(vit_b16, 2)
@@ -91,6 +93,7 @@ def test_gradcam_on_vit_is_last_layer_gradient_weighted_attention(vit_b16, mode)
     _compare(fast, slow_image, slow_text)
 
 
+@pytest.mark.slow
 def test_gradcam_on_resnet_reads_the_last_conv_stage(rn50):
     pixels = random_pixels(rn50, 2)
     fast = ntlb.explain(rn50, pixels, TEXTS[:2], method="gradcam")
@@ -152,6 +155,7 @@ def _minmax(maps):
     return (maps - low) / (high - low)
 
 
+@pytest.mark.slow
 def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
     before = {k: v.clone() for k, v in vit_b32.model.state_dict().items()}
     pixels = random_pixels(vit_b32, 2)
@@ -183,6 +187,7 @@ def test_clip_surgery_single_text_subtracts_the_empty_prompt(world_model):
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["clip_surgery", "gem", "decomposition", "legrad"])
 def test_image_only_maps_keep_gradients_to_the_pixels(world_model, method):
     """The maps' gradient to the pixels is theirs: it matches finite differences in float64."""
@@ -295,6 +300,7 @@ def test_decomposition_adds_up_to_each_layers_attention_output(world_model):
     assert relative_error(heads, effects.sum(dim=3).permute(0, 3, 1, 2)) <= TOL
 
 
+@pytest.mark.slow
 def test_decomposition_splits_are_exact_and_textspan_is_the_released_formula(world_model):
     """split="textspan" is the released code's formula, written here per (layer, head, token) vector from open_clip's
     own weights: each of the K = 2 L + 1 residual pieces takes mean(z) / K and beta / K, shared within a layer over

@@ -75,6 +75,7 @@ def test_layout_loss_through_the_explainer_matches_the_reference(world_model, va
     assert relative_error(fast_pixels.grad, slow_pixels.grad) <= 1e-9 and float(slow_pixels.grad.abs().sum()) > 0
 
 
+@pytest.mark.slow
 def test_any_explainer_with_image_maps_drives_the_layout_loss(world_model):
     layout = Layout(64, 64, [(4, 4, 30, 30)], ["a photo of a red circle"])
     features = text_features(world_model, layout.texts)
@@ -121,6 +122,7 @@ def test_pixel_generator_is_its_formula():
     assert torch.allclose(wrapped(), torch.full((1, 3, 4, 4), 0.5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ntlb", "masked+full"])
 def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
     adapter = ntlb.load_model()
@@ -143,6 +145,7 @@ def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
     assert not torch.allclose(straight, create_generator("pixels", (64, 64))())  # it did optimise
 
 
+@pytest.mark.slow
 def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     from ntlb.cli import main
 

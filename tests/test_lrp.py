@@ -137,6 +137,7 @@ def released_pair(adapter, pixels, ids, eot):
     return image_row[1:], text_row, image_input.sum()
 
 
+@pytest.mark.slow
 def test_lrp_matches_the_released_rules_pair_by_pair(world_model):
     adapter = ntlb.wrap(world_model)
     pixels = random_pixels(adapter, 2)
@@ -183,6 +184,7 @@ def test_lrp_input_relevance_matches_the_released_rules(world_model):
     assert float(released_total.detach()) == pytest.approx(1.0, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_lrp_maps_are_differentiable(world_model):
     adapter = ntlb.wrap(world_model)
     explainer = create("lrp")

@@ -104,6 +104,7 @@ def _reference_scores_and_logits(adapter, learner, pixels, score):
     return torch.stack(logits).reshape(shape), torch.stack(scores).reshape(shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("score, reduction", [("paper", "paper"), ("coop", "released")])
 def test_loss_through_the_explainer_matches_the_reference_per_class(world_model, score, reduction):
     """Through the chefer2021 explainer (images encoded once, one batched backward), the class-name loss and its
@@ -125,6 +126,7 @@ def test_loss_through_the_explainer_matches_the_reference_per_class(world_model,
     assert torch.allclose(fast_grad, slow_grad, rtol=1e-9, atol=1e-15) and float(slow_grad.abs().sum()) > 0
 
 
+@pytest.mark.slow
 def test_class_name_shares_are_the_reference_true_class_scores(world_model):
     """class_name_shares, in batches of 2 images, gives each image the released algorithm's S(c_gt)."""
     labels = torch.tensor([2, 0, 1])
@@ -185,6 +187,7 @@ def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
         step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expl_weight, reduction", [(0.0, "paper"), (1.0, "paper"), (3.0, "released"),
                                                     (1.0, "bounded")])
 def test_class_chunks_add_up_to_the_whole_step(world_model, expl_weight, reduction):
@@ -217,6 +220,7 @@ def world_folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
     train = read_image_folder(world_folders / "train")
     subset = read_image_folder(world_folders / "subset")
@@ -236,6 +240,7 @@ def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
     assert evaluate(world_model, classifier, subset, train.classnames) == pytest.approx(expected) and expected > 0
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypatch):
     train = read_image_folder(world_folders / "train")
     config = dict(n_ctx=2, epochs=3, shots=2, batch_size=4, expl_weight=1.0, augment=True, seed=5)
@@ -260,6 +265,7 @@ def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypa
         train_prompts(world_model, train, path, PromptConfig(**{**config, "n_ctx": 3}), progress=False)
 
 
+@pytest.mark.slow
 def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
     prompts = tmp_path / "p.pt"
     assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",

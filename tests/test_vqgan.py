@@ -42,6 +42,7 @@ def small_vqgan(tmp_path_factory):
     return folder / "model.yaml", folder / "last.ckpt", decoder, post, quantize
 
 
+@pytest.mark.slow
 def test_vqgan_decodes_as_taming_does(small_vqgan):
     config, checkpoint, decoder, post, quantize = small_vqgan
     generator = create_generator("vqgan", (30, 28), seed=3, config=config, checkpoint=checkpoint)

@@ -34,6 +34,7 @@ def test_weighted_l1_counts_object_pixels_more():
     assert float(weighted_l1(outside, image, objects, 4.0)) == pytest.approx(3 * 1 / (3 * weights))
 
 
+@pytest.mark.slow
 def test_generator_training_resumes_exactly(tmp_path, monkeypatch):
     config = VQGANTrainConfig(**TINY)
     straight = train_world_vqgan(tmp_path / "straight", config, checkpoint_every=2, progress=False)
@@ -65,6 +66,7 @@ def test_generator_training_resumes_exactly(tmp_path, monkeypatch):
         train_world_vqgan(tmp_path / "resumed", VQGANTrainConfig(**{**TINY, "lr": 1e-3}), progress=False)
 
 
+@pytest.mark.slow
 def test_export_loads_through_the_vqgan_generator_with_its_encoder(tmp_path):
     config = VQGANTrainConfig(**{**TINY, "steps": 1, "adversarial_weight": 0.0})
     checkpoint = train_world_vqgan(tmp_path, config, progress=False)
@@ -96,6 +98,7 @@ def world_vqgan_image():
     return image, create_generator("world-vqgan", (64, 64), init_image=image)
 
 
+@pytest.mark.slow
 def test_bundled_world_vqgan_keeps_a_scenes_objects(world_vqgan_image):
     image, generator = world_vqgan_image
     assert BUNDLED["world-vqgan"][1].stat().st_size <= 10 * 2**20
@@ -106,6 +109,7 @@ def test_bundled_world_vqgan_keeps_a_scenes_objects(world_vqgan_image):
     assert {"red star", "blue square"} <= found
 
 
+@pytest.mark.slow
 def test_bundled_world_vqgan_gradients_reach_the_latent_only(world_vqgan_image):
     _, generator = world_vqgan_image
     random_start = create_generator("world-vqgan", (64, 64), seed=1)
@@ -116,6 +120,7 @@ def test_bundled_world_vqgan_gradients_reach_the_latent_only(world_vqgan_image):
     assert [name for name, p in random_start.named_parameters() if p.requires_grad] == ["latent"]
 
 
+@pytest.mark.slow
 def test_init_starts_from_the_given_weights(tmp_path):
     """--init: a run's checkpoint (or its fp16 export) is where the next run starts, not a random model."""
     base = {**TINY, "adversarial_weight": 0.0, "restart_every": 1000}
