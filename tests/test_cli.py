@@ -80,6 +80,7 @@ def test_world_render_writes_scenes_with_their_truth(tmp_path):
     assert (tmp_path / scenes[0]["image"]).is_file()
 
 
+@pytest.mark.slow
 def test_demo_explains_a_generated_scene(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     data = json.loads((tmp_path / "explanations.json").read_text())

@@ -96,6 +96,7 @@ def test_trained_concepts_name_the_object_and_their_maps_find_it():
     assert float(pointing_game(result.maps.image[:, 0], masks).float().mean()) >= 0.7
 
 
+@pytest.mark.slow
 def test_explain_with_concepts_command(tmp_path, capsys):
     from ntlb.cli import main
 

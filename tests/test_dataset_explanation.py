@@ -99,6 +99,7 @@ def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monk
                         progress=False)
 
 
+@pytest.mark.slow
 def test_file_lists_and_webdataset_shards_give_the_folder_maps(folder, model, tmp_path):
     images = sorted(folder.rglob("*.png"))[:6]
     listing = tmp_path / "list.txt"

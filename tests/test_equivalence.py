@@ -47,6 +47,7 @@ def test_vit_b16_matches_reference(vit_b16):
     _compare(vit_b16, random_pixels(vit_b16, 1), TEXTS[:2], start_image=-4, start_text=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start, mode", [(0, "scaled"), (1, "cosine")])
 def test_hf_matches_reference(hf_small, start, mode):
     _compare(hf_small, random_pixels(hf_small, 2), TEXTS, start, start, mode)
@@ -68,6 +69,7 @@ def test_resnet_text_relevance_matches_reference():
         fast.image_map(0, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("create_graph", [False, True])
 def test_gradients_through_the_maps_match_reference(world_model, create_graph):
     """A loss on the maps back-propagates to the pixels as in the reference (through A, and G if asked)."""
@@ -108,6 +110,7 @@ def test_a_perturbed_implementation_fails_the_comparison(world_model, monkeypatc
         _compare(world_model, random_pixels(world_model, 2), TEXTS)
 
 
+@pytest.mark.slow
 def test_no_grad_results_are_detached_even_if_the_model_trains():
     from conftest import load_random
 
@@ -121,6 +124,7 @@ def test_no_grad_results_are_detached_even_if_the_model_trains():
     assert ntlb.explain(adapter, pixels, TEXTS).image.requires_grad  # with gradients on, the graph is kept
 
 
+@pytest.mark.slow
 def test_half_precision_accumulates_in_float32(world_model):
     from conftest import load_trained
 

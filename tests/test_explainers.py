@@ -37,6 +37,7 @@ def _compare(fast, slow_image, slow_text):
         assert relative_error(fast.image.flatten(-2), slow_image) <= TOL
 
 
+@pytest.mark.slow
 def test_raw_attention_is_last_layer_row(vit_b32):
     pixels = random_pixels(vit_b32, 2)
     fast = ntlb.explain(vit_b32, pixels, TEXTS, method="attention")
@@ -173,6 +174,7 @@ def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
     assert fast.text is None and "images only" in fast.text_note
 
 
+@pytest.mark.slow
 def test_clip_surgery_single_text_subtracts_the_empty_prompt(world_model):
     """On the small world model (80 empty prompts through ViT-B/32's text tower twice cost 10 s on 2 cores)."""
     pixels = random_pixels(world_model, 1)
@@ -236,6 +238,7 @@ def test_unknown_explainer_lists_the_known_ones():
         ntlb.explainers.create("lime")
 
 
+@pytest.mark.slow
 def test_legrad_is_each_layers_own_gradient_summed(world_model):
     """Slow LeGrad, pair by pair and layer by layer: the layer's mean token through the final norm and projection,
     its cosine with the text, the gradient to that layer's attention alone, clamped, averaged, summed, min-max."""
@@ -412,6 +415,7 @@ def _slow_gem_tokens(adapter, pixels, layers, iterations=1):
     return visual.ln_post(new) @ visual.proj
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("iterations", [1, 2])
 def test_gem_matches_its_formula_and_keeps_clips_scores(vit_b32, iterations):
     pixels = random_pixels(vit_b32, 2)
