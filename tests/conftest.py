@@ -1,4 +1,5 @@
-"""Shared random-weight models (float64 for the equivalence tests) and helpers."""
+"""Shared models (float64 for the equivalence tests): open_clip architectures with random weights, the bundled world
+CLIP with its trained weights (`world_model`); and helpers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 import ntlb
+from ntlb.models import bundled_models
+from ntlb.models.loading import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -16,10 +19,23 @@ EXAMPLE = ROOT / "examples" / "scene.png"
 
 
 def load_random(name: str | None, dtype=torch.float64):
-    """A model with ntlb's seeded random initialisation."""
+    """A model with ntlb's seeded random initialisation; a bundled name (or None, the default) gives its architecture
+    without its trained weights."""
+    bundled = bundled_models()
+    if name is None or name in bundled:
+        name = str(bundled[name or DEFAULT_MODEL]["config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ntlb.load_model(name, dtype=dtype)
+        adapter = ntlb.load_model(name, dtype=dtype)
+    assert adapter.random_weights
+    return adapter
+
+
+def load_trained(name: str | None = None, dtype=torch.float64):
+    """A bundled model with its trained weights (None: the default, ntlb-world)."""
+    adapter = ntlb.load_model(name, dtype=dtype)
+    assert not adapter.random_weights
+    return adapter
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +55,8 @@ def rn50():
 
 @pytest.fixture(scope="session")
 def world_model():
-    return load_random("ntlb-world")
+    """The bundled world CLIP with its trained weights."""
+    return load_trained("ntlb-world")
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +86,31 @@ def hf_small(hf_dir):
 def random_pixels(adapter, count: int, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(count, 3, *adapter.preprocess_config.size, generator=generator, dtype=torch.float64)
+
+
+def matches_finite_differences(function, *inputs: torch.Tensor) -> bool:
+    """The autograd gradient of `function` at float64 `inputs` against central finite differences
+    (torch.autograd.gradcheck's fast mode: one random direction in, one out), or an AssertionError naming both."""
+    assert all(x.dtype == torch.float64 for x in inputs)
+    inputs = tuple(x.detach().clone().requires_grad_(True) for x in inputs)
+    return torch.autograd.gradcheck(function, inputs, fast_mode=True, eps=1e-6, atol=1e-7, rtol=1e-5,
+                                    check_undefined_grad=False)
+
+
+def check_straight_through(generator, loss) -> None:
+    """A VQGAN generator's latent gradient of loss(generator()) is the decoder's gradient at the snapped latent (the
+    snap and the clamp pass gradients straight through), and that matches finite differences in float64."""
+    import copy
+
+    height, width = generator.size
+    generator.latent.grad = None
+    loss(generator()).backward()
+    snapped = generator.vqgan.snap(generator.latent.detach()).requires_grad_(True)
+    loss(generator.vqgan.decode(snapped)[..., :height, :width]).backward()
+    torch.testing.assert_close(generator.latent.grad, snapped.grad, rtol=1e-5, atol=1e-8)
+    assert float(snapped.grad.abs().max()) > 0  # a zero gradient would compare equal to anything
+    vqgan = copy.deepcopy(generator.vqgan).double()
+    assert matches_finite_differences(lambda q: loss(vqgan.decode(q)[..., :height, :width]), snapped.double())
 
 
 def relative_error(fast: torch.Tensor, slow: torch.Tensor) -> float:

@@ -1,5 +1,6 @@
 """Adapters reproduce the libraries' own forward passes exactly, and keep attention where asked."""
 
+import pytest
 import torch
 from conftest import load_random, random_pixels
 
@@ -19,6 +20,7 @@ def _open_clip_matches(adapter):
     assert torch.allclose(ours_text, own_text, rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_open_clip_vit_b32_matches_library(vit_b32):
     _open_clip_matches(vit_b32)
 
@@ -27,6 +29,7 @@ def test_bundled_config_matches_library(world_model):
     _open_clip_matches(world_model)
 
 
+@pytest.mark.slow
 def test_resnet_text_tower_matches_library():
     adapter = load_random("RN50")
     assert not adapter.has_patch_attention

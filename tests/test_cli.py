@@ -1,6 +1,8 @@
 """The command line end to end: outputs written, JSON consistent, errors one line, --help everywhere."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from ntlb.cli import main
 from ntlb.explain import available
 
 
+@pytest.mark.slow
 def test_explain_writes_pictures_report_and_json(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["explain", str(EXAMPLE), str(EXAMPLE), "--text", "a red circle", "--text", "a blue square",
@@ -51,7 +54,21 @@ def test_models_lists_bundled_and_open_clip(capsys):
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
-    assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "usage: ntlb" in out
+    if command == ["explain"]:  # choices read from the registry when the help is shown
+        assert "--method {" + ",".join(available()) + "}" in out
+
+
+def test_help_imports_neither_torch_nor_open_clip():
+    """`ntlb --help` builds every command's parser without the library (each command imports it when it runs), in
+    a fresh interpreter; the choices read from registries still appear in a command's own help (test_help)."""
+    code = ("import sys\nfrom ntlb.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as end:\n"
+            "    assert end.code == 0, end.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'open_clip', 'numpy', 'PIL'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "edit" in done.stdout and "explain-dataset" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_world_render_writes_scenes_with_their_truth(tmp_path):
@@ -63,6 +80,7 @@ def test_world_render_writes_scenes_with_their_truth(tmp_path):
     assert (tmp_path / scenes[0]["image"]).is_file()
 
 
+@pytest.mark.slow
 def test_demo_explains_a_generated_scene(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     data = json.loads((tmp_path / "explanations.json").read_text())
@@ -79,6 +97,7 @@ def test_world_help(command, capsys):
     assert exit_info.value.code == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [None, "RN50", "ViT-B-16"])
 def test_compare_runs_every_explainer(tmp_path, capsys, model):
     out = tmp_path / "cmp"
@@ -99,6 +118,7 @@ def test_compare_runs_every_explainer(tmp_path, capsys, model):
     assert (out / "compare.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_benchmark_explainers_writes_tables(tmp_path):
     assert main(["benchmark", "explainers", "--count", "2", "--explainers", "chefer2021,attention",
                  "--out", str(tmp_path)]) == 0
@@ -126,3 +146,30 @@ def test_compare_and_benchmark_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0 and "usage: ntlb" in capsys.readouterr().out
+
+
+def test_every_readme_command_line_parses():
+    """Each `ntlb ...` line of the README's commands (options in [...] tried one at a time, placeholders filled) is
+    accepted by the parser, so a renamed flag or command cannot leave the README behind."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    from ntlb.cli import build_parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [re.split(r"\s+# ", line)[0].strip() for line in "".join(blocks).replace("\\\n", " ").splitlines()
+             if re.match(r"(\.venv/bin/ntlb|ntlb|torchrun .* -m ntlb) [a-z]", line.strip())]
+    assert len(lines) > 30
+    parser, wrong = build_parser(), []
+    for line in lines:
+        command = re.sub(r"^.*?ntlb ", "", line.split(" && ")[-1])
+        bare = re.sub(r"\s*\[[^\]]*\]", "", command)
+        for variant in [bare] + [f"{bare} {option.split('|')[0]}" for option in re.findall(r"\[([^\]]*)\]", command)]:
+            variant = re.sub(r"\bIMG\.\.\.", "a.png b.png", variant).replace("--out ...", "--out runs/x")
+            try:
+                parser.parse_args(shlex.split(variant.replace(",...", "")))
+            except SystemExit:
+                wrong.append(variant)
+    assert not wrong, wrong

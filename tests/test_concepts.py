@@ -51,6 +51,7 @@ def test_contributions_and_residual_add_up_to_the_score(world_model, logit_mode)
     assert (result.weights > 0).sum(dim=1).max() <= 3
 
 
+@pytest.mark.slow
 def test_concept_maps_are_the_explainers_maps_of_the_concept_texts(world_model):
     adapter = ntlb.wrap(world_model)
     pixels = random_pixels(adapter, 2)
@@ -76,6 +77,7 @@ def test_bad_concept_inputs_say_what_to_fix(world_model):
         explain_with_concepts(world_model, pixels, CLASSES, CONCEPTS, k=0, method=None)
 
 
+@pytest.mark.slow
 def test_trained_concepts_name_the_object_and_their_maps_find_it():
     """Bundled world model, 48 held-out one-object scenes, the 48 colour-shape classes, the world's 16 attribute
     words as concepts: the top concept is the object's colour or shape in every scene measured (threshold 90%),
@@ -94,6 +96,7 @@ def test_trained_concepts_name_the_object_and_their_maps_find_it():
     assert float(pointing_game(result.maps.image[:, 0], masks).float().mean()) >= 0.7
 
 
+@pytest.mark.slow
 def test_explain_with_concepts_command(tmp_path, capsys):
     from ntlb.cli import main
 

@@ -51,6 +51,7 @@ def _as_explained_directly(model, shards: dict, names: list[str]) -> None:
     assert torch.allclose(shards["scores"], direct.logits.gather(1, direct.columns), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_shards_hold_the_explanations_of_the_top_classes(folder, model, tmp_path):
     settings = DatasetSettings(str(folder), CLASSES, "a photo of a {}.", top_k=2, shard_size=5)
     index = explain_dataset(model, settings, tmp_path / "out", batch_size=4, workers=0, progress=False)
@@ -60,6 +61,7 @@ def test_shards_hold_the_explanations_of_the_top_classes(folder, model, tmp_path
     assert shards["labels"].tolist() == [label for _, label in read_image_folder(folder).samples]
 
 
+@pytest.mark.slow
 def test_many_classes_take_the_cached_features_path(folder, model, tmp_path):
     """With many more texts than top-k, each batch explains only the texts its images picked: same numbers."""
     names = CLASSES + [f"{c} thing" for c in ("red", "blue", "green", "pink", "cyan", "yellow", "orange")]
@@ -68,6 +70,7 @@ def test_many_classes_take_the_cached_features_path(folder, model, tmp_path):
     _as_explained_directly(model, _all_shards(tmp_path / "out"), names)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monkeypatch, capsys):
     import ntlb.tasks.dataset_explanation as runner
 
@@ -130,6 +133,7 @@ def test_an_interrupted_shard_keeps_its_images_and_the_rerun_explains_only_the_r
     assert a["keys"] == b["keys"] and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k != "keys")
 
 
+@pytest.mark.slow
 def test_file_lists_and_webdataset_shards_give_the_folder_maps(folder, model, tmp_path):
     images = sorted(folder.rglob("*.png"))[:6]
     listing = tmp_path / "list.txt"
@@ -152,6 +156,7 @@ def test_file_lists_and_webdataset_shards_give_the_folder_maps(folder, model, tm
     assert (listed["labels"] == -1).all() and listed["columns"].tolist() == [[0, 1]] * 6
 
 
+@pytest.mark.slow
 def test_command_line_and_its_errors(folder, tmp_path, capsys):
     assert main(["explain-dataset", str(folder), "--top-k", "1", "--shard-size", "6", "--workers", "0",
                  "--out", str(tmp_path / "c")]) == 0
@@ -162,6 +167,7 @@ def test_command_line_and_its_errors(folder, tmp_path, capsys):
     assert "--top-k 3: use 1..1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_same_command_in_two_processes(folder, tmp_path):
     from test_distributed import free_port
 

@@ -11,6 +11,7 @@ from ntlb.errors import NtlbError
 from ntlb.world.detector import WorldDetector
 
 
+@pytest.mark.slow
 def test_torchvision_detector_loads_a_saved_model_and_detects_as_it_does(tmp_path):
     torch.manual_seed(0)
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"

@@ -45,6 +45,7 @@ def shots(tmp_path_factory):
     return export_classification(tmp_path_factory.mktemp("shots") / "data", task="shape", split="train", per_class=2)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_prompts_of_one(shots, tmp_path):
     one = train_prompts(ntlb.load_model(), read_image_folder(shots), tmp_path / "one.pt", PromptConfig(**CONFIG),
                         progress=False)
@@ -67,6 +68,7 @@ def _explain(rank: int, world: int, port: int, data: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_shards_of_one(shots, tmp_path):
     from ntlb.tasks.dataset_explanation import DatasetSettings, explain_dataset, read_shard
 

@@ -35,25 +35,30 @@ def _compare(adapter, images, texts, start_image=0, start_text=0, logit_mode="sc
     return fast, slow_image, slow_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start, mode", [(0, "scaled"), (-1, "cosine"), (5, "scaled")])
 def test_vit_b32_matches_reference(vit_b32, start, mode):
     images = 2 if start == -1 else 1  # batching over images once (the per-pair reference is the slow part)
     _compare(vit_b32, random_pixels(vit_b32, images), TEXTS, start, max(start, 0) // 2, mode)
 
 
+@pytest.mark.slow
 def test_vit_b16_matches_reference(vit_b16):
     _compare(vit_b16, random_pixels(vit_b16, 1), TEXTS[:2], start_image=-4, start_text=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start, mode", [(0, "scaled"), (1, "cosine")])
 def test_hf_matches_reference(hf_small, start, mode):
     _compare(hf_small, random_pixels(hf_small, 2), TEXTS, start, start, mode)
 
 
+@pytest.mark.slow
 def test_chunked_gradients_match_reference(world_model):
     _compare(world_model, random_pixels(world_model, 3), TEXTS, chunk_size=2)
 
 
+@pytest.mark.slow
 def test_resnet_text_relevance_matches_reference():
     from conftest import load_random
 
@@ -64,6 +69,7 @@ def test_resnet_text_relevance_matches_reference():
         fast.image_map(0, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("create_graph", [False, True])
 def test_gradients_through_the_maps_match_reference(world_model, create_graph):
     """A loss on the maps back-propagates to the pixels as in the reference (through A, and G if asked)."""
@@ -104,6 +110,7 @@ def test_a_perturbed_implementation_fails_the_comparison(world_model, monkeypatc
         _compare(world_model, random_pixels(world_model, 2), TEXTS)
 
 
+@pytest.mark.slow
 def test_no_grad_results_are_detached_even_if_the_model_trains():
     from conftest import load_random
 
@@ -117,10 +124,11 @@ def test_no_grad_results_are_detached_even_if_the_model_trains():
     assert ntlb.explain(adapter, pixels, TEXTS).image.requires_grad  # with gradients on, the graph is kept
 
 
+@pytest.mark.slow
 def test_half_precision_accumulates_in_float32(world_model):
-    from conftest import load_random
+    from conftest import load_trained
 
-    adapter = load_random("ntlb-world", dtype=torch.bfloat16)
+    adapter = load_trained("ntlb-world", dtype=torch.bfloat16)  # the weights of world_model, in bfloat16
     pixels = random_pixels(adapter, 1).float()
     low = ntlb.explain(adapter, pixels, TEXTS[:2])
     high = ntlb.explain(world_model, pixels.double(), TEXTS[:2])

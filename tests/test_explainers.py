@@ -8,7 +8,7 @@ Float64 random-weight models; relative error <= 1e-6.
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_pixels, relative_error
+from conftest import matches_finite_differences, random_pixels, relative_error
 
 import ntlb
 from ntlb.errors import NtlbError
@@ -37,6 +37,7 @@ def _compare(fast, slow_image, slow_text):
         assert relative_error(fast.image.flatten(-2), slow_image) <= TOL
 
 
+@pytest.mark.slow
 def test_raw_attention_is_last_layer_row(vit_b32):
     pixels = random_pixels(vit_b32, 2)
     fast = ntlb.explain(vit_b32, pixels, TEXTS, method="attention")
@@ -60,6 +61,7 @@ def _rollout_matrix(attentions):
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", [0, 7])
 def test_rollout_is_the_product_of_mixed_attentions(vit_b32, start):
     pixels = random_pixels(vit_b32, 2)
@@ -78,6 +80,7 @@ def _attention_cam(score, attention):
     return (grad[0] * attention[0]).clamp(min=0).mean(dim=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["scaled", "cosine"])
 def test_gradcam_on_vit_is_last_layer_gradient_weighted_attention(vit_b16, mode):
     pixels = random_pixels(vit_b16, 2)
@@ -91,6 +94,7 @@ def test_gradcam_on_vit_is_last_layer_gradient_weighted_attention(vit_b16, mode)
     _compare(fast, slow_image, slow_text)
 
 
+@pytest.mark.slow
 def test_gradcam_on_resnet_reads_the_last_conv_stage(rn50):
     pixels = random_pixels(rn50, 2)
     fast = ntlb.explain(rn50, pixels, TEXTS[:2], method="gradcam")
@@ -152,6 +156,7 @@ def _minmax(maps):
     return (maps - low) / (high - low)
 
 
+@pytest.mark.slow
 def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
     before = {k: v.clone() for k, v in vit_b32.model.state_dict().items()}
     pixels = random_pixels(vit_b32, 2)
@@ -169,6 +174,7 @@ def test_clip_surgery_matches_its_formula_and_leaves_the_model_alone(vit_b32):
     assert fast.text is None and "images only" in fast.text_note
 
 
+@pytest.mark.slow
 def test_clip_surgery_single_text_subtracts_the_empty_prompt(world_model):
     """On the small world model (80 empty prompts through ViT-B/32's text tower twice cost 10 s on 2 cores)."""
     pixels = random_pixels(world_model, 1)
@@ -183,12 +189,17 @@ def test_clip_surgery_single_text_subtracts_the_empty_prompt(world_model):
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["clip_surgery", "gem", "decomposition", "legrad"])
 def test_image_only_maps_keep_gradients_to_the_pixels(world_model, method):
-    pixels = random_pixels(world_model, 1).requires_grad_(True)
-    explanation = ntlb.explain(world_model, pixels, TEXTS, method=method, create_graph=True)
-    (explanation.image[0, 0] * torch.linspace(0, 1, 64, dtype=torch.float64).reshape(8, 8)).sum().backward()
-    assert pixels.grad is not None and float(pixels.grad.abs().sum()) > 0
+    """The maps' gradient to the pixels is theirs: it matches finite differences in float64."""
+    ramp = torch.linspace(0, 1, 64, dtype=torch.float64).reshape(8, 8)
+
+    def weighted_map(pixels):
+        explanation = ntlb.explain(world_model, pixels, TEXTS, method=method, create_graph=True)
+        return (explanation.image[0, 0] * ramp).sum()
+
+    assert matches_finite_differences(weighted_map, random_pixels(world_model, 1))
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout", "gradcam", "clip_surgery", "chefer2021", "legrad", "gem",
@@ -227,6 +238,7 @@ def test_unknown_explainer_lists_the_known_ones():
         ntlb.explainers.create("lime")
 
 
+@pytest.mark.slow
 def test_legrad_is_each_layers_own_gradient_summed(world_model):
     """Slow LeGrad, pair by pair and layer by layer: the layer's mean token through the final norm and projection,
     its cosine with the text, the gradient to that layer's attention alone, clamped, averaged, summed, min-max."""
@@ -291,6 +303,73 @@ def test_decomposition_adds_up_to_each_layers_attention_output(world_model):
     assert relative_error(heads, effects.sum(dim=3).permute(0, 3, 1, 2)) <= TOL
 
 
+@pytest.mark.slow
+def test_decomposition_splits_are_exact_and_textspan_is_the_released_formula(world_model):
+    """split="textspan" is the released code's formula, written here per (layer, head, token) vector from open_clip's
+    own weights: each of the K = 2 L + 1 residual pieces takes mean(z) / K and beta / K, shared within a layer over
+    its N * H terms with the out-projection bias. Both splits are exact: with the CLS embedding and the MLP outputs
+    they sum to the cosine. The option reaches the maps and changes them."""
+    from ntlb.explain.decomposition import direct_effects
+    from ntlb.models.features import text_features
+
+    pixels = random_pixels(world_model, 2)
+    texts = F.normalize(text_features(world_model, TEXTS), dim=-1)
+    image = world_model.encode_image(pixels, keep_from=0)
+    visual = world_model.model.visual
+    gamma, beta, proj, blocks = visual.ln_post.weight, visual.ln_post.bias, visual.proj, visual.transformer.resblocks
+    cls = image.tokens[:, 0]
+    mean, sigma = cls.mean(dim=-1), (cls.var(dim=-1, unbiased=False) + visual.ln_post.eps).sqrt()
+    norm, pieces = image.features.norm(dim=-1), 2 * len(blocks) + 1
+    cosine = F.normalize(image.features, dim=-1) @ texts.T
+    slow, outputs = [], []
+    for layer, block in enumerate(blocks):
+        x = block.ln_1(image.layer_inputs[layer])
+        (batch, tokens, width), heads = x.shape, block.attn.num_heads
+        values = F.linear(x, block.attn.in_proj_weight[2 * width:], block.attn.in_proj_bias[2 * width:])
+        values = values.reshape(batch, tokens, heads, width // heads)
+        out = block.attn.out_proj.weight.reshape(width, heads, width // heads)
+        vectors = torch.einsum("bhn,bnhd,whd->bhnw", image.attentions[layer][:, :, 0], values, out)
+        vectors = block.ls_1(vectors + block.attn.out_proj.bias / (heads * tokens))  # (B, H, N, W)
+        outputs.append(vectors.sum(dim=(1, 2)))  # the layer's attention output at CLS
+        share = pieces * heads * tokens
+        post = gamma * (vectors - mean[:, None, None, None] / share) / sigma[:, None, None, None] + beta / share
+        slow.append(post @ proj @ texts.T / norm[:, None, None, None])
+    slow = torch.stack(slow, dim=1)  # (B, L, H, N, T)
+    released = direct_effects(world_model, image, texts, split="textspan")
+    assert relative_error(released, slow) <= TOL
+    rest, others = cls - sum(outputs), len(blocks) + 1  # the CLS embedding and the MLP outputs: L + 1 pieces
+    rest_released = (gamma * (rest - others * mean[:, None] / pieces) / sigma[:, None] + others * beta / pieces)
+    assert relative_error(released.sum(dim=(1, 2, 3)) + rest_released @ proj @ texts.T / norm[:, None], cosine) <= TOL
+
+    def read(vector):  # ntlb's split: each term centred on its own mean, through the norm, projection and text
+        centred = vector - vector.mean(dim=-1, keepdim=True)
+        return ((gamma * centred / sigma[:, None]) @ proj) @ texts.T / norm[:, None]
+
+    ours = direct_effects(world_model, image, texts)
+    biases = sum(read(block.ls_1(block.attn.out_proj.bias).expand(2, -1)) for block in blocks)
+    whole = ours.sum(dim=(1, 2, 3)) + biases + read(rest) + (beta @ proj) @ texts.T / norm[:, None]
+    assert relative_error(whole, cosine) <= TOL
+    maps = ntlb.explain(world_model, pixels, TEXTS, method="decomposition", start_layer_image=0, split="textspan")
+    patches = slow[:, :, :, 1:].sum(dim=(1, 2)).transpose(1, 2) * world_model.logit_scale
+    assert relative_error(maps.image.flatten(-2), patches) <= TOL
+    default = ntlb.explain(world_model, pixels, TEXTS, method="decomposition", start_layer_image=0)
+    assert relative_error(default.image, maps.image) > 1e-3  # the shares move the maps
+    with pytest.raises(NtlbError, match="unknown split 'paper'"):
+        ntlb.explain(world_model, pixels, TEXTS, method="decomposition", split="paper")
+
+
+def test_image_map_keeps_the_explanations_dtype(world_model):
+    """image_map upsamples and scales in the explanation's own dtype: float64 stays float64."""
+    from ntlb.explain.normalize import minmax, upsample
+
+    explanation = ntlb.explain(world_model, random_pixels(world_model, 1), TEXTS[:2], method="attention")
+    assert explanation.image.dtype == torch.float64
+    plain, scaled = explanation.image_map(0, 1, normalize=False), explanation.image_map(0, 1)
+    assert plain.dtype == scaled.dtype == torch.float64
+    assert torch.equal(plain, upsample(explanation.image[0, 1], tuple(plain.shape)))
+    assert torch.equal(scaled, minmax(plain))
+
+
 def test_decomposition_runs_on_hugging_face_and_refuses_resnets(hf_small, rn50):
     maps = ntlb.explain(hf_small, random_pixels(hf_small, 1), TEXTS[:2], method="decomposition")
     assert maps.image.shape == (1, 2, 4, 4) and torch.isfinite(maps.image).all()
@@ -336,6 +415,7 @@ def _slow_gem_tokens(adapter, pixels, layers, iterations=1):
     return visual.ln_post(new) @ visual.proj
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("iterations", [1, 2])
 def test_gem_matches_its_formula_and_keeps_clips_scores(vit_b32, iterations):
     pixels = random_pixels(vit_b32, 2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import relative_error
+from conftest import matches_finite_differences, relative_error
 
 import ntlb
 from ntlb.explain.reference import _relevance_matrix
@@ -75,19 +75,23 @@ def test_layout_loss_through_the_explainer_matches_the_reference(world_model, va
     assert relative_error(fast_pixels.grad, slow_pixels.grad) <= 1e-9 and float(slow_pixels.grad.abs().sum()) > 0
 
 
+@pytest.mark.slow
 def test_any_explainer_with_image_maps_drives_the_layout_loss(world_model):
     layout = Layout(64, 64, [(4, 4, 30, 30)], ["a photo of a red circle"])
     features = text_features(world_model, layout.texts)
     gradients = {}
     for name in ("attention", "rollout", "gradcam", "chefer2021", "clip_surgery"):
+        explainer = layout_explainer(LayoutConfig(explainer=name))
+
+        def loss_of(pixels, explainer=explainer):
+            explanation = explainer(world_model, world_model.normalize(pixels), TextFeatures(features))
+            return layout_loss(explanation, layout.masks().double()[None], box_weights(layout.area_ratios()))[0]
+
         pixels = torch.rand(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        assert matches_finite_differences(loss_of, pixels)  # the loss's gradient is the loss's
         pixels.requires_grad_(True)
-        explanation = layout_explainer(LayoutConfig(explainer=name))(world_model, world_model.normalize(pixels),
-                                                                    TextFeatures(features))
-        loss, _ = layout_loss(explanation, layout.masks().double()[None], box_weights(layout.area_ratios()))
-        loss.backward()
+        loss_of(pixels).backward()
         gradients[name] = pixels.grad
-        assert float(pixels.grad.abs().sum()) > 0
     assert relative_error(gradients["attention"], gradients["chefer2021"]) > 1e-3
 
 
@@ -102,8 +106,9 @@ def test_pixel_generator_is_its_formula():
     planes = np.fft.irfft2(coefficients, s=(32, 48), norm="ortho")
     expected = 1 / (1 + np.exp(-4 * np.einsum("ij,jhw->ihw", _COLOUR.double().numpy(), planes)))
     assert np.allclose(image.detach()[0].double().numpy(), expected, atol=1e-6)
-    image.mean().backward()
-    assert float(generator.spectrum.grad.abs().sum()) > 0
+    double = FourierImage((32, 48), seed=1).double()
+    assert matches_finite_differences(lambda s: torch.func.functional_call(double, {"spectrum": s}, ()).mean(),
+                                      double.spectrum)
     assert torch.equal(FourierImage((32, 48), seed=1)(), create_generator("pixels", (32, 48), seed=1)())
 
     def roughness(image):  # neighbour differences relative to the spread: scale-free
@@ -117,6 +122,7 @@ def test_pixel_generator_is_its_formula():
     assert torch.allclose(wrapped(), torch.full((1, 3, 4, 4), 0.5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ntlb", "masked+full"])
 def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
     adapter = ntlb.load_model()
@@ -139,6 +145,7 @@ def test_generation_resumes_to_the_same_image(tmp_path, monkeypatch, method):
     assert not torch.allclose(straight, create_generator("pixels", (64, 64))())  # it did optimise
 
 
+@pytest.mark.slow
 def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     from ntlb.cli import main
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import load_random, random_pixels
+from conftest import load_random, load_trained, random_pixels
 from safetensors.torch import save_file
 
 import ntlb
@@ -66,7 +66,7 @@ def test_wrap_a_model_you_hold(vit_b32):
 
 def test_default_model_is_the_bundled_one():
     assert "ntlb-world" in bundled_models()
-    adapter = load_random(None, dtype=torch.float32)
+    adapter = load_trained(None, dtype=torch.float32)
     assert adapter.name == "ntlb-world" and adapter.grid_size == (8, 8)
 
 

@@ -11,6 +11,7 @@ from ntlb.explain.memory import FIXED, Costs, Plan, estimate, parse_memory, plan
 TEXTS = ["a photo of a cat", "a small red-hot star.", "dog", "a blue square on the left"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["chefer2021", "gradcam"])
 @pytest.mark.parametrize("pairs", ["all", "diagonal", "chosen", "top2"])
 def test_tiles_give_the_numbers_of_one_call(world_model, method, pairs):

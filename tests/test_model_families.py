@@ -19,6 +19,7 @@ from ntlb.models.loading import CONFIG_DIR
 TEXTS = ["a red circle", "a small blue star."]
 
 
+@pytest.mark.slow
 def test_open_clip_vit_at_another_resolution():
     adapter = ntlb.load_model("ntlb-world", dtype=torch.float64, image_size=96)
     model = adapter.model
@@ -77,6 +78,7 @@ def _timm_config(folder, name: str):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "eva02_tiny_patch14_224"])
 def test_timm_transformer_towers_are_read_through_timms_blocks(tmp_path, name):
     """timm ViT and EVA02 (rotary embeddings) towers in open_clip, saved and loaded back through ntlb's loader:

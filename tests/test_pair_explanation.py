@@ -36,6 +36,7 @@ def _slow_occlusion(adapter, pixels, texts, window):
     return adapter.logit_scale * total / count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", [1, 2])
 def test_occlusion_is_the_mean_score_drop_of_the_covering_windows(world_model, window):
     pixels = random_pixels(world_model, 1)
@@ -102,6 +103,7 @@ def test_pairs_refuse_bad_requests(world_model):
         explain_pair(world_model, pixels, pixels, pairs="top")
 
 
+@pytest.mark.slow
 def test_trained_pair_maps_find_the_shared_object():
     """On the bundled world model, scenes that share one object (placed elsewhere): chefer2021's maps point at the
     shared object on both sides in 62% of 24 held-out pairs (the object covers 6% of the image)."""
@@ -116,6 +118,7 @@ def test_trained_pair_maps_find_the_shared_object():
     assert float(hits.float().mean()) >= 0.5
 
 
+@pytest.mark.slow
 def test_explain_pair_command_writes_both_maps(tmp_path, capsys):
     from PIL import Image
 

@@ -156,6 +156,7 @@ def test_siglip_tokenizer_errors_and_offline_loading(open_clip_siglip, piece_dir
         ntlb.load_model(str(tmp_path / "no-tokenizer.json"))
 
 
+@pytest.mark.slow
 def test_hugging_face_siglip(tmp_path, piece_dir):
     """A transformers SiglipModel saved with its tokenizer and loaded back: features and logits are the model's,
     chefer2021 equals the reference."""
@@ -190,6 +191,7 @@ def test_hugging_face_siglip(tmp_path, piece_dir):
     assert ntlb.explain(bigger, large, TEXTS[:1]).image.shape == (1, 1, 6, 6)
 
 
+@pytest.mark.slow
 def test_coca_contrastive_score(tmp_path):
     """open_clip CoCa: the image read at the attentional pooler's first query, the text at its appended class
     token (padding masked as open_clip masks it); chefer2021 equals the reference."""
@@ -219,6 +221,7 @@ def test_coca_contrastive_score(tmp_path):
     assert explanation.text.shape == (2, 2, 20)  # the class token's own entry is not a token of the text
 
 
+@pytest.mark.slow
 def test_mobileclip_s_style_towers(tmp_path):
     """A text tower without causal mask (read at EOT, never cut) and a FastViT image tower: text relevance equals
     the reference; Grad-CAM reads FastViT's last convolution and equals its formula."""

@@ -11,6 +11,7 @@ from conftest import random_pixels
 import ntlb
 from ntlb.cli import main
 from ntlb.errors import NtlbError
+from ntlb.explain import create
 from ntlb.explain.reference import _relevance_matrix
 from ntlb.explain.relevance import clip_scores
 from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
@@ -104,6 +105,7 @@ def _reference_scores_and_logits(adapter, learner, pixels, score):
     return torch.stack(logits).reshape(shape), torch.stack(scores).reshape(shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("score, reduction", [("paper", "paper"), ("coop", "released")])
 def test_loss_through_the_explainer_matches_the_reference_per_class(world_model, score, reduction):
     """Through the chefer2021 explainer (images encoded once, one batched backward), the class-name loss and its
@@ -125,6 +127,7 @@ def test_loss_through_the_explainer_matches_the_reference_per_class(world_model,
     assert torch.allclose(fast_grad, slow_grad, rtol=1e-9, atol=1e-15) and float(slow_grad.abs().sum()) > 0
 
 
+@pytest.mark.slow
 def test_class_name_shares_are_the_reference_true_class_scores(world_model):
     """class_name_shares, in batches of 2 images, gives each image the released algorithm's S(c_gt)."""
     labels = torch.tensor([2, 0, 1])
@@ -143,21 +146,49 @@ def _step(adapter, learner, pixels, labels, config, **options):
     return parts, learner.ctx.grad.clone()
 
 
+def _loss_along(adapter, learner, pixels, labels, config, direction, explainer=None, eps=1e-6) -> float:
+    """The central difference (L(ctx + eps v) - L(ctx - eps v)) / 2 eps of the step's loss CE + lambda * expl, from
+    the parts the step reports: the slow path of the step's gradient along v."""
+    start = learner.ctx.detach().clone()
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            learner.ctx.copy_(start + sign * eps * direction)
+        parts = step_gradients(adapter, learner, pixels, labels, config, explainer=explainer)
+        values.append(parts["ce"] + config.expl_weight * parts["expl"])
+    with torch.no_grad():
+        learner.ctx.copy_(start)
+    learner.ctx.grad = None
+    return (values[0] - values[1]) / (2 * eps)
+
+
 def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
-    """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors;
-    clip_surgery has no text relevance and is refused in one line."""
-    pixels = random_pixels(world_model, 2)
+    """attention, rollout and gradcam give differentiable text rows, so the loss reaches the context vectors: the
+    step's gradient equals finite differences of its loss in float64. The gradient methods (chefer2021, gradcam)
+    are compared with their second-order graph (`create_graph=True`); the trainer's default holds the attention
+    gradients constant (README, prompt learning), which differs from the full derivative. clip_surgery has no
+    text relevance and is refused in one line."""
+    pixels, labels = random_pixels(world_model, 2), torch.tensor([0, 1])
     learner = PromptLearner(world_model, NAMES, n_ctx=2, seed=0).double()
+    direction = torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     gradients = {}
     for name in ("attention", "rollout", "gradcam", "chefer2021"):
-        parts, gradients[name] = _step(world_model, learner, pixels, torch.tensor([0, 1]),
-                                       PromptConfig(n_ctx=2, explainer=name))
-        assert float(gradients[name].abs().sum()) > 0 and parts["expl"] != 0
+        config = PromptConfig(n_ctx=2, explainer=name)
+        parts, gradients[name] = _step(world_model, learner, pixels, labels, config)
+        assert parts["expl"] != 0  # the explanation term is in the loss whose gradient is compared
+        exact = None if name in ("attention", "rollout") else create(
+            name, start_layer_text=config.start_layer_text, logit_mode="scaled", create_graph=True)
+        learner.ctx.grad = None
+        step_gradients(world_model, learner, pixels, labels, config, explainer=exact)
+        along = float((learner.ctx.grad * direction).sum())
+        slow = _loss_along(world_model, learner, pixels, labels, config, direction, explainer=exact)
+        assert along == pytest.approx(slow, rel=1e-7)
     assert not torch.allclose(gradients["attention"], gradients["chefer2021"])
     with pytest.raises(NtlbError, match="clip_surgery.*gives no text relevance"):
         step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expl_weight, reduction", [(0.0, "paper"), (1.0, "paper"), (3.0, "released"),
                                                     (1.0, "bounded")])
 def test_class_chunks_add_up_to_the_whole_step(world_model, expl_weight, reduction):
@@ -190,6 +221,7 @@ def world_folders(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
     train = read_image_folder(world_folders / "train")
     subset = read_image_folder(world_folders / "subset")
@@ -209,6 +241,7 @@ def test_subset_evaluation_restricts_the_prompts(world_model, world_folders):
     assert evaluate(world_model, classifier, subset, train.classnames) == pytest.approx(expected) and expected > 0
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypatch):
     train = read_image_folder(world_folders / "train")
     config = dict(n_ctx=2, epochs=3, shots=2, batch_size=4, expl_weight=1.0, augment=True, seed=5)
@@ -235,6 +268,7 @@ def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypa
         train_prompts(world_model, train, path, PromptConfig(**{**config, "n_ctx": 3}), progress=False)
 
 
+@pytest.mark.slow
 def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
     prompts = tmp_path / "p.pt"
     assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",

@@ -79,6 +79,14 @@ def test_semantic_words_and_their_errors(world):
         EditConfig(expl_weight=-1.0)
 
 
+def test_the_stop_word_list_is_spacys():
+    """The vendored list equals spaCy's English stop words (where spaCy is installed; it is no dependency)."""
+    spacy_words = pytest.importorskip("spacy.lang.en.stop_words")
+    from ntlb.losses.stop_words import STOP_WORDS
+
+    assert set(STOP_WORDS) == set(spacy_words.STOP_WORDS)
+
+
 @pytest.fixture(scope="module")
 def small_vqgan(tmp_path_factory):
     """A tiny VQGAN with an encoder, trained one step and exported (taming config + safetensors)."""
@@ -89,6 +97,7 @@ def small_vqgan(tmp_path_factory):
     return export_world_vqgan(checkpoint, folder)
 
 
+@pytest.mark.slow
 def test_word_term_reaches_the_latent_only_through_the_second_order_graph(world, small_vqgan):
     config, weights = small_vqgan
     generator = create_generator("vqgan", (32, 32), config=config, checkpoint=weights)
@@ -106,6 +115,7 @@ def test_word_term_reaches_the_latent_only_through_the_second_order_graph(world,
         assert (magnitude > 0) == create_graph  # text attention does not see the image: G must keep its graph
 
 
+@pytest.mark.slow
 def test_batched_lambda_sweep_equals_separate_runs(tmp_path, small_vqgan):
     config_path, weights = small_vqgan
     model = ntlb.load_model("ntlb-world", dtype=torch.float64)
@@ -132,6 +142,7 @@ def scene_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
     out = tmp_path / "edit"
     assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
@@ -145,6 +156,7 @@ def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
     assert "editing (8 lambda) already finished (2/2 steps done)" in capsys.readouterr().err  # a rerun reads it back
 
 
+@pytest.mark.slow
 def test_generate_and_blend_commands_on_user_vqgan_files(tmp_path, small_vqgan, scene_file):
     config, weights = small_vqgan
     files = ["--generator", "vqgan", "--vqgan-config", str(config), "--vqgan-checkpoint", str(weights), "--size", "32"]
@@ -177,6 +189,7 @@ class _Decoder(torch.nn.Module):
         return self.down(image)
 
 
+@pytest.mark.slow
 def test_edit_with_a_users_torchscript_generator(tmp_path, scene_file):
     torch.manual_seed(0)
     path = tmp_path / "decoder.pt"
@@ -189,6 +202,7 @@ def test_edit_with_a_users_torchscript_generator(tmp_path, scene_file):
     assert [row["lambda"] for row in metrics["lambdas"]] == [0.0, 1.0] and metrics["chosen_lambda"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments, pattern", [
     (["--text", "a the of"], "no semantic word left"),
     (["--text", "a red circle", "--words", "star"], "'star' is not a word of 'a red circle'"),

@@ -83,6 +83,7 @@ def test_pretrained_tag_without_network_fails_fast(monkeypatch):
         ntlb.load_model("ViT-B-32", pretrained="openai")
 
 
+@pytest.mark.slow
 def test_prompt_training_inputs(capsys, tmp_path):
     from ntlb.world.datasets import export_classification
 
@@ -100,6 +101,7 @@ def test_prompt_training_inputs(capsys, tmp_path):
            r"--batch-size 0: use at least 1")
 
 
+@pytest.mark.slow
 def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys, tmp_path, monkeypatch):
     import ntlb.tasks.layout_generation as generation
 
@@ -123,6 +125,7 @@ def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys
     assert calls["n"] == 5  # steps 3 and 4 only, after the resume
 
 
+@pytest.mark.slow
 def test_convolutional_towers_get_gradcam_maps(capsys, tmp_path):
     """ConvNeXt (timm) towers, saved and loaded back through ntlb's loader: Grad-CAM on the last stage equals its
     formula; other explainers say what works."""
@@ -153,6 +156,7 @@ def test_convolutional_towers_get_gradcam_maps(capsys, tmp_path):
     assert "timm ConvNeXt" in note and "use method='gradcam'" in note
 
 
+@pytest.mark.slow
 def test_models_marks_what_works(capsys):
     from ntlb.models.support import support_of
 
@@ -170,6 +174,7 @@ def test_models_marks_what_works(capsys):
         assert support_of(name).works and load_random(name, torch.float32).last_conv_stage() is not None
 
 
+@pytest.mark.slow
 def test_outputs_say_what_the_model_is(tmp_path, capsys):
     noise = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(noise)
@@ -190,6 +195,7 @@ def test_outputs_say_what_the_model_is(tmp_path, capsys):
     assert json.loads((tmp_path / "l" / "metrics.json").read_text())["random_weights"] is True
 
 
+@pytest.mark.slow
 def test_json_records_the_settings_really_used_and_the_model_source(tmp_path, hf_dir):
     out = tmp_path / "g"
     assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--explainer", "gradcam", "--start-layer-image",
@@ -202,6 +208,7 @@ def test_json_records_the_settings_really_used_and_the_model_source(tmp_path, hf
     assert data["model"] == f"hf:{hf_dir}" and data["options"]["start_layer_text"] == 1
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_with_originals_legend_and_captioned_overlays(tmp_path):
     out = tmp_path / "e"
     assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--text", "a blue square", "--out",
@@ -218,6 +225,7 @@ def test_report_is_self_contained_with_originals_legend_and_captioned_overlays(t
         assert (strip < 100).any() and (strip > 250).mean() > 0.5  # dark text on white
 
 
+@pytest.mark.slow
 def test_rerun_into_the_same_folder_does_not_mix_runs(tmp_path):
     out = tmp_path / "e"
     assert main(["explain", str(EXAMPLE), "--text", "a red circle", "--text", "a blue square", "--out",
@@ -238,6 +246,7 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.slow
 def test_large_runs_get_paged_grids(tmp_path, monkeypatch):
     """A run with more pairs than a page holds lists every page (64 cells a page in whole rows; 2 here, so that
     2 images x 3 texts make two pages of one row each without drawing 72 overlays)."""
@@ -256,6 +265,7 @@ def test_large_runs_get_paged_grids(tmp_path, monkeypatch):
     assert all((tmp_path / name).is_file() for name in data["grids"])
 
 
+@pytest.mark.slow
 def test_plain_words_when_not_a_terminal_and_no_glyph_warnings(tmp_path, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -288,8 +298,27 @@ def test_every_option_has_help_with_its_default():
     assert seen > 60
 
 
-def test_the_example_layout_runs(tmp_path):
-    from ntlb.tasks.layouts import read_layout
+@pytest.mark.slow
+def test_the_example_layout_runs(tmp_path, capsys):
+    """The README's `ntlb layout generate --layout examples/layout.json --method masked` (2 steps, 1 view) writes the
+    image, the maps and metrics of the example's two boxes."""
+    from PIL import Image
 
-    layout = read_layout(ROOT / "examples" / "layout.json")
-    assert len(layout.boxes) == 2 and layout.labels() == ["red circle", "blue star"]
+    from ntlb.cli import main
+
+    example = ROOT / "examples" / "layout.json"
+    out = tmp_path / "m"
+    assert main(["layout", "generate", "--layout", str(example), "--method", "masked", "--steps", "2", "--views", "1",
+                 "--out", str(out)]) == 0
+    assert f"wrote {out}/image.png, maps.png, metrics.json" in capsys.readouterr().out
+    with Image.open(out / "image.png") as image:
+        assert image.size == (64, 64) and image.mode == "RGB"
+    with Image.open(out / "maps.png") as maps:
+        assert maps.width > 64
+    metrics = json.loads((out / "metrics.json").read_text())
+    boxes = [o["box"] for o in json.loads(example.read_text())["objects"]]
+    assert (metrics["method"], metrics["generator"], metrics["steps"]) == ("masked", "world-vqgan", 2)
+    assert [o["label"] for o in metrics["objects"]] == ["red circle", "blue star"]
+    assert [o["box"] for o in metrics["objects"]] == boxes
+    for key in ("precision", "recall", "f1", "cosine"):
+        assert metrics["mean"][key] == pytest.approx(sum(o[key] for o in metrics["objects"]) / 2)

@@ -1,6 +1,7 @@
 """Pictures: overlays sit on the part of the original the model saw; words are highlighted by relevance."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -50,6 +51,7 @@ def test_words_html_and_ansi():
     assert "\x1b[48;2;255;0;0m" in ansi and ansi.count("\x1b[0m") == 3
 
 
+@pytest.mark.slow
 def test_grid_figure(world_model, tmp_path):
     from conftest import EXAMPLE
 

@@ -35,6 +35,7 @@ def test_schedule_warms_up_then_decays():
     assert warmup_cosine(1, 50, 0.002, 1, 1e-5) == pytest.approx(0.002)
 
 
+@pytest.mark.slow
 def test_tiny_run_stops_and_resumes(tmp_path):
     gc.disable()  # what a stopped run leaves running must not wait for a garbage collection to end
     try:

@@ -1,4 +1,6 @@
-"""The `ntlb` command: thin sub-commands over library functions (each module registers its own)."""
+"""The `ntlb` command: thin sub-commands over library functions (each module registers its own). Building the parser
+imports neither torch nor open_clip (each command imports its library code when it runs), so `ntlb --help` is
+quick; `tests/test_cli.py` checks it."""
 
 from __future__ import annotations
 
@@ -8,12 +10,12 @@ import sys
 from ..errors import NtlbError
 from ..io import check_output
 from . import app, benchmark, explain, guidance, layout, prompt, world
-from .common import HelpFormatter
+from .common import CommandParser, HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntlb", description="CLIP explains its own similarity scores.",
-                                     formatter_class=HelpFormatter)
+    parser = CommandParser(prog="ntlb", description="CLIP explains its own similarity scores.",
+                           formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (explain, benchmark, prompt, layout, guidance, world, app):
         module.add_commands(commands)

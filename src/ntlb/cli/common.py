@@ -4,8 +4,78 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from ..models.adapter import ClipAdapter
+if TYPE_CHECKING:
+    from ..models.adapter import ClipAdapter
+
+
+class Choices:
+    """Choices read from the library when a command parses or shows its help, not when the parser is built: the
+    names come from registries that import torch, which `ntlb --help` does not need."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self._names = names
+
+    @cached_property
+    def names(self) -> list[str]:
+        return list(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def explainer_names() -> Choices:
+    """The registered explainers (`--method`, `--explainer`)."""
+
+    def names() -> list[str]:
+        from ..explain import available
+
+        return available()
+
+    return Choices(names)
+
+
+def logit_modes() -> Choices:
+    """The scores an explanation can explain (`--logit-mode`)."""
+
+    def names() -> list[str]:
+        from ..explain.relevance import LOGIT_MODES
+
+        return list(LOGIT_MODES)
+
+    return Choices(names)
+
+
+def generator_names() -> Choices:
+    """The registered image generators (`--generator`)."""
+
+    def names() -> list[str]:
+        from ..generators import GENERATORS
+
+        return GENERATORS.available()
+
+    return Choices(names)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """ntlb's parser (the sub-commands' too): an option with `Choices` keeps them unread while it is added
+    (argparse formats an option's choices once to check its metavar), so only the chosen command reads them."""
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        if not isinstance(kwargs.get("choices"), Choices) or kwargs.get("metavar") is not None:
+            return super().add_argument(*args, **kwargs)
+        action = super().add_argument(*args, metavar="NAME", **kwargs)
+        action.metavar = None  # help shows {a,b,...}, read from the library when the help is printed
+        return action
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -100,9 +170,7 @@ def read_lines(path: str, what: str) -> list[str]:
 
 def add_generator_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
     """The options that choose an image generator (shared by layout generation, editing, generation, blending)."""
-    from ..generators import GENERATORS
-
-    parser.add_argument("--generator", default=None, choices=GENERATORS.available(),
+    parser.add_argument("--generator", default=None, choices=generator_names(),
                         help="world-vqgan (bundled, trained on the world), vqgan (your taming VQGAN), module (your "
                              f"TorchScript generator), pixels (weights-free) ({default_help})")
     parser.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..errors import NtlbError
-from ..explain.relevance import LOGIT_MODES
 from .common import (
     add_command,
     add_image_size_argument,
     add_model_arguments,
     add_old_name,
+    explainer_names,
     load_adapter,
+    logit_modes,
     print_notes,
     read_lines,
 )
@@ -140,17 +141,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> None:
-    from ..explain import available
-
-    parser.add_argument("--explainer", default="chefer2021", choices=available(), help="explainer")
-    add_old_name(parser, "--method", "--explainer", choices=available())
+    parser.add_argument("--explainer", default="chefer2021", choices=explainer_names(), help="explainer")
+    add_old_name(parser, "--method", "--explainer", choices=explainer_names())
     parser.add_argument("--start-layer-image", type=int, default=None,
                         help="first image layer used: 0 = all layers, negative counts from the end, -1 = the last "
                              "layer only, as the authors' later notebook (default: the method's own: 0 for "
                              "chefer2021 and rollout, -2 for legrad)")
     parser.add_argument("--start-layer-text", type=int, default=None,
                         help="first text layer used (default: the method's own, 0 = all layers)")
-    parser.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES),
+    parser.add_argument("--logit-mode", default="scaled", choices=logit_modes(),
                         help="score explained: logit_scale x cosine (+ SigLIP's bias), the cosine, or SigLIP's "
                              "match probability sigmoid(s x cosine + b)")
     parser.add_argument("--surgery-templates", default=None,
@@ -200,7 +199,7 @@ def add_commands(commands) -> None:
     compare.add_argument("--explainers", default=None,
                          help="comma-separated explainers (default: all registered ones)")
     add_old_name(compare, "--methods", "--explainers")
-    compare.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES), help="score explained")
+    compare.add_argument("--logit-mode", default="scaled", choices=logit_modes(), help="score explained")
     compare.add_argument("--out", default="out/compare", help="output folder")
     add_model_arguments(compare)
     add_image_size_argument(compare)
@@ -237,15 +236,13 @@ def cmd_explain_pair(args: argparse.Namespace) -> int:
 
 
 def add_pair_command(commands) -> None:
-    from ..explain import available
-
     pair = add_command(commands, "explain-pair", "maps on both images of a CLIP image-image similarity",
                        "Explain the similarity of the first image with each of the others (retrieval, near "
                        "duplicates): a map on each image of each pair, pairs.png and pairs.json.")
     pair.add_argument("images", nargs="+", help="the query image, then the images to compare it with")
-    pair.add_argument("--explainer", default="chefer2021", choices=available(),
+    pair.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                       help="explainer: a gradient-attention method, or occlusion (model-agnostic baseline)")
-    add_old_name(pair, "--method", "--explainer", choices=available())
+    add_old_name(pair, "--method", "--explainer", choices=explainer_names())
     pair.add_argument("--start-layer-image", type=int, default=None,
                       help="first image layer used (default: the method's own)")
     pair.add_argument("--window", type=int, default=None, help="occlusion: window side in cells (default: 1)")
@@ -283,8 +280,6 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
 
 
 def add_dataset_command(commands) -> None:
-    from ..explain import available
-
     dataset = add_command(commands, "explain-dataset", "explain every image of a dataset (folder, list, WebDataset)",
                           "Maps of each image's top-k classes or of the given texts, written as safetensors shards "
                           "with an index; rerun to resume; under torchrun the processes share the shards.")
@@ -297,13 +292,13 @@ def add_dataset_command(commands) -> None:
                          help="prompt template (default: 'a photo of a {}.' for classes, '{}' for texts)")
     dataset.add_argument("--top-k", type=int, default=None,
                          help="explain each image's k best-scoring texts (default: 5 for classes, every --text)")
-    dataset.add_argument("--explainer", default="chefer2021", choices=available(), help="explainer")
-    add_old_name(dataset, "--method", "--explainer", choices=available())
+    dataset.add_argument("--explainer", default="chefer2021", choices=explainer_names(), help="explainer")
+    add_old_name(dataset, "--method", "--explainer", choices=explainer_names())
     dataset.add_argument("--start-layer-image", type=int, default=None,
                          help="first image layer used (default: the method's own)")
     dataset.add_argument("--start-layer-text", type=int, default=None,
                          help="first text layer used (default: the method's own)")
-    dataset.add_argument("--logit-mode", default="scaled", choices=list(LOGIT_MODES), help="score explained")
+    dataset.add_argument("--logit-mode", default="scaled", choices=logit_modes(), help="score explained")
     dataset.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     dataset.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")
     dataset.add_argument("--shard-size", type=int, default=1024, help="images per output shard (a .tar input: one "

@@ -10,6 +10,7 @@ from .common import (
     add_generator_arguments,
     add_model_arguments,
     add_old_name,
+    explainer_names,
     generator_options,
     load_adapter,
     print_notes,
@@ -106,15 +107,13 @@ def _common(parser: argparse.ArgumentParser, steps: int, lr: float) -> None:
 
 
 def _words(parser: argparse.ArgumentParser) -> None:
-    from ..explain import available
-
     parser.add_argument("--words", nargs="+", default=None,
                         help="the semantic words to keep relevant (default: the text's content words, spaCy's stop "
                              "words removed)")
     parser.add_argument("--word-score", default="paper", choices=["paper", "released", "mass"],
                         help="paper: max over a word's tokens, mean over words; released: the released code's "
                              "weighted token sum")
-    parser.add_argument("--explainer", default="chefer2021", choices=available(),
+    parser.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                         help="explainer of the word relevance (needs text relevance)")
 
 

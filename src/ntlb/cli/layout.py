@@ -10,6 +10,7 @@ from .common import (
     add_generator_arguments,
     add_model_arguments,
     add_old_name,
+    explainer_names,
     generator_options,
     load_adapter,
     print_notes,
@@ -64,8 +65,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands) -> None:
-    from ..explain import available
-
     layout = add_command(commands, "layout", "generate images from a box layout (paper Algorithm 1)",
                          "Objects placed in boxes through the explainability Dice loss.")
     sub = layout.add_subparsers(dest="layout_command", required=True)
@@ -82,7 +81,7 @@ def add_commands(commands) -> None:
     generate.add_argument("--loss", default="ntlb", choices=["ntlb", "masked", "masked+full"],
                           help="ntlb's Dice loss, or baseline (a) masked or (b) masked + full similarity")
     add_old_name(generate, "--method", "--loss", choices=["ntlb", "masked", "masked+full"])
-    generate.add_argument("--explainer", default="chefer2021", choices=available(),
+    generate.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                           help="explainer whose image maps the Dice loss reads (last layer, cosine score)")
     add_generator_arguments(generate, "default: world-vqgan for 64-pixel layouts with the bundled world model, "
                                       "else pixels")

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..io import check_output
-from .common import add_command, add_device_argument, add_model_arguments, load_adapter, print_notes
+from .common import (
+    add_command,
+    add_device_argument,
+    add_model_arguments,
+    explainer_names,
+    load_adapter,
+    print_notes,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -76,8 +83,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands) -> None:
-    from ..explain import available
-
     prompt = add_command(commands, "prompt", "few-shot prompt learning (CoOp) with the explainability loss",
                          "Learn prompts on K shots per class, evaluate them, explain them.")
     sub = prompt.add_subparsers(dest="prompt_command", required=True)
@@ -101,7 +106,7 @@ def add_commands(commands) -> None:
     train.add_argument("--expl-weight", type=float, default=0.1,
                        help="lambda of the explainability loss; 0 is CoOp (default 0.1: within 1 point of CoOp on "
                             "the world's shifted sets, where 1 costs up to 2.8; paper: 1 ViT-B/16, 3 others)")
-    train.add_argument("--explainer", default="chefer2021", choices=available(),
+    train.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                        help="explainer whose text relevance the loss reads")
     train.add_argument("--score", default="coop", choices=["coop", "paper", "mass"],
                        help="S(c): the released code's share of the relevance on the class name, or the paper's Eq. 2 "

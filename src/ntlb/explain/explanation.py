@@ -84,10 +84,11 @@ class Explanation:
 
     def image_map(self, b: int, t: int | None = None, size: tuple[int, int] | None = None,
                   normalize: bool = True) -> Tensor:
-        """The (h, w) patch map of a pair, upsampled to `size` (default: model input) and min-max scaled."""
+        """The (h, w) patch map of a pair, upsampled to `size` (default: model input) and min-max scaled, in the
+        explanation's own dtype."""
         if self.image is None:
             raise NtlbError(self.image_note or f"{self.method} gave no image maps for this model")
-        patch = self.image[self.key(b, t)].detach().float()
+        patch = self.image[self.key(b, t)].detach()
         out = upsample(patch, size or self.input_size)
         return minmax(out) if normalize else out
 

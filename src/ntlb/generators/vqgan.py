@@ -28,12 +28,17 @@ BUNDLED = {"world-vqgan": (BUNDLED_DIR / "configs" / "world-vqgan.yaml",
                            BUNDLED_DIR / "weights" / "world-vqgan.safetensors")}
 
 
-def _taming():
+VQGAN_EXTRA = "VQGAN generators (world-vqgan, vqgan) need taming-transformers: pip install 'ntlb[vqgan]'"
+
+
+def taming_modules() -> tuple[type, type, type]:
+    """taming's (Encoder, Decoder, VectorQuantizer), imported when a VQGAN is built: taming (with the
+    pytorch-lightning it declares) is the `vqgan` extra, not a core dependency."""
     try:
         from taming.modules.diffusionmodules.model import Decoder, Encoder
         from taming.modules.vqvae.quantize import VectorQuantizer
     except ImportError:
-        raise NtlbError("VQGAN generators need taming-transformers: pip install taming-transformers pyyaml") from None
+        raise NtlbError(VQGAN_EXTRA) from None
     return Encoder, Decoder, VectorQuantizer
 
 
@@ -45,7 +50,7 @@ def read_vqgan_config(path: str | Path) -> dict:
     try:
         import yaml
     except ImportError:
-        raise NtlbError("the vqgan generator needs pyyaml: pip install pyyaml") from None
+        raise NtlbError(VQGAN_EXTRA) from None
     try:
         params = yaml.safe_load(path.read_text())["model"]["params"]
         return {"embed_dim": int(params["embed_dim"]), "n_embed": int(params["n_embed"]),
@@ -100,7 +105,7 @@ class VQGAN(nn.Module):
 
     def __init__(self, params: dict, with_encoder: bool = True, beta: float = 0.25):
         super().__init__()
-        Encoder, Decoder, VectorQuantizer = _taming()
+        Encoder, Decoder, VectorQuantizer = taming_modules()
         ddconfig, embed_dim = params["ddconfig"], params["embed_dim"]
         self.params = params
         with contextlib.redirect_stdout(io.StringIO()):  # taming prints the latent shape

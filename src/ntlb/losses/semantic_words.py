@@ -22,6 +22,7 @@ from ..errors import NtlbError
 from ..explain.explanation import Explanation
 from ..explain.normalize import normalize_text
 from ..models.tokenizer import TokenizedTexts
+from .stop_words import STOP_WORDS
 
 WORD_SCORES = ("paper", "released", "mass")
 NEGLECT_THRESHOLD = 0.7  # relevance / max relevance below which a word is neglected (the authors' FuseDream notebook)
@@ -30,11 +31,6 @@ NEGLECT_THRESHOLD = 0.7  # relevance / max relevance below which a word is negle
 def content_words(text: str, tokens: TokenizedTexts | None = None, tokenizer=None) -> list[str]:
     """The words of `text` (as CLIP's tokenizer splits it) that are not stop words (spaCy's English list) nor
     punctuation: the semantic words when none are given."""
-    try:
-        from spacy.lang.en.stop_words import STOP_WORDS
-    except ImportError:
-        raise NtlbError("automatic semantic words need spaCy's stop-word list: pip install spacy, or give --words") \
-            from None
     if tokens is None:
         tokens = tokenizer(text)
     words = [w.text for w in tokens.words[0]]

@@ -66,7 +66,10 @@ def dataset_units(data: str | Path, shard_size: int) -> tuple[list[Unit], list[s
         raise NtlbError(f"--shard-size {shard_size}: use at least 1 image per shard")
     text = str(data)
     if text.endswith(".tar") or "{" in text:
-        from braceexpand import braceexpand
+        try:
+            from braceexpand import braceexpand
+        except ImportError:
+            raise NtlbError("WebDataset shards need the webdataset package: pip install 'ntlb[webdataset]'") from None
 
         urls = list(braceexpand(text))
         missing = [u for u in urls if "://" not in u and not Path(u).is_file()]

@@ -238,6 +238,50 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
     return results
 
 
+def word_grounding(adapter: ClipAdapter, count: int = 40, offset: int = 8 * 10**6, size: int = 64,
+                   layers: tuple[int, ...] = (-1,)) -> dict:
+    """Does a word score see a missing word? Each two-object scene's caption against the scene and against the same
+    scene with one word made false (a colour or a shape of one object changed): how often the score ranks the
+    matching picture higher, for the word scores of losses.semantic_words on the interactions' token rows, beside
+    CLIP's own score. Counts out of `count`."""
+    from dataclasses import replace
+
+    from ..losses.semantic_words import semantic_word_scores, word_token_masks
+    from ..world.scene import COLOURS, SHAPES
+
+    rng = np.random.default_rng(0)
+    right, wrong, texts, words = [], [], [], []
+    for i in range(count):
+        scene = random_scene(scene_seed("multi-test", offset + i), 2)
+        changed = i % 2
+        taken = {o.colour for o in scene.objects} if i % 4 < 2 else {o.shape for o in scene.objects}
+        obj = scene.objects[changed]
+        if i % 4 < 2:
+            obj = replace(obj, colour=str(rng.choice([c for c in COLOURS if c not in taken])))
+        else:
+            obj = replace(obj, shape=str(rng.choice([s for s in SHAPES if s not in taken])))
+        objects = list(scene.objects)
+        objects[changed] = obj
+        right.append(Image.fromarray(render(scene, size)[0]))
+        wrong.append(Image.fromarray(render(Scene(objects, scene.seed, scene.style), size)[0]))
+        caption = relate(scene, 0, 1, "and")
+        texts.append(caption.text)
+        words.append([w.text for w in caption.words if w.role in ("colour", "shape")])
+    results: dict = {"pairs": count}
+    for layer in layers:
+        explainer = create("interactions", start_layer_image=layer, start_layer_text=layer)
+        with torch.no_grad():
+            on_right = explainer(adapter, right, texts, pairs="diagonal")
+            on_wrong = explainer(adapter, wrong, texts, pairs="diagonal")
+        masks = word_token_masks(on_right.tokens, words)
+        entry = {variant: int((semantic_word_scores(on_right, masks, variant)
+                               > semantic_word_scores(on_wrong, masks, variant)).sum())
+                 for variant in ("paper", "mass")}
+        entry["clip"] = int((on_right.logits.diagonal() > on_wrong.logits.diagonal()).sum())
+        results[f"interactions (layer {layer})"] = entry
+    return results
+
+
 def word_pointing_table(results: dict) -> str:
     """Markdown: pointing of colour and shape words into their own object."""
     lines = ["| map | colour word ↑ | shape word ↑ |", "|---|---:|---:|"]

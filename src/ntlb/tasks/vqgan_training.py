@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..errors import NtlbError
-from ..generators.vqgan import VQGAN, vqgan_config_text
+from ..generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
 from ..io import save_figure_atomic, write_bytes_atomic, write_text_atomic
 from ..training import TrainingRun, read_checkpoint, warmup_cosine
 from ..world.datasets import WorldScenes
@@ -73,7 +73,10 @@ def weighted_l1(reconstruction: torch.Tensor, image: torch.Tensor, objects: torc
 
 
 def _discriminator():
-    from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
+    try:
+        from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
+    except ImportError:
+        raise NtlbError(VQGAN_EXTRA) from None
 
     return NLayerDiscriminator(input_nc=3, ndf=32, n_layers=2).apply(weights_init)
 
