@@ -3,6 +3,7 @@ CLIP with its trained weights (`world_model`); and helpers."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -115,3 +116,14 @@ def check_straight_through(generator, loss) -> None:
 
 def relative_error(fast: torch.Tensor, slow: torch.Tensor) -> float:
     return float((fast - slow).detach().abs().max() / slow.detach().abs().max())
+
+
+def one_line_error(capsys, arguments: list[str], pattern: str, code: int = 2) -> str:
+    """The command fails with `code` and one line on stderr (after any progress bar) that matches `pattern`."""
+    from ntlb.cli import main
+
+    capsys.readouterr()
+    assert main(arguments) == code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ntlb:")]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+    return lines[0]

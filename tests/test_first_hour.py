@@ -8,17 +8,9 @@ import re
 
 import pytest
 from conftest import EXAMPLE
+from conftest import one_line_error as _error
 
 from ntlb.cli import build_parser, main
-
-
-def _error(capsys, arguments: list[str], pattern: str, code: int = 2) -> str:
-    """The command fails with `code` and one line on stderr that matches `pattern`."""
-    capsys.readouterr()
-    assert main(arguments) == code
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ntlb:")]
-    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
-    return lines[0]
 
 
 def _commands_with_out(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

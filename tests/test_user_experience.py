@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLE, ROOT, load_random
+from conftest import one_line_error as _error
 from PIL import Image
 
 import ntlb
 from ntlb import NtlbError
 from ntlb.cli import build_parser, main
-
-
-def _error(capsys, arguments: list[str], pattern: str, code: int = 2) -> str:
-    """The command fails with `code` and one line on stderr (after any progress bar) that matches `pattern`."""
-    capsys.readouterr()
-    assert main(arguments) == code
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ntlb:")]
-    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
-    return lines[0]
 
 
 def test_devices_that_are_not_there(capsys, tmp_path):

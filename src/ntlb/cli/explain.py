@@ -156,7 +156,7 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
                         help="clip_surgery: file of prompt templates (one per line, {} for the class) whose empty-"
                              "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="interactions: points on the path from the reference (default 10, as the released code)")
+                        help="interactions: points on the path from the reference (default: 10, as the released code)")
     parser.add_argument("--rule", default=None, choices=["riemann", "gauss"],
                         help="interactions: the path integral's rule; riemann = the released code's (default), gauss "
                              "= Gauss-Legendre, complete to round-off")
@@ -186,7 +186,7 @@ def add_commands(commands) -> None:
                               "a {}.')")
     explain.add_argument("--box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
                          help="with --explainer interactions: print the words that the region x0 y0 x1 y1 (pixels of "
-                              "each image) matches")
+                              "each image) matches (default: no box)")
     add_model_arguments(explain)
     add_image_size_argument(explain)
     add_explain_options(explain, default_out="out/explain")
