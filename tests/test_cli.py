@@ -57,7 +57,7 @@ def test_help(command, capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and "usage: ntlb" in out
     if command == ["explain"]:  # choices read from the registry when the help is shown
-        assert "--method {" + ",".join(available()) + "}" in out
+        assert "--explainer {" + ",".join(available()) + "}" in out
 
 
 def test_help_imports_neither_torch_nor_open_clip():

@@ -8,7 +8,6 @@ import argparse
 import sys
 
 from ..errors import NtlbError
-from ..io import check_output
 from . import app, benchmark, explain, guidance, layout, prompt, world
 from .common import CommandParser, HelpFormatter
 
@@ -25,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_outputs(args: argparse.Namespace) -> None:
     """Every command's --out checked before any work: a folder, or a file where the command sets out_kind."""
     if getattr(args, "out", None):
+        from ..io import check_output
+
         check_output(args.out, getattr(args, "out_kind", "folder"))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..io import check_output
 from .common import (
     add_command,
     add_device_argument,
@@ -55,6 +54,7 @@ def _load_prompts(path: str, device: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from ..tasks.explaining import model_notes
     from ..tasks.prompt_training import evaluate_prompts
 
