@@ -47,12 +47,7 @@ class PieceTokenizer:
 
     def from_ids(self, ids: Tensor) -> TokenizedTexts:
         """Token strings, pooled positions and word spans of given token ids (T, context length)."""
-        if ids.ndim == 1:
-            ids = ids.unsqueeze(0)
-        ids = ids.long().cpu()
-        if ids.shape[1] != self.context_length:
-            raise NtlbError(f"token ids have length {ids.shape[1]} but this model reads all {self.context_length} "
-                            "positions: tokenise with the model's tokenizer")
+        ids = _full_length_ids(ids, self.context_length)
         if self.pool == "last":
             eot = torch.full((ids.shape[0],), self.context_length - 1, dtype=torch.long)
         else:
@@ -150,12 +145,7 @@ class IdsOnlyTokenizer:
 
     def from_ids(self, ids: Tensor) -> TokenizedTexts:
         """Pooled positions and one word per token, named by its id (the words are unknown without a tokenizer)."""
-        if ids.ndim == 1:
-            ids = ids.unsqueeze(0)
-        ids = ids.long().cpu()
-        if ids.shape[1] != self.context_length:
-            raise NtlbError(f"token ids have length {ids.shape[1]} but this model reads all {self.context_length} "
-                            "positions: tokenise with the model's tokenizer")
+        ids = _full_length_ids(ids, self.context_length)
         if int(ids.max()) >= self.vocab_size or int(ids.min()) < 0:
             raise NtlbError(f"token ids go up to {int(ids.max())} but the model's vocabulary has {self.vocab_size} "
                             "tokens: tokenise with the model's own tokenizer")
@@ -166,3 +156,14 @@ class IdsOnlyTokenizer:
         tokens = [[f"#{i}" for i in row[: end + 1]] for row, end in zip(ids.tolist(), eot.tolist())]
         words = [[Word(token, position, position + 1) for position, token in enumerate(row)] for row in tokens]
         return TokenizedTexts(ids, eot, tokens, words, fixed_length=True)
+
+
+def _full_length_ids(ids: Tensor, context_length: int) -> Tensor:
+    """(T, context length) long ids on the CPU, for towers that read every position; one-line error otherwise."""
+    if ids.ndim == 1:
+        ids = ids.unsqueeze(0)
+    ids = ids.long().cpu()
+    if ids.shape[1] != context_length:
+        raise NtlbError(f"token ids have length {ids.shape[1]} but this model reads all {context_length} "
+                        "positions: tokenise with the model's tokenizer")
+    return ids
