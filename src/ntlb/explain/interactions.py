@@ -187,8 +187,8 @@ class Interactions(Explainer):
         v = integrated_columns(image_head, x_image, image_reference, alphas, weights, image_chunk)  # (B, D, N)
         u = integrated_columns(text_head, x_text, text_reference, alphas, weights, text_chunk)  # (T, D, L)
         dtype = v.dtype
-        image_end = image_head(image_reference.expand_as(x_image), torch.arange(len(x_image)))
-        text_end = text_head(text_reference.expand_as(x_text), torch.arange(len(x_text)))
+        image_end = image_head(image_reference, torch.zeros(1, dtype=torch.long, device=x_image.device))  # (1, D)
+        text_end = text_head(text_reference.expand_as(x_text), torch.arange(len(x_text), device=x_text.device))
         image_features = batch.image.features.to(dtype)
         text_features = batch.text.features.to(dtype)
         columns = batch.columns.to(v.device)
