@@ -175,7 +175,8 @@ class Interactions(Explainer):
         """(B, K, L, 1 + h*w) interactions of the explained pairs and (B, K, 2) their sum with the score difference
         it must equal."""
         if batch.texts_as_features:
-            raise NtlbError("interactions need texts, not text features: pass strings or token ids")
+            raise NtlbError("interactions need texts, not text features (so no image-image pairs): pass strings or "
+                            "token ids, or use another explainer")
         adapter = batch.adapter
         alphas, weights = path_points(self.steps, self.rule)
         image_layer = self.keep_from(adapter, "image")
