@@ -156,17 +156,22 @@ def test_siglip_tokenizer_errors_and_offline_loading(open_clip_siglip, piece_dir
         ntlb.load_model(str(tmp_path / "no-tokenizer.json"))
 
 
+def _small_siglip_config(transformers):
+    """A 2-layer SiglipConfig at 32 px over a 64-piece vocabulary."""
+    return transformers.SiglipConfig(
+        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 24},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8})
+
+
 @pytest.mark.slow
 def test_hugging_face_siglip(tmp_path, piece_dir):
     """A transformers SiglipModel saved with its tokenizer and loaded back: features and logits are the model's,
     chefer2021 equals the reference."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.SiglipConfig(
-        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 24},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8})
+    config = _small_siglip_config(transformers)
     transformers.SiglipModel(config).save_pretrained(tmp_path)
     transformers.AutoTokenizer.from_pretrained(piece_dir).save_pretrained(tmp_path)
     adapter = ntlb.load_model(f"hf:{tmp_path}", dtype=torch.float64)
@@ -323,11 +328,7 @@ def test_siglip_without_its_tokenizer_reads_token_ids(open_clip_siglip, tmp_path
         ntlb.explain(bare, pixels, TEXTS)
     assert "\n" not in str(err.value)
     torch.manual_seed(0)
-    config = transformers.SiglipConfig(
-        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 24},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8})
+    config = _small_siglip_config(transformers)
     model = transformers.SiglipModel(config).double()
     with pytest.warns(UserWarning, match="texts must be token ids"):
         hf = ntlb.wrap(model)

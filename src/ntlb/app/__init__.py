@@ -28,12 +28,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the
 EXAMPLE_SEEDS = (7, 11, 23)
 
 
-def _no_grad():
-    import torch
-
-    return torch.no_grad()
-
-
 def _gradio():
     try:
         import gradio
@@ -120,16 +114,14 @@ class Pages:
             if len(lines) != 1:
                 raise NtlbError(f"{len(lines)} texts: this tab explains one text, write it on one line")
             out = Path(path).parent / "words"
-            explainer = create("interactions", steps=int(steps))
-            with _no_grad():
-                explanation = explainer(self.adapter, [path], lines)
-            data = explain_files(self.adapter, [path], lines, explainer, out)
+            kept = []
+            data = explain_files(self.adapter, [path], lines, create("interactions", steps=int(steps)), out, keep=kept)
         except NtlbError as error:
             raise self._fail(error) from None
         record = data["pairs"][0]
         gallery = [(str(out / record["overlay"]), f"{record['text']} (the whole text)")]
         gallery += [(str(out / entry["overlay"]), entry["word"]) for entry in record["word_maps"]]
-        state = {"explanation": explanation, "folder": str(out), "record": record}
+        state = {"explanation": kept[0], "folder": str(out), "record": record}
         return state, [entry["word"] for entry in record["word_maps"]], gallery
 
     def word_region(self, state: dict | None, word: str | None) -> str | None:

@@ -55,6 +55,39 @@ def logit_modes() -> Choices:
     return Choices(names)
 
 
+def word_scores() -> Choices:
+    """The semantic-word scores (`--word-score`)."""
+
+    def names() -> list[str]:
+        from ..losses.semantic_words import WORD_SCORES
+
+        return list(WORD_SCORES)
+
+    return Choices(names)
+
+
+def class_name_scores() -> Choices:
+    """The class-name scores of prompt learning (`--score`)."""
+
+    def names() -> list[str]:
+        from ..losses.class_name import SCORES
+
+        return list(SCORES)
+
+    return Choices(names)
+
+
+def interaction_rules() -> Choices:
+    """The path-integral rules of the interactions explainer (`--rule`)."""
+
+    def names() -> list[str]:
+        from ..explain.interactions import RULES
+
+        return list(RULES)
+
+    return Choices(names)
+
+
 def generator_names() -> Choices:
     """The registered image generators (`--generator`)."""
 

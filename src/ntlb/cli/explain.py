@@ -12,6 +12,7 @@ from .common import (
     add_model_arguments,
     add_old_name,
     explainer_names,
+    interaction_rules,
     load_adapter,
     logit_modes,
     print_notes,
@@ -157,7 +158,7 @@ def add_explain_options(parser: argparse.ArgumentParser, default_out: str) -> No
                              "prompt embedding is subtracted (default: open_clip's 80; the reference code uses 85)")
     parser.add_argument("--steps", type=int, default=None,
                         help="interactions: points on the path from the reference (default: 10, as the released code)")
-    parser.add_argument("--rule", default=None, choices=["riemann", "gauss"],
+    parser.add_argument("--rule", default=None, choices=interaction_rules(),
                         help="interactions: the path integral's rule; riemann = the released code's (default), gauss "
                              "= Gauss-Legendre, complete to round-off")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")

@@ -14,6 +14,7 @@ from .common import (
     generator_options,
     load_adapter,
     print_notes,
+    word_scores,
 )
 
 DEFAULT_GENERATOR = "default: world-vqgan with the bundled world model, else pixels (which cannot edit)"
@@ -110,7 +111,7 @@ def _words(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--words", nargs="+", default=None,
                         help="the semantic words to keep relevant (default: the text's content words, spaCy's stop "
                              "words removed)")
-    parser.add_argument("--word-score", default="paper", choices=["paper", "released", "mass"],
+    parser.add_argument("--word-score", default="paper", choices=word_scores(),
                         help="paper: max over a word's tokens, mean over words; released: the released code's "
                              "weighted token sum")
     parser.add_argument("--explainer", default="chefer2021", choices=explainer_names(),

@@ -9,6 +9,7 @@ from .common import (
     add_command,
     add_device_argument,
     add_model_arguments,
+    class_name_scores,
     explainer_names,
     load_adapter,
     print_notes,
@@ -108,7 +109,7 @@ def add_commands(commands) -> None:
                             "the world's shifted sets, where 1 costs up to 2.8; paper: 1 ViT-B/16, 3 others)")
     train.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                        help="explainer whose text relevance the loss reads")
-    train.add_argument("--score", default="coop", choices=["coop", "paper", "mass"],
+    train.add_argument("--score", default="coop", choices=class_name_scores(),
                        help="S(c): the released code's share of the relevance on the class name, or the paper's Eq. 2 "
                             "ratio (unbounded: with --reduction paper and lambda 3 it collapses accuracy, "
                             "docs/results-prompt-learning.md)")

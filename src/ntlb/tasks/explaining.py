@@ -75,12 +75,13 @@ def word_overlays(explanation: Explanation, b: int, t: int, stem: str) -> tuple[
 
 def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
                   out: str | Path, batch_size: int = 8, title: str | None = None,
-                  box: Sequence[float] | None = None) -> dict:
+                  box: Sequence[float] | None = None, keep: list[Explanation] | None = None) -> dict:
     """Explain every image with every text, in batches of images (each image encoded once for all texts), and
     write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Explainers with
     token x patch interactions also write one overlay per word, and with `box` (x0, y0, x1, y1 in each picture's
-    pixels) record how much each word interacts with the patches inside it. Files an earlier run wrote to `out`
-    are removed first. Returns what explanations.json holds."""
+    pixels) record how much each word interacts with the patches inside it. `keep`: a list that receives each
+    batch's Explanation (for callers that ask more of it). Files an earlier run wrote to `out` are removed first.
+    Returns what explanations.json holds."""
     if box is not None and not explainer.gives_interactions:
         raise NtlbError(f"--box needs the words of each region: use --explainer interactions, not {explainer.name}")
     if batch_size < 1:
@@ -98,6 +99,8 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
     for start, chunk in zip(range(0, len(images), batch_size), chunks):
         with torch.no_grad():
             explanation = explainer(adapter, chunk, tokens)
+        if keep is not None:
+            keep.append(explanation)
         notes += [n for n in (explanation.image_note, explanation.text_note) if n and n not in notes]
         for b, t in explanation.pair_indices():
             text = texts[explanation.text_index(b, t)]
