@@ -33,70 +33,46 @@ class Choices:
         return len(self.names)
 
 
-def explainer_names() -> Choices:
-    """The registered explainers (`--method`, `--explainer`)."""
+def _library_names(module: str, name: str) -> Choices:
+    """Choices read from `ntlb.<module>.<name>` (a sequence of names, or a registry) when first needed."""
 
     def names() -> list[str]:
-        from ..explain import available
+        from importlib import import_module
 
-        return available()
+        value = getattr(import_module(f"ntlb.{module}"), name)
+        return value.available() if hasattr(value, "available") else list(value)
 
     return Choices(names)
+
+
+def explainer_names() -> Choices:
+    """The registered explainers (`--explainer`)."""
+    return _library_names("explain.registry", "EXPLAINERS")
 
 
 def logit_modes() -> Choices:
     """The scores an explanation can explain (`--logit-mode`)."""
-
-    def names() -> list[str]:
-        from ..explain.relevance import LOGIT_MODES
-
-        return list(LOGIT_MODES)
-
-    return Choices(names)
+    return _library_names("explain.relevance", "LOGIT_MODES")
 
 
 def word_scores() -> Choices:
     """The semantic-word scores (`--word-score`)."""
-
-    def names() -> list[str]:
-        from ..losses.semantic_words import WORD_SCORES
-
-        return list(WORD_SCORES)
-
-    return Choices(names)
+    return _library_names("losses.semantic_words", "WORD_SCORES")
 
 
 def class_name_scores() -> Choices:
     """The class-name scores of prompt learning (`--score`)."""
-
-    def names() -> list[str]:
-        from ..losses.class_name import SCORES
-
-        return list(SCORES)
-
-    return Choices(names)
+    return _library_names("losses.class_name", "SCORES")
 
 
 def interaction_rules() -> Choices:
     """The path-integral rules of the interactions explainer (`--rule`)."""
-
-    def names() -> list[str]:
-        from ..explain.interactions import RULES
-
-        return list(RULES)
-
-    return Choices(names)
+    return _library_names("explain.interactions", "RULES")
 
 
 def generator_names() -> Choices:
     """The registered image generators (`--generator`)."""
-
-    def names() -> list[str]:
-        from ..generators import GENERATORS
-
-        return GENERATORS.available()
-
-    return Choices(names)
+    return _library_names("generators", "GENERATORS")
 
 
 class CommandParser(argparse.ArgumentParser):
