@@ -151,7 +151,8 @@ def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
     assert metrics["settings"]["steps"] == 2 and metrics["automatic"]
     assert Image.open(out / "edited.png").size == Image.open(scene_file).size
     assert (out / "compare.png").is_file() and (out / "snapshots" / "step_00002.png").is_file()
-    assert "generator: world-vqgan" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "generator: world-render" in output and "world detector: purple circle" in output
     assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
     assert "editing (8 lambda) already finished (2/2 steps done)" in capsys.readouterr().err  # a rerun reads it back
 

@@ -198,7 +198,7 @@ class Pages:
         return str(out / "image.png"), str(out / "maps.png"), metrics
 
     def _generator(self, seed: int):
-        """The model's default generator (world-vqgan for the bundled world model) at its size."""
+        """The model's default generator (world-render for the bundled world model) at its size."""
         return generator_for(self.adapter, seed=seed)[1]
 
     def edit(self, image, text: str, words: str, expl_weight: str, steps: float, seed: float):

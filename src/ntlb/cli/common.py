@@ -180,7 +180,8 @@ def read_lines(path: str, what: str) -> list[str]:
 def add_generator_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
     """The options that choose an image generator (shared by layout generation, editing, generation, blending)."""
     parser.add_argument("--generator", default=None, choices=generator_names(),
-                        help="world-vqgan (bundled, trained on the world), vqgan (your taming VQGAN), module (your "
+                        help="world-render (the world's renderer), world-vqgan (bundled, trained on the world), "
+                             "vqgan (your taming VQGAN), module (your "
                              f"TorchScript generator), pixels (weights-free) ({default_help})")
     parser.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")
     parser.add_argument("--vqgan-checkpoint", default=None,

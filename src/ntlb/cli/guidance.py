@@ -17,7 +17,7 @@ from .common import (
     word_scores,
 )
 
-DEFAULT_GENERATOR = "default: world-vqgan with the bundled world model, else pixels (which cannot edit)"
+DEFAULT_GENERATOR = "default: world-render with the bundled world model, else pixels (which cannot edit)"
 
 
 def _generator(args: argparse.Namespace, adapter):
@@ -42,6 +42,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from ..io import load_image
     from ..tasks.explaining import model_notes
     from ..tasks.text_guidance import EditConfig, edit
+    from ..world.detector import found_line
 
     config = EditConfig(steps=args.steps, lr=args.lr, l2=args.l2, identity_weight=args.identity_weight,
                         expl_weight=args.expl_weight, word_score=args.word_score, explainer=args.explainer,
@@ -51,6 +52,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     name, generator = _generator(args, adapter)
     print_notes(model_notes(adapter, [picture]) + [f"generator: {name}"])
     metrics = edit(adapter, generator, picture, args.text, args.out, config, args.words, args.neglected_only)
+    print_notes(metrics["notes"])
+    print(found_line(metrics["world_detector"]))
     scores = ", ".join(f"{row['lambda']:g}: {row['clip']:.2f}" for row in metrics["lambdas"])
     print(f"semantic words {metrics['semantic_words']}; CLIP score by lambda {scores}; chose lambda "
           f"{metrics['chosen_lambda']:g} (CLIP {metrics['before']['clip']:.2f} -> {metrics['after']['clip']:.2f}); "
@@ -61,6 +64,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..tasks.explaining import model_notes
     from ..tasks.text_guidance import GenerateConfig, generate_from_text
+    from ..world.detector import found_line
 
     config = GenerateConfig(method=args.guidance, steps=args.steps, lr=args.lr, views=args.views,
                             expl_weight=args.expl_weight, candidates=args.candidates, word_score=args.word_score,
@@ -70,6 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     name, generator = _generator(args, adapter)
     print_notes(model_notes(adapter) + [f"generator: {name}"])
     metrics = generate_from_text(adapter, generator, args.text, args.out, config, args.words)
+    print(found_line(metrics["world_detector"]))
     words = " ".join(f"{w}({r:.2f})" for w, r in metrics["after"]["words"])
     print(f"CLIP {metrics['before']['clip']:.2f} -> {metrics['after']['clip']:.2f}; words after: {words}; wrote "
           f"{args.out}/image.png, metrics.json")
@@ -88,6 +93,10 @@ def cmd_blend(args: argparse.Namespace) -> int:
     name, generator = _generator(args, adapter)
     print_notes([f"generator: {name}"])
     metrics = blend(adapter, generator, sources, target, args.out, config)
+    print_notes(metrics["notes"])
+    found = metrics["world_detector"]
+    print(f"world detector: target {', '.join(found['target']) or 'nothing'}; results: "
+          + "; ".join(f"{i + 1}: {', '.join(labels) or 'nothing'}" for i, labels in enumerate(found["results"])))
     before = sum(metrics["cos_to_target_before"]) / len(sources)
     after = sum(metrics["cos_to_target_after"]) / len(sources)
     print(f"cosine to the target {before:.3f} -> {after:.3f} over {len(sources)} sources; wrote {args.out}/blend.png, "

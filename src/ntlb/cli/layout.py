@@ -52,6 +52,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          None if detector == "none" else detector, detector_options, init_image=init_image)
     mean = metrics["mean"]
     found = f", {len(metrics['detections'])} detections" if "detections" in metrics else ""
+    if "detections" in metrics:
+        print("detector: " + ", ".join(f"{o['label']} {'found in its box' if o['found'] else 'MISSING'}"
+                                       for o in metrics["objects"]))
     print(f"precision {mean['precision']:.3f} recall {mean['recall']:.3f} F1 {mean['f1']:.3f} "
           f"cosine {mean['cosine']:.3f}{found}; wrote {args.out}/image.png, maps.png, metrics.json")
     return 0
@@ -83,11 +86,11 @@ def add_commands(commands) -> None:
     add_old_name(generate, "--method", "--loss", choices=["ntlb", "masked", "masked+full"])
     generate.add_argument("--explainer", default="chefer2021", choices=explainer_names(),
                           help="explainer whose image maps the Dice loss reads (last layer, cosine score)")
-    add_generator_arguments(generate, "default: world-vqgan for 64-pixel layouts with the bundled world model, "
+    add_generator_arguments(generate, "default: world-render for 64-pixel layouts with the bundled world model, "
                                       "else pixels")
     generate.add_argument("--init-image", default=None,
-                          help="start from this picture's encoding (generators with an encoder: world-vqgan, vqgan) "
-                               "(default: a random latent)")
+                          help="start from this picture's encoding (generators with an encoder: world-render, "
+                               "world-vqgan, vqgan) (default: a random latent)")
     generate.add_argument("--decay", type=float, default=1.0,
                           help="spectrum decay of the pixels generator: higher gives smoother, flatter colours "
                                "(1.5 suits the world's 64-pixel scenes)")

@@ -2,6 +2,7 @@
 in the generator's own parameters (its `latent`); a generator with an encoder also has `encode(image) -> latent`.
 By name: `create_generator("world-vqgan", size=(64, 64), seed=0, init_image=None)`.
 
+"world-render" is the world's own renderer made differentiable (object slots with sampled colours and shapes);
 "pixels" is weights-free (a decorrelated Fourier image); "vqgan" decodes a learned latent with a user's taming
 VQGAN; "world-vqgan" is the VQGAN bundled with ntlb, trained on its world; a user's own `nn.Module` plugs in
 with `ModuleGenerator(module, latent, encoder=None)`, or by name through `GENERATORS.register("name")`.
@@ -34,6 +35,7 @@ def create_generator(name: str, size: tuple[int, int], seed: int = 0, init_image
     """A generator by name ("pixels", "vqgan" with config= and checkpoint=, "world-vqgan", or one registered by a
     user); with `init_image` (PIL or tensor) its latent starts from the picture's encoding."""
     generator = GENERATORS.create(name, size=size, seed=seed, **options)
+    generator.name = name  # the name it was made by ("world-vqgan" is a VQGANImage), for notes and records
     if init_image is not None:
         if not callable(getattr(generator, "encode", None)):
             raise NtlbError(f"generator '{name}' has no encoder, so it cannot start from an image: use world-vqgan "
@@ -46,5 +48,7 @@ def create_generator(name: str, size: tuple[int, int], seed: int = 0, init_image
 from .module import ModuleGenerator  # noqa: E402
 from .pixels import FourierImage  # noqa: E402  (registers "pixels")
 from .vqgan import VQGANImage  # noqa: E402  (registers "vqgan", "world-vqgan"; taming is imported when built)
+from .world_render import WorldRender  # noqa: E402  (registers "world-render")
 
-__all__ = ["GENERATORS", "FourierImage", "ModuleGenerator", "VQGANImage", "create_generator", "picture_tensor"]
+__all__ = ["GENERATORS", "FourierImage", "ModuleGenerator", "VQGANImage", "WorldRender", "create_generator",
+           "picture_tensor"]

@@ -39,13 +39,15 @@ def box_weights(area_ratios: list[float] | Tensor, scale: float = 0.15) -> Tenso
 
 
 def layout_loss(explanation: Explanation, masks: Tensor, weights: Tensor, variant: str = "paper",
-                threshold: float = 0.1, temperature: float = 20.0) -> tuple[Tensor, dict[str, float]]:
+                threshold: float = 0.1, temperature: float = 20.0,
+                per_view: bool = False) -> tuple[Tensor, dict[str, float]]:
     """Algorithm 1's loss for n views x k texts: -sum_j lambda_j Dice_j - sum_j CLIP(view, t_j), both averaged
     over the views; the maps (upsampled to the masks) and scores come from any explainer's differentiable
     explanation of every view with every text (pairs="all"), masks (n, k, H, W), weights (k,)."""
     explanation.require("the layout loss", image=True, all_pairs=True)
     maps = upsample(explanation.image, tuple(masks.shape[-2:]))
-    dices = dice(soft_relevance_mask(maps, threshold, temperature), masks, variant).mean(dim=0)  # (k,)
-    similarity = explanation.logits.mean(dim=0)
-    loss = -(weights.to(dices) * dices).sum() - similarity.sum()
-    return loss, {"dice": float(dices.mean().detach()), "similarity": float(similarity.mean().detach())}
+    dices = dice(soft_relevance_mask(maps, threshold, temperature), masks, variant)  # (n, k)
+    similarity = explanation.logits
+    loss = -(weights.to(dices) * dices).sum(dim=1) - similarity.sum(dim=1)  # (n,)
+    parts = {"dice": float(dices.mean().detach()), "similarity": float(similarity.mean().detach())}
+    return (loss if per_view else loss.mean()), parts

@@ -20,10 +20,35 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from ..generators import picture_tensor
-from ..io import save_image_atomic, write_bytes_atomic, write_json_atomic
+from ..io import write_bytes_atomic, write_json_atomic
 from ..models.adapter import ClipAdapter
 from .latent_optimisation import optimise, to_picture
-from .text_guidance import _features, _latent_generator, start_latent
+from .text_guidance import _features, _latent_generator, start_latent, world_picture_notes
+
+
+def _detected(image: Tensor) -> list[str]:
+    """The labels the exact world detector finds in an image (3, H, W) in [0, 1]."""
+    from ..world.detector import WorldDetector
+
+    return [d.label for d in WorldDetector()(image)]
+
+
+def blend_figure(sources: list, target, results: Tensor, found: dict, path: str | Path) -> None:
+    """blend.png: one labelled row per source (the source, then its result, at the source's aspect), the target
+    in the last row; each caption says what the world detector finds."""
+    from ..viz.grid import picture_grid
+
+    def shown(picture, like) -> Image.Image:
+        picture = picture if isinstance(picture, Image.Image) else to_picture(picture[None] if picture.ndim == 3
+                                                                              else picture)
+        return picture.resize(like.size if isinstance(like, Image.Image) else picture.size, Image.BICUBIC)
+
+    cells = []
+    for index, (source, result) in enumerate(zip(sources, results)):
+        cells.append((shown(source, source), f"source {index + 1}\nfinds: {', '.join(found['sources'][index]) or '-'}"))
+        cells.append((shown(result, source), f"result {index + 1}\nfinds: {', '.join(found['results'][index]) or '-'}"))
+    cells.append((shown(target, target), f"target\nfinds: {', '.join(found['target']) or '-'}"))
+    picture_grid(cells, 2, path, title="essence transfer: each source (left) and its result (right)")
 
 
 @dataclass
@@ -58,6 +83,15 @@ class ShiftedLatents(nn.Module):
     def forward(self) -> Tensor:
         return self.generator.image_of(self.sources + self.direction)
 
+    @property
+    def log_prob(self) -> Tensor | None:
+        """The log-probabilities of a sampling generator's last pictures (None for the others)."""
+        return getattr(self.generator, "log_prob", None)
+
+    @property
+    def samples(self) -> int:
+        return getattr(self.generator, "samples", 1)
+
 
 def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image | Tensor], target: Image.Image | Tensor,
           out: str | Path, config: BlendConfig, progress: bool = True) -> dict:
@@ -67,6 +101,7 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
     _latent_generator(generator, "essence transfer")
     if not sources:
         raise NtlbError("no source images: give at least one SOURCE")
+    notes = world_picture_notes(generator, [*sources, target])
     out = Path(out)
     size = tuple(generator.size)
     dtype = next(generator.parameters()).dtype
@@ -81,23 +116,21 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         features = F.normalize(_features(adapter, images), dim=-1)
         transfer = 1 - (features @ goal.T)[:, 0]
-        keep = 1 - (features * own).sum(dim=-1)
-        shifts = F.normalize(features - own, dim=-1)
+        source = own.repeat_interleave(len(images) // len(own), dim=0)  # a sampling generator: k per source
+        keep = 1 - (features * source).sum(dim=-1)
+        shifts = F.normalize(features - source, dim=-1)
         pairs = shifts @ shifts.T
         count = len(images)
-        consistency = (1 - pairs).sum() / max(count * (count - 1), 1)
-        total = (transfer.mean() + config.consistency * consistency + config.identity * keep.mean()
-                 + config.l2 * shifted.direction.pow(2).sum())
+        consistency = (1 - pairs).sum(dim=1) / max(count - 1, 1)  # each picture's disagreement with the others
+        total = (transfer + config.consistency * consistency + config.identity * keep
+                 + config.l2 * shifted.direction.pow(2).sum()) / len(own)  # summed: the means over sources
         return total, {"transfer": float(transfer.detach().mean()), "identity": float(keep.detach().mean())}
 
     images, _ = optimise(shifted, loss, out, "blend", {**asdict(config), "sources": len(sources)}, config.steps,
                          config.lr, config.seed, config.snapshot_every, desc="essence transfer", progress=progress)
-    target_picture = to_picture(picture_tensor(target, size))
-    figure = Image.new("RGB", (size[1] * (len(sources) + 1), size[0] * 2), "white")
-    figure.paste(to_picture(starts), (0, 0))
-    figure.paste(to_picture(images), (0, size[0]))
-    figure.paste(target_picture, (size[1] * len(sources), size[0] // 2))
-    save_image_atomic(out / "blend.png", figure)
+    found = {"target": _detected(picture_tensor(target, size)[0]), "sources": [_detected(s) for s in starts],
+             "results": [_detected(r) for r in images]}
+    blend_figure(sources, target, images, found, out / "blend.png")
     buffer = io.BytesIO()
     torch.save({"direction": shifted.direction.detach().cpu()}, buffer)
     write_bytes_atomic(out / "direction.pt", buffer.getvalue())
@@ -106,6 +139,6 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
     metrics = {"sources": len(sources), "cos_to_target_before": (own @ goal.T)[:, 0].tolist(),
                "cos_to_target_after": (after @ goal.T)[:, 0].tolist(),
                "cos_to_source_after": (after * own).sum(dim=-1).tolist(), "settings": asdict(config),
-               "model": adapter.name}
+               "model": adapter.name, "world_detector": found, "notes": notes}
     write_json_atomic(out / "metrics.json", metrics)
     return {**metrics, "images": images.detach(), "starts": starts}

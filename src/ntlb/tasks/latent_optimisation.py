@@ -19,11 +19,11 @@ Loss = Callable[[Tensor, int], tuple[Tensor, dict]]
 
 
 def default_generator(adapter, size: tuple[int, int]) -> str:
-    """world-vqgan for the bundled world model at 64 pixels (the world's own generator), else pixels."""
+    """world-render for the bundled world model at 64 pixels (the world's own renderer), else pixels."""
     from ..models.loading import DEFAULT_MODEL
 
     bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
-    return "world-vqgan" if bundled and tuple(size) == (64, 64) else "pixels"
+    return "world-render" if bundled and tuple(size) == (64, 64) else "pixels"
 
 
 def generator_for(adapter, name: str | None = None, size: tuple[int, int] | None = None, seed: int = 0,
@@ -60,11 +60,31 @@ def trainable_state(module: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
 
 
+def surrogate(generator: nn.Module, value: Tensor) -> tuple[Tensor, float]:
+    """(what the step differentiates, the loss to record) of a loss value: a scalar as it is, per-picture values
+    (N,) summed; for a generator that samples (it exposes `log_prob` (N,) of its last `samples` pictures per latent)
+    the mean over each latent's samples plus the score-function (REINFORCE) term, each sample's loss less the mean
+    of the latent's other samples (a leave-one-out baseline) times its log-probability, summed over latents."""
+    log_prob = getattr(generator, "log_prob", None)
+    if log_prob is None:
+        return value.sum(), float(value.detach().sum())
+    if value.ndim != 1 or value.numel() != log_prob.numel():
+        from ..errors import NtlbError
+
+        raise NtlbError(f"a sampling generator needs the loss of each of its {log_prob.numel()} pictures, got shape "
+                        f"{tuple(value.shape)}")
+    values = value.reshape(-1, generator.samples)
+    baseline = (values.sum(dim=1, keepdim=True) - values) / (values.shape[1] - 1)
+    score = (values - baseline).detach() * log_prob.reshape(values.shape)
+    return (values + score).mean(dim=1).sum(), float(values.detach().mean(dim=1).sum())
+
+
 def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, settings: dict, steps: int, lr: float,
              seed: int, snapshot_every: int, schedule: Callable[[int], float] | None = None, desc: str | None = None,
              progress: bool = True) -> tuple[Tensor, list[dict]]:
     """Minimise `loss(generator(), step)` -> (value, parts) over the generator's trainable parameters; resumes
-    from out/checkpoint.pt (refusing other settings). Returns the final images and the per-step history."""
+    from out/checkpoint.pt (refusing other settings). `value` is a scalar, or one loss per picture (what a sampling
+    generator needs: `surrogate`). Returns the final images and the per-step history."""
     out = Path(out)
     device = next(generator.parameters()).device
     optimizer = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr)
@@ -82,10 +102,11 @@ def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, setti
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(step)
             value, parts = loss(generator(), step)
+            objective, recorded = surrogate(generator, value)
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            objective.backward()
             optimizer.step()
-            history.append({"loss": float(value.detach()), **parts})
+            history.append({"loss": recorded, **parts})
             run.report(history[-1])
             done = step + 1
             if done % snapshot_every == 0 or done == steps:

@@ -84,25 +84,29 @@ def augmenter(size: tuple[int, int], masks: bool = True) -> nn.Module:
 
 def step_loss(adapter: ClipAdapter, explainer: Explainer, image: Tensor, masks: Tensor, features: Tensor,
               weights: Tensor, config: LayoutConfig, augment: nn.Module) -> tuple[Tensor, dict]:
-    """The loss of one step for the configured method, on `config.views` augmented views."""
-    views, view_masks = augment(image.expand(config.views, -1, -1, -1), masks[None].expand(config.views, -1, -1, -1))
+    """The loss of one step for the configured method, on `config.views` augmented views of one image; of a
+    sampling generator's pictures (N > 1), one view of each and one loss per picture (N,)."""
+    sampled = image.shape[0] > 1
+    count = image.shape[0] if sampled else config.views
+    views, view_masks = augment(image.expand(count, -1, -1, -1), masks[None].expand(count, -1, -1, -1))
     if config.method == "ntlb":
         explanation = explainer(adapter, adapter.normalize(views), TextFeatures(features))
-        return layout_loss(explanation, view_masks, weights, config.dice, config.threshold, config.temperature)
+        return layout_loss(explanation, view_masks, weights, config.dice, config.threshold, config.temperature,
+                           per_view=sampled)
     k = masks.shape[0]
     masked = (views[:, None] * view_masks[:, :, None]).flatten(0, 1)  # (views * k, 3, H, W): outside blacked out
     batch = torch.cat([masked, views]) if config.method == "masked+full" else masked  # one encoding per step
     scores = clip_scores(adapter.encode_image(adapter.normalize(batch)).features, features, adapter.logit_scale,
                          "cosine")
-    pair = scores[: config.views * k].reshape(config.views, k, k)
-    masked_scores = pair.diagonal(dim1=1, dim2=2).mean(dim=0)  # CLIP(image * m_j, t_j)
-    loss = -masked_scores.sum()
+    pair = scores[: count * k].reshape(count, k, k)
+    masked_scores = pair.diagonal(dim1=1, dim2=2)  # (views, k): CLIP(image * m_j, t_j)
+    loss = -masked_scores.sum(dim=1)
     parts = {"masked_similarity": float(masked_scores.mean().detach())}
     if config.method == "masked+full":
-        full = scores[config.views * k :].mean(dim=0)
-        loss = loss - full.sum()
+        full = scores[count * k :]
+        loss = loss - full.sum(dim=1)
         parts["similarity"] = float(full.mean().detach())
-    return loss, parts
+    return (loss if sampled else loss.mean()), parts
 
 
 def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: str | Path,
@@ -135,7 +139,7 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     with a detector, its detections too (AP and AR need many images: `ntlb.metrics.detection.detection_scores`).
     The evaluation explainer is fixed, whichever explainer drove the generation."""
     from ..explain.normalize import upsample
-    from ..metrics.boxes import otsu_box_scores
+    from ..metrics.boxes import box_iou, otsu_box_scores
 
     features = text_features(adapter, layout.texts).to(adapter.dtype)
     explainer = create("chefer2021", start_layer_image=-1, logit_mode="cosine")  # the paper's evaluation maps
@@ -153,6 +157,9 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     result = {"objects": objects, "mean": summary, "maps": maps}
     if detector is not None:
         result["detections"] = [{"box": list(d.box), "label": d.label, "score": d.score} for d in detector(image[0])]
+        for row in objects:  # each object of the layout: found in its box (IoU >= 0.5) or missing
+            row["found"] = any(d["label"] == row["label"] and box_iou(d["box"], row["box"]) >= 0.5
+                               for d in result["detections"])
     return result
 
 
@@ -169,6 +176,11 @@ def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: La
     generator_options = generator_options or {}
     module = create_generator(generator, (layout.height, layout.width), seed=config.seed, init_image=init_image,
                               **generator_options).to(adapter.device)
+    if len(layout.boxes) > getattr(module, "slots", len(layout.boxes)):
+        raise NtlbError(f"the layout has {len(layout.boxes)} boxes but {generator} draws at most {module.slots} "
+                        "objects: give fewer boxes, or slots= as many as boxes")
+    for text in layout.texts if hasattr(module, "check_text") else ():
+        module.check_text(text)
     found = create_detector(detector, **(detector_options or {})) if detector else None
     out = Path(out)
     image = generate(adapter, layout, module, out, config, progress)

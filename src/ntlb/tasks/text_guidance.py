@@ -31,6 +31,7 @@ from ..io import save_image_atomic, write_json_atomic
 from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
+from ..world.detector import found_objects
 from .latent_optimisation import optimise, styleclip_lr, to_picture
 
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
@@ -161,10 +162,28 @@ def start_latent(generator: nn.Module, image: Tensor, invert_steps: int) -> Tens
         return invert(generator, image, invert_steps)
 
 
+def world_picture_notes(generator: nn.Module, pictures: list) -> list[str]:
+    """A note for each picture given to a world generator (world-render, world-vqgan) that is not a world scene:
+    it will be read as one (world-render's encoder refuses it with an error of its own)."""
+    from ..world.detector import looks_like_world_scene
+
+    name = getattr(generator, "name", "") or ""
+    if not name.startswith("world"):
+        return []
+    outside = [i for i, p in enumerate(pictures) if isinstance(p, Image.Image) and not looks_like_world_scene(p)]
+    return [f"picture {i + 1} ({pictures[i].width}x{pictures[i].height}) is not a scene of ntlb's world: {name} "
+            f"redraws it as {generator.size[1]}x{generator.size[0]} coloured shapes" for i in outside]
+
+
+def per_picture(values: Tensor, count: int) -> Tensor:
+    """Per-latent values (B,) repeated for the `count` pictures a generator draws (count / B per latent)."""
+    return values.repeat_interleave(count // values.shape[0]) if values.ndim else values
+
+
 def _latent_generator(generator: nn.Module, purpose: str) -> None:
     if not isinstance(getattr(generator, "latent", None), nn.Parameter) or not hasattr(generator, "image_of"):
-        raise NtlbError(f"{purpose} needs a generator with a latent (world-vqgan, vqgan or a module); the pixels "
-                        "generator has none")
+        raise NtlbError(f"{purpose} needs a generator with a latent (world-render, world-vqgan, vqgan or a "
+                        "module); the pixels generator has none")
 
 
 def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tensor, text: str, out: str | Path,
@@ -177,6 +196,9 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     from ..viz.words import words_panel
 
     _latent_generator(generator, "editing")
+    if hasattr(generator, "check_text"):
+        generator.check_text(text)  # a colour or shape the world does not draw: one line, before anything runs
+    notes = world_picture_notes(generator, [picture])
     out = Path(out)
     size = tuple(generator.size)
     original = picture_tensor(picture, size).to(adapter.device, next(generator.parameters()).dtype)
@@ -185,6 +207,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     masks = word_token_masks(tokens, [chosen])
     lambdas = torch.tensor(config.lambdas(), device=adapter.device)
     z0 = start_latent(generator, original, config.invert_steps)
+    slots = generator.pin_for_edit(z0, text) if hasattr(generator, "pin_for_edit") else None
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
     explainer = word_explainer(config.explainer, "scaled")
     with torch.no_grad():
@@ -195,13 +218,15 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         clip = explanation.logits[:, 0]
         score = semantic_word_scores(explanation, masks, config.word_score)[:, 0]
-        total = (1 - clip / adapter.logit_scale) - lambdas * score  # 1 - cos, StyleCLIP's 1 - CLIP / 100
-        total = total + config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
+        total = (1 - clip / adapter.logit_scale) - per_picture(lambdas, len(images)) * score  # 1 - cos
+        keep = generator.keep_cost(generator.latent, z0) if hasattr(generator, "keep_cost") else \
+            config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)  # the generator's own, or l2
+        total = total + per_picture(keep, len(images))
         if config.identity_weight:
             similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \
                 identity(images, original)
             total = total + config.identity_weight * (1 - similar)
-        return total.sum(), {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
+        return total, {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
 
     settings = {**asdict(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
@@ -212,12 +237,15 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     best = max(range(len(lambdas)), key=lambda i: after[i]["clip"]) if config.expl_weight is None else len(lambdas) - 1
     edited = to_picture(images[best : best + 1])
     target_size = picture.size if isinstance(picture, Image.Image) else (size[1], size[0])
+    found = [found_objects(image, text) for image in (images[0], images[best])]
+    panels = [("input", original[0], before, ""), ("lambda = 0", images[0], after[0], _found_short(found[0])),
+              (f"ntlb, lambda = {float(lambdas[best]):g}", images[best], after[best], _found_short(found[1]))]
+    words_panel([(to_picture(image[None]).resize(target_size, Image.BICUBIC),
+                  f"{title}: CLIP {report['clip']:.1f}{mark}", report["words"])
+                 for title, image, report, mark in panels], out / "compare.png")
     save_image_atomic(out / "edited.png", edited.resize(target_size, Image.BICUBIC))
-    panels = [("input", original[0], before), ("lambda = 0", images[0], after[0]),
-              (f"ntlb, lambda = {float(lambdas[best]):g}", images[best], after[best])]
-    words_panel([(to_picture(image[None]), f"{title}: CLIP {report['clip']:.1f}", report["words"])
-                 for title, image, report in panels], out / "compare.png")
-    metrics = {"text": text, "semantic_words": chosen, "word_score": config.word_score,
+    metrics = {"text": text, "semantic_words": chosen, "word_score": config.word_score, "world_detector": found[1],
+               "world_detector_lambda_0": found[0], "slots": slots, "notes": notes,
                "chosen_lambda": float(lambdas[best]), "automatic": config.expl_weight is None,
                "before": before, "after": after[best],
                "lambdas": [{"lambda": float(value), **report} for value, report in zip(lambdas.tolist(), after)],
@@ -236,6 +264,8 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     from .layout_generation import augmenter
 
     _latent_generator(generator, "text-to-image guidance")
+    if hasattr(generator, "check_text"):
+        generator.check_text(text)
     out = Path(out)
     tokens = prepare_texts(adapter, [text])
     chosen = semantic_words(adapter, text, words)
@@ -252,9 +282,10 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     augment = augmenter(tuple(generator.size), masks=False)
 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
-        views = augment(images.expand(config.views, -1, -1, -1))
+        count = config.views if len(images) == 1 else 1  # a sampling generator's pictures are its views
+        views = augment(images.repeat_interleave(count, dim=0))
         cosine, score = guidance(explainer(adapter, ImageFeatures(_features(adapter, views)), tokens))
-        total = -cosine.mean() - weight * score.mean()
+        total = (-cosine - weight * score).reshape(len(images), count).mean(dim=1)
         return total, {"cosine": float(cosine.detach().mean()), "words": float(score.detach().mean())}
 
     with torch.no_grad():
@@ -264,9 +295,18 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     save_image_atomic(out / "image.png", to_picture(images))
     before, after = word_report(adapter, torch.cat([start, images]), text, config.explainer)
     metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after,
+               "world_detector": found_objects(images[0], text),
                "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights}
     write_json_atomic(out / "metrics.json", metrics)
     return {**metrics, "images": images.detach()}
+
+
+def _found_short(report: dict) -> str:
+    """ "; found: red circle; missing: green square" for a picture's title ("" where no world object is asked)."""
+    found = [r["object"] for r in report["objects"] if r["found"]]
+    missing = [r["object"] for r in report["objects"] if not r["found"]]
+    return "".join(f"; {kind}: {', '.join(names)}" for kind, names in (("found", found), ("missing", missing))
+                   if names)
 
 
 def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer, tokens, guidance, weight: float,

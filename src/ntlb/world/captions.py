@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import Scene, SceneObject
+from ..errors import NtlbError
+from .scene import COLOURS, SHAPES, SIZES, Scene, SceneObject
 
 CONTENT_ROLES = ("colour", "shape", "size")
 
@@ -83,3 +85,53 @@ def random_caption(scene: Scene, rng: np.random.Generator) -> Caption:
         return describe(scene, int(rng.integers(count)), ("plain", "photo", "picture")[rng.integers(3)])
     first, second = (int(v) for v in rng.choice(count, size=2, replace=False))
     return relate(scene, first, second, ("and", "left", "above")[rng.integers(3)])
+
+
+# colour and shape words a user may write that the world does not draw (a text with one cannot be rendered)
+OTHER_COLOURS = ("black", "white", "grey", "gray", "brown", "magenta", "violet", "teal", "gold", "golden", "silver",
+                 "beige", "maroon", "navy", "lime", "turquoise", "indigo", "crimson", "olive", "tan")
+OTHER_SHAPES = ("hexagon", "pentagon", "octagon", "heart", "rectangle", "oval", "ellipse", "moon", "crescent",
+                "arrow", "ring", "trapezoid", "spiral", "rhombus", "polygon", "sphere", "cube")
+
+
+@dataclass(frozen=True)
+class AskedObject:
+    """An object a text asks for ("a large red star"): its shape, and its colour and size where the text names them."""
+
+    shape: str
+    colour: str | None = None
+    size: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What the world detector names it ("red star", or "star" without a colour)."""
+        return f"{self.colour} {self.shape}" if self.colour else self.shape
+
+
+def asked_objects(text: str) -> list[AskedObject]:
+    """The world objects a text names, in order: each shape word with the colour and size words just before it
+    ("a red circle and a large blue star" -> red circle, large blue star); plurals count once."""
+    objects, colour, size = [], None, None
+    for word in re.findall(r"[a-z]+", text.lower()):
+        singular = word[:-1] if word.endswith("s") and word[:-1] in SHAPES else word
+        if singular in SHAPES:
+            objects.append(AskedObject(singular, colour, size))
+            colour = size = None
+        elif word in COLOURS:
+            colour = word
+        elif word in SIZES:
+            size = word
+    return objects
+
+
+def check_world_text(text: str) -> list[AskedObject]:
+    """The objects of a text the world can draw; a one-line error naming a colour or shape it has not."""
+    for word in re.findall(r"[a-z]+", text.lower()):
+        singular = word.removesuffix("s")
+        if word in OTHER_COLOURS:
+            raise NtlbError(f"the world has no colour '{word}' (its colours: {', '.join(COLOURS)}): use one of those, "
+                            "or another generator with a CLIP of your own")
+        if word in OTHER_SHAPES or singular in OTHER_SHAPES:
+            raise NtlbError(f"the world has no shape '{word}' (its shapes: {', '.join(SHAPES)}): use one of those, "
+                            "or another generator with a CLIP of your own")
+    return asked_objects(text)

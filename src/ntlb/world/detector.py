@@ -56,6 +56,28 @@ def _fit(component: np.ndarray, shape: str) -> float:
     return best
 
 
+def fit_object(component: np.ndarray, shape: str, angles: int = 25) -> tuple[float, float, float, float]:
+    """(cx, cy, radius, angle), centre and radius as shares of the side, of the shape whose rendering covers the
+    boolean mask `component` (the whole square picture) best: the template fitted to the component's box at each of
+    `angles` rotations over the renderer's range, the best IoU kept -- the inverse of the renderer for one object."""
+    size = component.shape[0]
+    ys, xs = np.nonzero(component)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+    best, found = -1.0, (0.5, 0.5, 0.1, 0.0)
+    for angle in np.linspace(ANGLES[0], ANGLES[-1], angles):
+        _, (tx0, ty0, tx1, ty1) = _template(shape, float(angle))
+        radius = max((x1 - x0) / (tx1 - tx0), (y1 - y0) / (ty1 - ty0)) / size
+        cx = x0 / size - tx0 * radius + ((x1 - x0) / size - (tx1 - tx0) * radius) / 2
+        cy = y0 / size - ty0 * radius + ((y1 - y0) / size - (ty1 - ty0) * radius) / 2
+        drawn = shape_mask(shape, grid[None, :] - np.float32(cx), grid[:, None] - np.float32(cy), radius,
+                           float(angle))
+        iou = float((drawn & component).sum() / max((drawn | component).sum(), 1))
+        if iou > best:
+            best, found = iou, (float(cx), float(cy), float(radius), float(angle))
+    return found
+
+
 class WorldDetector:
     """Finds objects drawn with the world's palette; `detector(image)` for an image (3, H, W) in [0, 1]."""
 
@@ -115,3 +137,33 @@ def looks_like_world_scene(picture, size: int = 64, min_fit: float = 0.5, min_ar
         if shape.mean() >= min_area and ring.any() and float(np.median(distance[ring])) >= min_contrast:
             return True
     return False
+
+
+LARGE_SHARE = 21 / 64  # a large object's box spans at least this share of the side (large: 24-32 px of 64)
+
+
+def found_objects(image: torch.Tensor | np.ndarray, text: str) -> dict:
+    """What the exact world detector finds in an image (3, H, W) in [0, 1] against the objects a text asks for:
+    {"objects": [{"object", "found"}], "detected": [labels]}; an asked object is found when a detection has its
+    label (colour and shape; the shape alone where the text names no colour), and a box spanning at least a third
+    of the side where the text asks for a large one (less where it asks for a small one)."""
+    from .captions import asked_objects
+
+    detections = WorldDetector()(image)
+    side = image.shape[-1] if isinstance(image, torch.Tensor) else np.asarray(image).shape[1]
+    rows = []
+    for asked in asked_objects(text):
+        hits = [d for d in detections if d.label == asked.label or (asked.colour is None and
+                                                                     d.label.split()[1] == asked.shape)]
+        if asked.size:
+            large = [max(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= LARGE_SHARE * side for d in hits]
+            hits = [d for d, big in zip(hits, large) if big == (asked.size == "large")]
+        rows.append({"object": (f"{asked.size} " if asked.size else "") + asked.label, "found": bool(hits)})
+    return {"objects": rows, "detected": [d.label for d in detections]}
+
+
+def found_line(report: dict) -> str:
+    """One line of a `found_objects` report: "world detector: red circle found, green square MISSING"."""
+    parts = [f"{row['object']} {'found' if row['found'] else 'MISSING'}" for row in report["objects"]]
+    return "world detector: " + (", ".join(parts) if parts else "no world object asked") + \
+        f" (detected: {', '.join(report['detected']) or 'nothing'})"

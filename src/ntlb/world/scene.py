@@ -104,6 +104,12 @@ def _background(size: int, rng: np.random.Generator, style: Style) -> np.ndarray
     return base + pattern
 
 
+def background(size: int, seed: int, style: Style | None = None) -> np.ndarray:
+    """A world background (size, size, 3) float in [0, 255] as `render` draws it for the seed (no objects, no pixel
+    noise): what the world-render generator paints its objects on."""
+    return np.clip(_background(size, np.random.default_rng(seed), style or Style()), 0, 255)
+
+
 @lru_cache(maxsize=8)
 def _grid(size: int, offset: float) -> tuple[np.ndarray, np.ndarray]:
     """(yy, xx) pixel coordinates as shares of the side, (i + offset) / size; cached, read-only."""
