@@ -2,21 +2,20 @@
 paper's Table 2 user study and of its supplementary compound-noun study.
 
     python benchmarks/editing_results.py [--scenes 20] [--steps 100] [--prompts 100] [--seeds 0 1] [--jobs 2]
-                                         [--quick]
+                                         [--generator world-render] [--expl-weight auto] [--quick]
 
-Editing (`ntlb.tasks.text_guidance.edit`, the bundled world CLIP and world VQGAN, the automatic lambda sweep of
-0, 0.5, ..., 3.5 in one batched run): 4 prompt families on held-out scenes, as the paper's prompts change one
-attribute ("purple hair"), add a part ("a beard"), change two at once, or one object of two:
-colour ("a purple circle" for a red circle), shape ("a red star" for a red circle), two attributes ("a large blue
-circle" for a small red one), one object of a two-object scene ("a red circle and a green square" for a red
-circle and a blue square). Quality: the world's exact detector finds the requested object(s) (colour and shape;
-size from the box where named). Identity: what the text does not ask to change is kept (the edited object's box
-IoU >= 0.5 with its original, or its centre within 6 px when the size changes; the other object still found in
-place; counted only where the requested object is found), the share where the edited object is still found as
-it was (old colour and shape, box IoU >= 0.5: the edit did not take), and the mean pixel change outside the edited
-object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the
-automatic lambda, ntlb lambda = 1, and the subset where the automatic rule picked lambda != 0 (as the paper
-reports), all read from the same sweep.
+Editing (`ntlb.tasks.text_guidance.edit`, the bundled world CLIP and --generator (world-render, the default, or
+world-vqgan), the automatic lambda sweep of 0, 0.5, ..., 3.5 in one batched run, or --expl-weight 0 alone): 4 prompt
+families on held-out scenes, as the paper's prompts change one attribute ("purple hair"), add a part ("a beard"),
+change two at once, or one object of two: colour ("a purple circle" for a red circle), shape ("a red star" for a red
+circle), two attributes ("a large blue circle" for a small red one), one object of a two-object scene ("a red circle
+and a green square" for a red circle and a blue square). Quality: the world's exact detector finds the requested
+object(s) (colour and shape; size from the box where named). Identity: what the text does not ask to change is kept
+(the edited object's box IoU >= 0.5 with its original, or its centre within 6 px when the size changes; the other
+object still found in place; counted only where the requested object is found), the share where the edited object is
+still found as it was (old colour and shape, box IoU >= 0.5: the edit did not take), and the mean pixel change
+outside the edited object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the automatic lambda, ntlb lambda = 1, and
+the subset where the automatic rule picked lambda != 0 (as the paper reports), all read from the same sweep.
 
 Multi-word generation (`generate_from_text`): two-object prompts "a {colour} {shape} and a {colour} {shape}" from
 random latents, CLIP alone against ntlb; share of images where the detector finds both objects, and each word's
@@ -24,8 +23,8 @@ relevance. Essence transfer (`blend`): a target's colour onto sources of other s
 sees the target's colour with the source's shape.
 
 Runs go through worker processes (one thread each) and are cached per folder under --cache. Writes
-docs/results-editing.json, docs/results-editing-examples.png, docs/results-generation-examples.png and
-docs/results-blend-examples.png, and prints markdown tables.
+--out (docs/results-editing.json) and beside it results-editing-examples.png, results-generation-examples.png and
+results-blend-examples.png, and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -97,13 +96,13 @@ def _edit(job: tuple) -> str:
     from ntlb.tasks.text_guidance import EditConfig, edit
     from ntlb.world.scene import render
 
-    family, index, steps, folder = job
+    family, index, steps, folder, generator, weight = job
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
         case = edit_case(family, index)
         picture = Image.fromarray(render(case["scene"], SIZE)[0])
-        result = edit(_world(), create_generator("world-vqgan", (SIZE, SIZE)), picture, case["text"], folder,
-                      EditConfig(steps=steps, snapshot_every=steps), progress=False)
+        result = edit(_world(), create_generator(generator, (SIZE, SIZE)), picture, case["text"], folder,
+                      EditConfig(steps=steps, snapshot_every=steps, expl_weight=weight), progress=False)
         _save_images(result["images"], Path(folder) / "images.pt")
     return folder
 
@@ -192,7 +191,8 @@ def edit_table(cases: dict, steps: int, cache: Path) -> tuple[dict, dict]:
 def _summary(records: list[dict], pick) -> dict:
     out = {}
     for family in FAMILIES:
-        chosen = [r["scores"][r["lambdas"].index(pick(r))] for r in records if r["family"] == family]
+        chosen = [r["scores"][r["lambdas"].index(pick(r))] for r in records
+                  if r["family"] == family and pick(r) in r["lambdas"]]
         out[family] = {"n": len(chosen),
                        **{key: float(np.mean([c[key] for c in chosen])) if chosen else float("nan")
                           for key in ("quality", "identity", "unchanged", "outside_change")}}
@@ -205,11 +205,11 @@ def _generate(job: tuple) -> str:
     from ntlb.generators import create_generator
     from ntlb.tasks.text_guidance import GenerateConfig, generate_from_text
 
-    method, text, seed, steps, folder = job
+    method, text, seed, steps, folder, generator = job
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
         config = GenerateConfig(method=method, steps=steps, seed=seed, views=2, candidates=8, snapshot_every=steps)
-        generate_from_text(_world(), create_generator("world-vqgan", (SIZE, SIZE), seed=seed), text, folder, config,
+        generate_from_text(_world(), create_generator(generator, (SIZE, SIZE), seed=seed), text, folder, config,
                            progress=False)
     return folder
 
@@ -261,11 +261,11 @@ def _blend(job: tuple) -> str:
     from ntlb.tasks.blending import BlendConfig, blend
     from ntlb.world.scene import render
 
-    target, sources, steps, folder = job
+    target, sources, steps, folder, generator = job
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
         pictures = [Image.fromarray(render(scene, SIZE)[0]) for scene in sources]
-        result = blend(_world(), create_generator("world-vqgan", (SIZE, SIZE)), pictures,
+        result = blend(_world(), create_generator(generator, (SIZE, SIZE)), pictures,
                        Image.fromarray(render(target, SIZE)[0]), folder, BlendConfig(steps=steps, snapshot_every=steps),
                        progress=False)
         _save_images(result["images"], Path(folder) / "images.pt")
@@ -400,20 +400,24 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["edit", "generate", "blend"])
     parser.add_argument("--cache", default=str(ROOT / "runs" / "editing-results"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing.json"))
+    parser.add_argument("--generator", default="world-render", help="world-render (default) or world-vqgan")
+    parser.add_argument("--expl-weight", default="auto", help="'auto' (the sweep) or one lambda, run beside 0")
     parser.add_argument("--quick", action="store_true", help="2 scenes, 2 prompts, 1 seed, 1 target, 4 steps")
     args = parser.parse_args()
     if args.quick:
         args.scenes, args.prompts, args.seeds, args.targets, args.steps = 2, 2, [0], 1, 4
-    cache = Path(args.cache) / f"steps{args.steps}"
+    weight = None if args.expl_weight == "auto" else float(args.expl_weight)
+    cache = Path(args.cache) / args.generator / f"steps{args.steps}"
     results = {"settings": vars(args)}
     if "edit" in args.parts:
-        cases = {(family, i): cache / "edit" / f"{family.replace(' ', '-')}-{i}"
+        cases = {(family, i): cache / f"edit-{args.expl_weight}" / f"{family.replace(' ', '-')}-{i}"
                  for family in FAMILIES for i in range(args.scenes)}
-        _pool(_edit, [(f, i, args.steps, str(folder)) for (f, i), folder in cases.items()], args.jobs, "edits")
+        _pool(_edit, [(f, i, args.steps, str(folder), args.generator, weight) for (f, i), folder in cases.items()],
+              args.jobs, "edits")
         rows, details = edit_table(cases, args.steps, cache)
         results["editing"] = rows
         results["editing_runs"] = details
-        examples_figure(cases, ROOT / "docs" / "results-editing-examples.png")
+        examples_figure(cases, Path(args.out).parent / "results-editing-examples.png")
         print("\n### editing: quality / identity / edited object unchanged / mean pixel change outside its box\n")
         print("| row | " + " | ".join(FAMILIES) + " |\n|---|" + "---|" * len(FAMILIES))
         for row, families in rows.items():
@@ -425,17 +429,19 @@ def main() -> None:
         runs = {(method, text, tuple(labels), seed): cache / "generate" / method / f"prompt{i}-seed{seed}"
                 for i, (text, labels) in enumerate(prompts(args.prompts)) for seed in args.seeds
                 for method in ("clip", "ntlb")}
-        _pool(_generate, [(m, t, s, args.steps, str(f)) for (m, t, _, s), f in runs.items()], args.jobs, "generations")
+        _pool(_generate, [(m, t, s, args.steps, str(f), args.generator) for (m, t, _, s), f in runs.items()],
+              args.jobs, "generations")
         results["generation"] = generation_table(runs)
-        generation_figure(runs, ROOT / "docs" / "results-generation-examples.png")
+        generation_figure(runs, Path(args.out).parent / "results-generation-examples.png")
         print("\n### multi-word generation\n")
         print(json.dumps(results["generation"], indent=1))
     if "blend" in args.parts:
         cases = blend_cases(args.targets)
         folders = [cache / "blend" / f"target{i}" for i in range(len(cases))]
-        _pool(_blend, [(t, s, args.steps, str(f)) for (t, s), f in zip(cases, folders)], args.jobs, "transfers")
+        _pool(_blend, [(t, s, args.steps, str(f), args.generator) for (t, s), f in zip(cases, folders)], args.jobs,
+              "transfers")
         results["blend"] = blend_table(cases, folders)
-        blend_figure(cases, folders, ROOT / "docs" / "results-blend-examples.png")
+        blend_figure(cases, folders, Path(args.out).parent / "results-blend-examples.png")
         print("\n### essence transfer\n")
         print(json.dumps(results["blend"], indent=1))
     write_json_atomic(args.out, results)

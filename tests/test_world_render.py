@@ -187,3 +187,52 @@ def test_a_seeded_edit_succeeds(tmp_path):
     found = [d for d in WorldDetector()(result["images"][0]) if d.label == "purple circle"]
     assert found and box_iou(found[0].box, box_of(masks[0])) >= 0.5
     assert result["world_detector"]["objects"] == [{"object": "purple circle", "found": True}]
+
+
+@pytest.mark.parametrize("command, pattern", [
+    (["edit", "{scene}", "--text", "a brown circle"], "the world has no colour 'brown'"),
+    (["generate", "--text", "a red hexagon and a blue star"], "the world has no shape 'hexagon'"),
+    (["edit", "{photo}", "--text", "a red circle"], "not a scene of ntlb's world"),
+    (["layout", "generate", "--layout", "{layout}"], "5 boxes but world-render draws at most 4"),
+])
+def test_world_render_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, command, pattern):
+    from conftest import one_line_error
+
+    from ntlb.tasks.layouts import Layout, write_layout
+
+    scene, photo = tmp_path / "scene.png", tmp_path / "photo.png"
+    Image.fromarray(render(_separate_scene(3), 64)[0]).save(scene)
+    ramp = np.linspace(0, 255, 300, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (200, 1))] * 3, axis=-1)).save(photo)  # a smooth 300 x 200 picture
+    layout = write_layout(Layout(64, 64, [(12 * i, 0, 12 * i + 10, 10) for i in range(5)],
+                                 ["a photo of a red circle"] * 5), tmp_path / "layout.json")
+    out = tmp_path / "out"
+    arguments = [part.format(scene=scene, photo=photo, layout=layout) for part in command]
+    one_line_error(capsys, [*arguments, "--steps", "2", "--out", str(out)], pattern)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_generate_blend_and_layout_say_what_the_detector_finds(tmp_path, capsys):
+    """The default generator with the bundled model is world-render; each command prints and records, per asked
+    object, whether the world detector finds it; blend.png keeps a non-square source's aspect."""
+    import json
+
+    from ntlb.cli import main
+
+    assert main(["generate", "--text", "a red star and a blue circle", "--steps", "2", "--candidates", "2",
+                 "--out", str(tmp_path / "g")]) == 0
+    record = json.loads((tmp_path / "g" / "metrics.json").read_text())["world_detector"]
+    assert [r["object"] for r in record["objects"]] == ["red star", "blue circle"]
+    assert "world detector: red star" in capsys.readouterr().out
+    source, target = tmp_path / "s.png", tmp_path / "t.png"
+    Image.fromarray(render(_separate_scene(1), 64)[0]).resize((96, 64), Image.NEAREST).save(source)
+    Image.fromarray(render(_separate_scene(4), 64)[0]).save(target)
+    assert main(["blend", str(source), "--target", str(target), "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    found = json.loads((tmp_path / "b" / "metrics.json").read_text())["world_detector"]
+    assert sorted(found["target"]) == sorted(f"{o.colour} {o.shape}" for o in _separate_scene(4).objects)
+    assert (tmp_path / "b" / "blend.png").is_file()
+    assert main(["layout", "generate", "--world-seed", "3", "--steps", "2", "--views", "1",
+                 "--out", str(tmp_path / "l")]) == 0
+    objects = json.loads((tmp_path / "l" / "metrics.json").read_text())["objects"]
+    assert all(isinstance(o["found"], bool) for o in objects) and "detector: " in capsys.readouterr().out

@@ -208,15 +208,12 @@ class WorldRender(nn.Module):
         """The latent that renders a world scene (1, 3, H, W) in [0, 1]: the exact world detector's objects (shape
         and colour, then centre, radius and angle fitted to each object's pixels) on the picture with the objects
         in-painted (each painted pixel takes its nearest unpainted one)."""
-        from PIL import Image
         from scipy import ndimage
 
-        from ..world.detector import WorldDetector, fit_object, looks_like_world_scene
+        from ..world.detector import WorldDetector, fit_object
 
+        self.check_picture(image)
         picture = (image[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255)
-        if not looks_like_world_scene(Image.fromarray(picture.round().astype(np.uint8))):
-            raise NtlbError("the picture is not a scene of ntlb's world (no solid palette shape found): world-render "
-                            "encodes only world scenes; use --generator world-vqgan or a vqgan for other pictures")
         detector = WorldDetector()
         painted = np.zeros(picture.shape[:2], dtype=bool)
         objects = []
@@ -238,6 +235,21 @@ class WorldRender(nn.Module):
         smooth = ndimage.uniform_filter(filled, size=(5, 5, 1))
         filled[painted] = smooth[painted]
         return self.latent_of(objects, filled)
+
+    def check_picture(self, image: Tensor) -> None:
+        """A one-line error for a picture (1, 3, H, W) in [0, 1] that is not a world scene: the encoder reads only
+        the world's solid palette shapes (a world scene, or one resized, where the exact detector fits a shape's
+        template with IoU >= 0.8)."""
+        from PIL import Image
+
+        from ..world.detector import WorldDetector, looks_like_world_scene
+
+        picture = (image[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round()
+        clean = [d for d in WorldDetector(min_score=0.8)(picture)
+                 if (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) >= 0.008 * picture.shape[0] * picture.shape[1]]
+        if not clean and not looks_like_world_scene(Image.fromarray(picture.astype(np.uint8))):
+            raise NtlbError("the picture is not a scene of ntlb's world (no solid palette shape found): world-render "
+                            "encodes only world scenes; use --generator world-vqgan or a vqgan for other pictures")
 
     def check_text(self, text: str) -> list[AskedObject]:
         """The objects a text asks for; a one-line error for a colour or shape the world does not draw."""

@@ -128,7 +128,7 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
 
     images, _ = optimise(shifted, loss, out, "blend", {**asdict(config), "sources": len(sources)}, config.steps,
                          config.lr, config.seed, config.snapshot_every, desc="essence transfer", progress=progress)
-    found = {"target": _detected(picture_tensor(target, size)[0]), "sources": [_detected(s) for s in starts],
+    found = {"target": _detected(picture_tensor(target, size)[0]), "sources": [_detected(p) for p in pictures],
              "results": [_detected(r) for r in images]}
     blend_figure(sources, target, images, found, out / "blend.png")
     buffer = io.BytesIO()

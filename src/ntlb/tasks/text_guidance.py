@@ -153,7 +153,10 @@ def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.
 
 
 def start_latent(generator: nn.Module, image: Tensor, invert_steps: int) -> Tensor:
-    """z0: the generator's encoding of the image, or an optimised inversion where it has no encoder."""
+    """z0: the generator's encoding of the image, or an optimised inversion where it has no encoder (a generator
+    that reads only some pictures, world-render, refuses the others first: `check_picture`)."""
+    if hasattr(generator, "check_picture"):
+        generator.check_picture(image)
     try:
         return generator.encode(image)
     except NtlbError:
