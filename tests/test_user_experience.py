@@ -309,7 +309,7 @@ def test_the_example_layout_runs(tmp_path, capsys):
         assert maps.width > 64
     metrics = json.loads((out / "metrics.json").read_text())
     boxes = [o["box"] for o in json.loads(example.read_text())["objects"]]
-    assert (metrics["method"], metrics["generator"], metrics["steps"]) == ("masked", "world-vqgan", 2)
+    assert (metrics["method"], metrics["generator"], metrics["steps"]) == ("masked", "world-render", 2)
     assert [o["label"] for o in metrics["objects"]] == ["red circle", "blue star"]
     assert [o["box"] for o in metrics["objects"]] == boxes
     for key in ("precision", "recall", "f1", "cosine"):

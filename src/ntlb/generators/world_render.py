@@ -86,7 +86,6 @@ class WorldRender(nn.Module):
         self.register_buffer("pinned", torch.zeros(slots, SLOT, dtype=torch.bool), persistent=False)
         self.latent = nn.Parameter(self.random_latent(seed))
         self.log_prob: Tensor | None = None
-        self.sized: list[int] = []  # edited slots whose size the text names (free of keep_cost's size term)
 
     # ---- the latent ----------------------------------------------------------------------------------------------
     def latent_of(self, objects: list[SceneObject], picture: np.ndarray) -> Tensor:
@@ -256,10 +255,12 @@ class WorldRender(nn.Module):
         return check_world_text(text)
 
     def pin_for_edit(self, z0: Tensor, text: str) -> list[dict]:
-        """Pin what an edit towards `text` must keep: every encoded object the text names as it is, and every
-        object it does not name, stays as it was; each other request edits the unnamed object most like it (colour,
-        shape and geometry free, its size free of `keep_cost` only where the text names one); empty slots stay
-        empty unless the text asks for more objects than the scene has. Returns each slot's role, for the record."""
+        """Pin what an edit towards `text` must keep. Every encoded object the text names as it is, and every object
+        it does not name, stays as it was. Each other request edits the unnamed object most like it: of that object
+        only what the text asks to change is free (its colour where the text names another, its shape where it
+        names another, its radius where it names another size), its centre moves at `keep_cost`, its angle and
+        presence stay; empty slots stay empty unless the text asks for more objects than the scene has. Returns
+        each slot's role, for the record."""
         asked = self.check_text(text)
         objects = self.scenes(z0[:1])[0]
         pinned = torch.ones(self.slots, SLOT, dtype=torch.bool)
@@ -273,17 +274,21 @@ class WorldRender(nn.Module):
             else:
                 wanted.remove(match)
                 roles[index] = "kept (named as it is)"
-        self.sized = []
         for want in list(wanted):
             if not free:
                 break
             best = max(free, key=lambda i: (objects[i].shape == want.shape) + (objects[i].colour == want.colour))
+            obj = objects[best]
             free.remove(best)
             wanted.remove(want)
-            pinned[best, :PRESENCE] = False
+            pinned[best, CENTRE:CENTRE + 2] = False
+            if want.colour not in (None, obj.colour):
+                pinned[best, :N_COLOURS] = False
+            if want.shape != obj.shape:
+                pinned[best, N_COLOURS:CENTRE] = False
+            if want.size not in (None, obj.size):
+                pinned[best, RADIUS] = False
             roles[best] = f"edited to {want.label}"
-            if want.size:
-                self.sized.append(best)
         for slot, want in zip(range(len(objects), self.slots), wanted):
             pinned[slot] = False
             roles.append(f"added for {want.label}")
@@ -291,15 +296,12 @@ class WorldRender(nn.Module):
         return [{"slot": i, "role": role} for i, role in enumerate(roles)]
 
     def keep_cost(self, latent: Tensor, z0: Tensor) -> Tensor:
-        """(B,) the cost of moving an edited object from where it was (and of resizing it where the text names no
-        size): `keep` x sum over present slots of (shift / 0.05)^2 + (radius change / 0.03)^2, in shares of the
-        side, so that a shift of 3 px or a radius change of 2 px on a 64-pixel picture costs about `keep`."""
+        """(B,) the cost of moving an object from where it was: `keep` x sum over the start's objects of
+        (shift / 0.05)^2, the shift in shares of the side, so that a shift of 3 px on a 64-pixel picture costs
+        about `keep` (the radius of an object whose size the text does not change is pinned instead)."""
         slots, _ = self.unpack(latent)
         start, _ = self.unpack(z0)
-        cx, cy, radius, _ = self.geometry(slots)
-        cx0, cy0, radius0, _ = self.geometry(start.detach())
+        cx, cy, _, _ = self.geometry(slots)
+        cx0, cy0, _, _ = self.geometry(start.detach())
         present = (start[..., PRESENCE] > 0).float()
-        sized = torch.zeros(self.slots, device=latent.device)
-        sized[self.sized] = 1.0
-        cost = ((cx - cx0) ** 2 + (cy - cy0) ** 2) / 0.05**2 + (1 - sized) * (radius - radius0) ** 2 / 0.03**2
-        return self.keep * (present * cost).sum(-1)
+        return self.keep * (present * ((cx - cx0) ** 2 + (cy - cy0) ** 2) / 0.05**2).sum(-1)
