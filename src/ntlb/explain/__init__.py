@@ -18,6 +18,7 @@ from .explanation import Explanation
 from .gradient import GradientExplainer
 from .normalize import minmax, normalize_text, upsample, word_relevance
 from .registry import available, create, register
+from .spec import ExplainerSpec
 from .targets import Pairs, top_k
 
 
@@ -49,6 +50,7 @@ def explain(
 
 
 __all__ = [
-    "Explainer", "Explanation", "GradientExplainer", "ImageFeatures", "Pairs", "Prompts", "TextFeatures",
-    "available", "create", "explain", "minmax", "normalize_text", "register", "top_k", "upsample", "word_relevance",
+    "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer", "ImageFeatures", "Pairs", "Prompts",
+    "TextFeatures", "available", "create", "explain", "minmax", "normalize_text", "register", "top_k", "upsample",
+    "word_relevance",
 ]
