@@ -43,9 +43,8 @@ def explain(
     layers count from the end (-1 = last layer only); None keeps the method's own default (0, all layers, for
     chefer2021 and rollout). Differentiable when gradients are enabled and the inputs or the model require grad.
     """
-    layers = {key: value for key, value in (("start_layer_image", start_layer_image),
-                                            ("start_layer_text", start_layer_text)) if value is not None}
-    explainer = create(method, logit_mode=logit_mode, create_graph=create_graph, **layers, **options)
+    spec = ExplainerSpec(method, {"start_layer_image": start_layer_image, "start_layer_text": start_layer_text})
+    explainer = create(spec, logit_mode=logit_mode, create_graph=create_graph, **options)
     return explainer(model, images, texts, pairs=pairs)
 
 
