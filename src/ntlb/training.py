@@ -1,8 +1,10 @@
-"""What every long run shares: one checkpoint file that is written atomically and resumed from, a progress
-bar, a one-line message on Ctrl-C, and the warm-up + cosine learning-rate schedule.
+"""What every long run shares: one loop (`TrainingRun.loop`) that owns the cadence of checkpoints, the time
+limit, the progress bar, the one-line messages on Ctrl-C and on resuming; one checkpoint reader with one
+finiteness check (`read_checkpoint`); the optimiser step (`descend`); the warm-up + cosine schedule.
 
-Prompt learning, layout generation and world training all go through `TrainingRun`, so a run stopped at any
-point (crash, Ctrl-C, time limit) continues from its last checkpoint when the same command is run again.
+Prompt learning, latent optimisation (layout generation, editing, generation, blending) and the world trainers
+hand the loop their step, so a run stopped at any point (crash, Ctrl-C, time limit) continues from its last
+checkpoint when the same command is run again, and a new task writes its step, not its loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +24,20 @@ from .errors import Interrupted, NtlbError
 from .io import write_bytes_atomic
 
 T = TypeVar("T")
+Step = Callable[[int, Any], "dict[str, float] | None"]
+
+
+def backward(loss: torch.Tensor) -> None:
+    """Backpropagate `loss` into the parameters' gradients: with `descend`, the one place outside explain/ where a
+    gradient is taken (the optimiser steps of the long runs; tests/test_architecture.py checks who calls them)."""
+    loss.backward()
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`: clear the gradients, backpropagate, step."""
+    optimizer.zero_grad(set_to_none=True)
+    backward(loss)
+    optimizer.step()
 
 
 def warmup_cosine(step: int, total: int, peak: float, warmup: int = 0, warmup_lr: float | None = None) -> float:
@@ -103,11 +120,13 @@ class TrainingRun:
     """
 
     def __init__(self, path: str | Path | None, kind: str, settings: dict, total: int, unit: str = "step",
-                 desc: str | None = None, progress: bool = True, result: str | Path | None = None):
+                 desc: str | None = None, progress: bool = True, result: str | Path | None = None,
+                 writes: bool = True):
         self.result = Path(result) if result is not None else None
         path = partial_path(self.result) if path is None and self.result is not None else path
         self.path, self.kind, self.settings = Path(path), kind, settings
         self.total, self.unit, self.desc, self.progress = total, unit, desc or kind, progress
+        self.writes = writes  # False in torchrun's other processes: the first one writes the checkpoints
         self.saved = 0  # units done in the last checkpoint
         self.current = 0  # unit in progress (0-based)
         self._bar: tqdm | None = None
@@ -135,6 +154,9 @@ class TrainingRun:
 
     def save(self, done: int, **state: Any) -> None:
         """Write the checkpoint after `done` units, atomically (the last one to `result`, when there is one)."""
+        if not self.writes:
+            self.saved = done
+            return
         buffer = io.BytesIO()
         torch.save({"format": f"ntlb-{self.kind}/2", "settings": self.settings, "done": done, "total": self.total,
                     "unit": self.unit, **state}, buffer)
@@ -158,6 +180,39 @@ class TrainingRun:
         first, so the loader is never asked for a batch too many, and its workers stop as the loop ends (last step,
         time limit, error) rather than at a later garbage collection, which would stall whatever runs then."""
         yield from zip(self.steps(), loader)
+
+    def loop(self, step: Step, state: Callable[[], dict], every: int = 1, max_minutes: float | None = None,
+             data: Iterable | None = None, before_save: Callable[[int], None] | None = None) -> int:
+        """Run the units still to do (after the last checkpoint) and return how many are done.
+
+        `step(unit, batch)` does one unit's work and returns the terms to show beside the progress bar (or None);
+        `batch` is the next item of `data` (a loader holding exactly the units still to run), else None. The loop
+        checkpoints `state()` (the tensors and history a resume needs) every `every` units, after the last one and
+        when `max_minutes` have passed, then stops with a line saying how to resume. `before_save(done)` writes what
+        goes with a checkpoint (snapshots, a loss plot). Ctrl-C ends the run with a line saying what was saved.
+        """
+        began = time.monotonic()
+        units = self.batches(data) if data is not None else ((unit, None) for unit in self.steps())
+        with self:
+            try:
+                for unit, batch in units:
+                    shown = step(unit, batch)
+                    if shown:
+                        self.report(shown)
+                    done = unit + 1
+                    out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
+                    if done % every == 0 or done == self.total or out_of_time:
+                        if before_save is not None:
+                            before_save(done)
+                        self.save(done, **state())
+                    if out_of_time and done < self.total:
+                        print(f"stopped after {max_minutes:g} minutes during {self.desc} at {self.unit} {done}/"
+                              f"{self.total} ({_done(self.saved, self.unit)}): rerun the same command to resume",
+                              file=sys.stderr)
+                        break
+            finally:
+                units.close()  # the loader's workers stop with the loop, not at a later garbage collection
+        return self.saved
 
     def report(self, values: dict[str, float]) -> None:
         """Show the latest loss terms beside the progress bar."""

@@ -31,6 +31,7 @@ from ..io import save_image_atomic, write_json_atomic
 from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
+from ..training import descend
 from .latent_optimisation import optimise, styleclip_lr, to_picture
 
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
@@ -144,10 +145,7 @@ def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.
     latent = generator.latent.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
     for _ in range(steps):
-        loss = (generator.image_of(latent) - image).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, (generator.image_of(latent) - image).abs().mean())
     return latent.detach()
 
 
