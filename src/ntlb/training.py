@@ -53,7 +53,7 @@ def warmup_cosine(step: int, total: int, peak: float, warmup: int = 0, warmup_lr
 
 
 def _non_finite(value: Any, prefix: str = "") -> str | None:
-    """The key of the first floating tensor with NaN or Inf inside a (nested) checkpoint state."""
+    """The key of the first floating tensor with NaN or Inf inside a (nested) state."""
     if isinstance(value, torch.Tensor):
         return prefix if value.is_floating_point() and not bool(torch.isfinite(value).all()) else None
     if isinstance(value, dict):
@@ -64,33 +64,61 @@ def _non_finite(value: Any, prefix: str = "") -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, kind: str, map_location: Any = "cpu",
-                    fix: str = "give a file that ntlb wrote", finished: bool = False) -> dict:
-    """A checkpoint written by `TrainingRun.save`; one-line errors for a missing, foreign, truncated or
-    non-finite file (ending with `fix`, never a suggestion to delete a file that may be the user's). With
-    `finished`, a run's checkpoint that is not done yet is refused too: it is not a result."""
-    path = Path(path)
-    if not path.is_file():
-        partial = partial_path(path)
-        if finished and partial.is_file():
-            _refuse_unfinished(partial, read_checkpoint(partial, kind, map_location, fix))
-        raise NtlbError(f"{kind} file not found: {path}: check the path")
-    with open(path, "rb") as file:
-        zipped = file.read(4) == b"PK\x03\x04"  # torch.save's format
-    if not zipped:
-        raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001  (a truncated or foreign archive: the same one-line answer)
-        raise NtlbError(f"cannot read {path} as an ntlb {kind} file ({type(err).__name__}): it is truncated or "
-                        f"another program's archive: {fix}") from None
-    if not isinstance(state, dict) or state.get("format") != f"ntlb-{kind}/2":
-        raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
+def check_finite(state: Any, source: str, fix: str = "use another checkpoint") -> None:
+    """The one finiteness check of saved state: a one-line error naming the first tensor with NaN or Inf."""
     bad = _non_finite(state)
     if bad is not None:
-        raise NtlbError(f"{path} has NaN or infinite values in '{bad}': the run diverged; rerun with a lower "
-                        "learning rate and a new output path")
-    if finished and int(state["done"]) < int(state["total"]):
+        raise NtlbError(f"{source} has NaN/Inf values in '{bad}': the file is corrupt or its training diverged; {fix}")
+
+
+def _reader_problem(path: Path, error: Exception, fix: str) -> str:
+    """A short account of why a file could not be read, with the fix."""
+    import zipfile
+
+    text = str(error).strip().splitlines()[0][:80] if str(error).strip() else type(error).__name__
+    with path.open("rb") as file:
+        head = file.read(8)
+    if "incomplete metadata" in text or (head.startswith(b"PK") and not zipfile.is_zipfile(path)):
+        return f"the file is truncated (an interrupted download or copy?): {fix}"
+    return f"{text}: is it a PyTorch or safetensors file? {fix}"
+
+
+def read_checkpoint(path: str | Path, kind: str | None = None, map_location: Any = "cpu", fix: str | None = None,
+                    finished: bool = False, what: str | None = None, trusted: bool = False) -> dict:
+    """The one reader of saved state, with one finiteness check and one-line errors for a missing, foreign,
+    truncated or non-finite file (ending with `fix`, never a suggestion to delete a file that may be the user's).
+
+    With `kind`, a checkpoint that `TrainingRun.save` wrote (its format is checked; with `finished`, a run that is
+    not done yet is refused too: it is not a result). Without, any file of tensors: a .safetensors file, or a
+    PyTorch file read with torch's weights-only unpickler (unless `trusted`: a Lightning checkpoint holds more).
+    `what` names the file in messages (default: "<kind> file", or "checkpoint").
+    """
+    path = Path(path)
+    what = what or (f"{kind} file" if kind else "checkpoint")
+    if not path.is_file():
+        partial = partial_path(path)
+        if kind and finished and partial.is_file():
+            _refuse_unfinished(partial, read_checkpoint(partial, kind, map_location, fix))
+        raise NtlbError(f"{what} not found: {path}: {fix or 'check the path'}")
+    fix = fix or ("give a file that ntlb wrote" if kind else "get it again")
+    if kind:
+        with open(path, "rb") as file:
+            if file.read(4) != b"PK\x03\x04":  # torch.save's format
+                raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
+    try:
+        if path.suffix == ".safetensors" and not kind:
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device=str(map_location))
+        else:
+            state = torch.load(path, map_location=map_location, weights_only=not trusted)
+    except Exception as err:  # noqa: BLE001  (every reader error becomes one line)
+        raise NtlbError(f"cannot read {what} {path}: {_reader_problem(path, err, fix)}") from None
+    if kind and (not isinstance(state, dict) or state.get("format") != f"ntlb-{kind}/2"):
+        raise NtlbError(f"{path} is not an ntlb {kind} file: {fix}")
+    check_finite(state, f"{what} {path}", "rerun with a lower learning rate and a new output path" if kind else
+                 "use another checkpoint")
+    if kind and finished and int(state["done"]) < int(state["total"]):
         _refuse_unfinished(path, state)
     return state
 

@@ -349,9 +349,10 @@ def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list
                      prompts: str | Path = "") -> dict[str, dict]:
     """Accuracy of learned prompts on each image-folder dataset (a dataset may use a subset of the classes); one
     JSON per dataset in `out`, named after its folder. Returns {folder: result}."""
-    from ..io import write_json_atomic
+    from ..io import write_record
     from .folders import read_image_folder
 
+    settings = read_prompts(prompts)["settings"] if prompts else None  # what defines the prompts evaluated
     classifier = prompt_classifier(adapter, learner)
     results, used = {}, set()
     for folder in folders:
@@ -363,6 +364,6 @@ def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list
         result = {"prompts": str(prompts), "data": str(folder), "accuracy": evaluate(adapter, classifier, data,
                                                                                    learner.classnames),
                   "images": len(data.samples), "classes": len(data.classnames), "file": f"{name}.json"}
-        write_json_atomic(Path(out) / f"{name}.json", result)
+        write_record(Path(out) / f"{name}.json", result, adapter, settings)
         results[str(folder)] = result
     return results
