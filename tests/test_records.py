@@ -74,9 +74,9 @@ class _Adapter:
 def test_the_header_by_hand(tmp_path):
     record = write_record(tmp_path / "r.json", {"accuracy": 0.5}, _Adapter(), _Settings())
     written = json.loads((tmp_path / "r.json").read_text())
-    assert record["accuracy"] == 0.5 and written == {"model": "tiny", "pretrained": "/weights/tiny.safetensors", "random_weights": True,
-                                 "ntlb_version": ntlb_version(), "settings": {"steps": 3, "path": "a/b"},
-                                 "accuracy": 0.5}
+    assert record["accuracy"] == 0.5
+    assert written == {"model": "tiny", "pretrained": "/weights/tiny.safetensors", "random_weights": True,
+                       "ntlb_version": ntlb_version(), "settings": {"steps": 3, "path": "a/b"}, "accuracy": 0.5}
     assert list(written)[: len(HEADER)] == list(HEADER)
     assert write_record(tmp_path / "none.json", {}, None, {"k": 1})["model"] is None  # a run without a model
     with pytest.raises(ValueError, match="model"):

@@ -234,9 +234,10 @@ class TrainingRun:
                             before_save(done)
                         self.save(done, **state())
                     if out_of_time and done < self.total:
-                        print(f"stopped after {max_minutes:g} minutes during {self.desc} at {self.unit} {done}/"
-                              f"{self.total} ({_done(self.saved, self.unit)}): rerun the same command to resume",
-                              file=sys.stderr)
+                        if self.writes:  # said once, by the process that wrote the checkpoint
+                            print(f"{self.desc} stopped after {max_minutes:g} minutes at {self.unit} {done}/"
+                                  f"{self.total} ({_done(self.saved, self.unit)}): rerun the same command to resume",
+                                  file=sys.stderr)
                         break
             finally:
                 units.close()  # the loader's workers stop with the loop, not at a later garbage collection
