@@ -138,6 +138,20 @@ def _done(count: int, unit: str) -> str:
     return "nothing saved yet" if count == 0 else f"{count} {unit}{'s' if count != 1 else ''} done"
 
 
+def resuming_line(desc: str, unit: str, done: int, total: int, source: str | Path) -> str:
+    """What every long run says when it continues: 'resuming prompt learning at epoch 3/6 (2 epochs done) from
+    p.pt.partial' (the unit it starts is the one after those saved)."""
+    return f"resuming {desc} at {unit} {done + 1}/{total} ({_done(done, unit)}) from {source}"
+
+
+def interrupted_line(where: str, done: int, unit: str, kept: str = "") -> str:
+    """What every long run says on Ctrl-C: where it stopped, what was saved (`done` units, and `kept`: part of the
+    next), and whether a rerun resumes or starts again."""
+    saved = ", ".join(part for part in (_done(done, unit) if done or not kept else "", kept) if part)
+    again = "resume" if done or kept else "start again"
+    return f"interrupted {where} ({saved}): rerun the same command to {again}"
+
+
 class TrainingRun:
     """The checkpoint, progress bar and interruption message of one long run.
 
@@ -176,8 +190,7 @@ class TrainingRun:
                 print(f"{self.desc} already finished ({self.total}/{self.total} {self.unit}s done) in {source}",
                       file=sys.stderr)
             else:
-                print(f"resuming {self.desc} at {self.unit} {self.saved + 1}/{self.total} "
-                      f"({_done(self.saved, self.unit)}) from {source}", file=sys.stderr)
+                print(resuming_line(self.desc, self.unit, self.saved, self.total, source), file=sys.stderr)
         return state
 
     def save(self, done: int, **state: Any) -> None:
@@ -255,8 +268,6 @@ class TrainingRun:
         if self._bar is not None:
             self._bar.close()
         if kind is not None and issubclass(kind, KeyboardInterrupt) and not isinstance(error, Interrupted):
-            again = "resume" if self.saved else "start again"
             where = (f"after {self.unit} {self.saved}/{self.total}" if self.saved > self.current else
                      f"during {self.unit} {self.current + 1}/{self.total}")
-            raise Interrupted(f"interrupted {where} ({_done(self.saved, self.unit)}): rerun the same command to "
-                              f"{again}") from None
+            raise Interrupted(interrupted_line(where, self.saved, self.unit)) from None

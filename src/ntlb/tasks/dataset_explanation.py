@@ -29,7 +29,7 @@ from ..io import load_image, write_bytes_atomic, write_json_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
 from ..models.inputs import prepare_texts
-from ..training import read_checkpoint
+from ..training import interrupted_line, read_checkpoint, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
@@ -244,7 +244,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
                smoothing=0.1)
     done = len(mine) - len(todo)
     if done and progress and world.main:
-        print(f"resuming: {done} of {len(mine)} shards of this process are written in {out}", file=sys.stderr)
+        print(resuming_line("explaining dataset", "shard", done, len(mine), out), file=sys.stderr)
     started = time.perf_counter()
     kept = ""
     try:
@@ -258,13 +258,12 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
             except KeyboardInterrupt:
                 if parts["keys"]:
                     write_shard(shard_path(out, unit.index, partial=True), _joined(parts))
-                    kept = f" and {len(parts['keys'])} images of the next kept in a partial shard"
+                    kept = f"{len(parts['keys'])} images of it kept in a partial shard"
                 raise
             shard_path(out, unit.index, partial=True).unlink(missing_ok=True)
             done += 1
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written{kept}: rerun the same command to "
-                          "resume") from None
+        raise Interrupted(interrupted_line(f"during shard {done + 1}/{len(mine)}", done, "shard", kept)) from None
     finally:
         bar.close()
     barrier(world)
