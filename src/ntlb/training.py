@@ -153,7 +153,7 @@ def interrupted_line(where: str, done: int, unit: str, kept: str = "") -> str:
 
 
 class TrainingRun:
-    """The checkpoint, progress bar and interruption message of one long run.
+    """One long run: its loop (`loop`), checkpoint, progress bar, and resume and interruption lines.
 
     `settings` are what define the run: a checkpoint made with other settings is refused (naming them), so a
     rerun never silently mixes two configurations. `total` counts `unit`s (steps or epochs). With `result`, the
@@ -229,7 +229,8 @@ class TrainingRun:
         `step(unit, batch)` does one unit's work and returns the terms to show beside the progress bar (or None);
         `batch` is the next item of `data` (a loader holding exactly the units still to run), else None. The loop
         checkpoints `state()` (the tensors and history a resume needs) every `every` units, after the last one and
-        when `max_minutes` have passed, then stops with a line saying how to resume. `before_save(done)` writes what
+        when `max_minutes` have passed, then stops with a line saying how to resume (a time limit is for one-process
+        runs: torchrun's processes would not stop at the same unit). `before_save(done)` writes what
         goes with a checkpoint (snapshots, a loss plot). Ctrl-C ends the run with a line saying what was saved.
         """
         began = time.monotonic()
