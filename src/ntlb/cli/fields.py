@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 from ..config import default_of
+from ..config.explainer import ExplainerOptions
 from ..errors import NtlbError
 from .common import add_old_name
 
@@ -81,15 +82,8 @@ def _add(parser: argparse.ArgumentParser, item: dataclasses.Field, config: type)
 
 
 def explainer_options() -> dict[str, dataclasses.Field]:
-    from ..config.explainer import ExplainerOptions
-
+    """The options an explainer spec field may offer, by name."""
     return {item.name: item for item in dataclasses.fields(ExplainerOptions)}
-
-
-def _options_config() -> type:
-    from ..config.explainer import ExplainerOptions
-
-    return ExplainerOptions
 
 
 def add_config(parser: argparse.ArgumentParser, config: type, skip: tuple[str, ...] = ()) -> None:
@@ -106,7 +100,7 @@ def add_config(parser: argparse.ArgumentParser, config: type, skip: tuple[str, .
                 add_old_name(parser, old, meta.get("flag", "--explainer"), choices=meta["choices"],
                              dest=dest_of(item))
             for name in meta["offers"]:
-                _add(parser, explainer_options()[name], _options_config())
+                _add(parser, explainer_options()[name], ExplainerOptions)
             continue
         _add(parser, item, config)
 
