@@ -160,7 +160,7 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     assert metrics["method"] == "ntlb" and metrics["explainer"] == "chefer2021"
     both = first["precision"] + first["recall"]
     assert first["f1"] == pytest.approx(2 * first["precision"] * first["recall"] / both if both else 0.0)
-    assert metrics["generator"] == "world-vqgan"  # the default for 64-pixel layouts with the bundled model
+    assert metrics["generator"] == "world-render"  # the default for 64-pixel layouts with the bundled model
     assert (out / "maps.png").is_file() and (out / "image.png").is_file()
     assert main(["layout", "evaluate", str(out)]) == 0
     assert "| ntlb | 1 |" in capsys.readouterr().out
