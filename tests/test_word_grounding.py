@@ -185,3 +185,13 @@ def test_reference_shares_are_the_mean_over_the_pictures(world):
         each = [word_shares(explainer(world, [p, p], texts, pairs="diagonal"), masks) for p in pictures]
     torch.testing.assert_close(mean, torch.stack(each).mean(dim=0), rtol=1e-5, atol=1e-6)
     assert mean.shape == (2, 4) and bool((mean > 0).all())
+
+
+def test_editing_says_which_word_scores_it_cannot_pass_inputs_to():
+    from ntlb.tasks.text_guidance import EditConfig, GenerateConfig
+
+    with pytest.raises(NtlbError, match="word score 'deletion' needs the scores of the text without each word"):
+        EditConfig(word_score="deletion")
+    with pytest.raises(NtlbError, match="word score 'contrast' needs"):
+        GenerateConfig(word_score="contrast")
+    assert EditConfig(word_score="softmin").word_score == "softmin"

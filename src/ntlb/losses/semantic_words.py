@@ -136,6 +136,8 @@ def neglected_words(explanation: Explanation, b: int, t: int | None, candidates:
 
 
 GROUNDED_SCORES = ("softmin", "contrast", "deletion")
+NEEDS_INPUTS = {"contrast": "the words' shares on reference pictures (reference=)",
+                "deletion": "the scores of the text without each word (dropped=)"}  # beyond one explanation
 
 
 def word_shares(explanation: Explanation, masks: Tensor, normalize: str = "visual") -> Tensor:

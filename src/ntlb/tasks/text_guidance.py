@@ -97,6 +97,11 @@ def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -
         raise NtlbError(f"--lr {lr}: use a positive learning rate")
     if word_score not in WORD_SCORES:
         raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
+    from ..losses.semantic_words import NEEDS_INPUTS
+
+    if word_score in NEEDS_INPUTS:  # the guidance loops pass one explanation of the text only
+        raise NtlbError(f"word score '{word_score}' needs {NEEDS_INPUTS[word_score]}, which editing and generation "
+                        "do not pass yet: use paper, released, mass or softmin here")
 
 
 def word_explainer(name: str, logit_mode: str) -> Explainer:
