@@ -188,7 +188,7 @@ def test_reference_shares_are_the_mean_over_the_pictures(world):
 
 
 def test_editing_says_which_word_scores_it_cannot_pass_inputs_to():
-    from ntlb.tasks.text_guidance import EditConfig, GenerateConfig
+    from ntlb.config.guidance import EditConfig, GenerateConfig
 
     with pytest.raises(NtlbError, match="word score 'deletion' needs the scores of the text without each word"):
         EditConfig(word_score="deletion")

@@ -12,43 +12,29 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..config import settings as settings_of
+from ..config.explaining import DatasetSettings
 from ..distributed import World, barrier
 from ..errors import Interrupted, NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.relevance import clip_scores
 from ..explain.targets import top_k
-from ..io import load_image, write_bytes_atomic, write_json_atomic
+from ..io import load_image, write_bytes_atomic, write_json_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
 from ..models.inputs import prepare_texts
+from ..training import interrupted_line, read_checkpoint, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
-
-
-@dataclass
-class DatasetSettings:
-    """What defines a dataset explanation (a rerun with other settings into the same folder is refused)."""
-
-    data: str
-    texts: list[str]
-    template: str = "{}"
-    top_k: int | None = None  # explain each image's k best-scoring texts (None: every text)
-    method: str = "chefer2021"
-    start_layer_image: int | None = None  # None: the method's own default
-    start_layer_text: int | None = None
-    logit_mode: str = "scaled"
-    shard_size: int = 1024
-    model: str | None = None
-    pretrained: str | None = None
 
 
 @dataclass
@@ -168,7 +154,7 @@ def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, setting
         if features is not None:  # many texts: pick each image's top k from cached features, explain those only
             with torch.no_grad():
                 logits = clip_scores(adapter.encode_image(pixels).features, features, adapter.logit_scale,
-                                     settings.logit_mode)
+                                     explainer.logit_mode)
                 columns = logits.topk(settings.top_k, dim=1).indices
                 needed = sorted(set(columns.flatten().tolist()))
                 local = torch.tensor([needed.index(c) for c in columns.flatten().tolist()]).reshape(columns.shape)
@@ -204,11 +190,11 @@ def write_shard(path: Path, tensors: dict) -> None:
 
 
 def read_shard(path: str | Path) -> dict:
-    """A shard's tensors and its image keys ("keys")."""
+    """A shard's tensors (through the one checkpoint reader) and its image keys ("keys")."""
     from safetensors import safe_open
 
+    tensors = read_checkpoint(path, what="dataset shard", fix="rerun the command that wrote it with a new --out")
     with safe_open(str(path), "pt") as file:
-        tensors = {name: file.get_tensor(name) for name in file.keys()}
         tensors["keys"] = json.loads(file.metadata()["keys"])
     return tensors
 
@@ -229,9 +215,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
         raise NtlbError(f"--top-k {settings.top_k}: use 1..{len(settings.texts)} (the number of texts)")
     units, _ = dataset_units(settings.data, settings.shard_size)
     _claim(out, settings, world)
-    layers = {key: value for key, value in (("start_layer_image", settings.start_layer_image),
-                                            ("start_layer_text", settings.start_layer_text)) if value is not None}
-    explainer = create(settings.method, logit_mode=settings.logit_mode, max_memory=max_memory, **layers)
+    explainer = create(settings.explainer, max_memory=max_memory)
     prompts = [settings.template.format(text) for text in settings.texts]
     tokens = prepare_texts(adapter, prompts).truncated()
     many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
@@ -243,7 +227,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
                smoothing=0.1)
     done = len(mine) - len(todo)
     if done and progress and world.main:
-        print(f"resuming: {done} of {len(mine)} shards of this process are written in {out}", file=sys.stderr)
+        print(resuming_line("explaining dataset", "shard", done, len(mine), out), file=sys.stderr)
     started = time.perf_counter()
     kept = ""
     try:
@@ -257,19 +241,17 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
             except KeyboardInterrupt:
                 if parts["keys"]:
                     write_shard(shard_path(out, unit.index, partial=True), _joined(parts))
-                    kept = f" and {len(parts['keys'])} images of the next kept in a partial shard"
+                    kept = f"{len(parts['keys'])} images of it kept in a partial shard"
                 raise
             shard_path(out, unit.index, partial=True).unlink(missing_ok=True)
             done += 1
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written{kept}: rerun the same command to "
-                          "resume") from None
+        raise Interrupted(interrupted_line(f"during shard {done + 1}/{len(mine)}", done, "shard", kept)) from None
     finally:
         bar.close()
     barrier(world)
-    index = _index(out, settings, units, adapter.name) if world.main else {}
-    if world.main:
-        write_json_atomic(out / "index.json", index)
+    index = write_record(out / "index.json", _index(out, settings, units), adapter, settings_of(settings)) \
+        if world.main else {}
     index["seconds"] = time.perf_counter() - started
     return index
 
@@ -277,7 +259,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
 def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
     """Write the settings beside the shards, or refuse a folder that holds a run with other settings."""
     path = out / "settings.json"
-    wanted = asdict(settings)
+    wanted = settings_of(settings)
     if path.is_file():
         held = json.loads(path.read_text())
         if held != wanted:
@@ -289,14 +271,13 @@ def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
     barrier(world)
 
 
-def _index(out: Path, settings: DatasetSettings, units: list[Unit], model: str) -> dict:
+def _index(out: Path, settings: DatasetSettings, units: list[Unit]) -> dict:
     shards = []
     for unit in units:
         path = shard_path(out, unit.index)
         count = len(read_shard(path)["keys"])
         shards.append({"file": str(path.relative_to(out)), "images": count})
-    return {"settings": asdict(settings), "model": model,
-            "texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
+    return {"texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
             "images": sum(s["images"] for s in shards),
             "tensors": {"columns": "(N, K) index of each explained text", "scores": "(N, K) its score",
                         "image": "(N, K, h, w) patch relevance", "text": "(N, K, L) token relevance R[EOT, :]",

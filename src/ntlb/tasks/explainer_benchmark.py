@@ -575,7 +575,7 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     from pathlib import Path
 
     from ..explain import available
-    from ..io import OutputFolder, write_json_atomic, write_text_atomic
+    from ..io import OutputFolder, write_record, write_text_atomic
 
     methods = list(methods or available())
     unknown = [m for m in methods if m not in available()]
@@ -588,9 +588,9 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     results = benchmark_explainers(adapter, methods, count=count)
     if grounding:
         results["word_grounding"] = word_grounding(adapter, methods, per_kind=grounding)
-    results["model"] = adapter.name
     folder = OutputFolder(Path(out))
-    write_json_atomic(folder / "explainers.json", results)
+    results = write_record(folder / "explainers.json", results, adapter, {"explainers": methods, "count": count,
+                                                                          "grounding": grounding})
     results["tables"] = "\n\n".join(f"### {SETTING_TITLES[setting]}\n\n{markdown_table(results, setting)}"
                                     for setting in SETTING_TITLES)
     if "word_pointing" in results:

@@ -17,7 +17,8 @@ from ..errors import NtlbError
 from ..explain import available, create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
-from ..io import OutputFolder, save_image_atomic, write_json_atomic
+from ..explain.spec import ExplainerSpec
+from ..io import OutputFolder, save_image_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.inputs import prepare_texts
 from ..models.loading import DEFAULT_MODEL
@@ -133,10 +134,11 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
                                        title + (f" - {notes[0]}" if notes else "")))
     bar.update()
     bar.set_description("writing report")
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
+    data = {"method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
             "notes": notes, "grids": [g.name for g in grids], "pairs": records}
-    write_json_atomic(folder / "explanations.json", data)
+    data = write_record(folder / "explanations.json", data, adapter, {"explainer": method,
+                                                                      "logit_mode": explainer.logit_mode,
+                                                                      "options": explainer.options()})
     write_report(folder / "report.html", title, records, notes, pictures, originals)
     bar.update()
     bar.close()
@@ -144,7 +146,7 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
 
 
 def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str],
-                       methods: Sequence[str] | None, out: str | Path, logit_mode: str = "scaled") -> dict:
+                       methods: Sequence[str] | None, out: str | Path, logit_mode: str | None = None) -> dict:
     """The same pairs under several explainers: compare.png (rows: pairs, columns: explainers) and compare.json.
     An explainer that cannot run on the model is skipped with its reason."""
     methods = list(methods or available())
@@ -158,7 +160,8 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
     for method in tqdm(methods, desc="explainers", unit="method"):
         try:
             with torch.no_grad():
-                explanations[method] = create(method, logit_mode=logit_mode)(adapter, list(images), tokens)
+                spec = ExplainerSpec(method, {"logit_mode": logit_mode})  # None: the method's own
+                explanations[method] = create(spec)(adapter, list(images), tokens)
         except NtlbError as error:  # e.g. clip_surgery on a convolutional tower: say so and compare the others
             skipped[method] = str(error)
     if not explanations:
@@ -172,10 +175,8 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
                   "text_note": e.text_note, "image_note": e.image_note} for b, t in e.pair_indices()]
         for method, e in explanations.items()
     }
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "notes": model_notes(adapter, first.originals), "methods": summary, "skipped": skipped}
-    write_json_atomic(folder / "compare.json", data)
-    return data
+    data = {"notes": model_notes(adapter, first.originals), "methods": summary, "skipped": skipped}
+    return write_record(folder / "compare.json", data, adapter, {"explainers": methods, "logit_mode": logit_mode})
 
 
 def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
@@ -189,12 +190,15 @@ def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
     return picture, texts
 
 
-def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence[str | Path], method: str,
-                       out: str | Path, **options) -> dict:
+def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence[str | Path],
+                       method: ExplainerSpec | str, out: str | Path, **options) -> dict:
     """Explain the similarity of `query` with each of `others` (retrieval, near duplicates): maps on both images
-    of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps)."""
+    of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps). `method`: an
+    explainer name or spec (its options and `options` go to it)."""
     from ..explain.pairs import explain_pair
 
+    spec = ExplainerSpec.of(method)
+    method, options = spec.name, {**spec.given(), **options}
     if not others:
         raise NtlbError("give the query image and at least one image to compare it with")
     with torch.no_grad():
@@ -214,20 +218,21 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
     notes = model_notes(adapter, [first.originals[0], *second.originals])
     title = f"ntlb {method} on {adapter.name}: image-image similarity" + (f" - {notes[0]}" if notes else "")
     grids = folder.record(picture_grid(cells, 2, folder.root / "pairs.png", title))
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "logit_mode": first.logit_mode, "options": first.options, "notes": notes,
+    data = {"method": method, "logit_mode": first.logit_mode, "options": first.options, "notes": notes,
             "grids": [g.name for g in grids], "pairs": records}
-    write_json_atomic(folder / "pairs.json", data)
-    return data
+    return write_record(folder / "pairs.json", data, adapter, {"explainer": method, "options": first.options})
 
 
 def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], classes: Sequence[str],
                           concepts: Sequence[str], out: str | Path, k: int = 5, template: str = "a photo of a {}.",
-                          method: str = "chefer2021", **options) -> dict:
+                          method: ExplainerSpec | str = "chefer2021", **options) -> dict:
     """Explain each image's zero-shot class by its top concepts: concepts.png (per image, the predicted class and
-    one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps)."""
+    one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps).
+    `method`: an explainer name or spec (its options and `options` go to it)."""
     from ..explain.concepts import explain_with_concepts
 
+    spec = ExplainerSpec.of(method)
+    method, options = spec.name, {**spec.given(), **options}
     result = explain_with_concepts(adapter, list(images), classes, concepts, template=template, k=k, method=method,
                                    **options)
     maps = result.maps
@@ -253,8 +258,8 @@ def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], cl
     notes = model_notes(adapter, maps.originals)
     title = f"ntlb concepts ({method} maps) on {adapter.name}" + (f" - {notes[0]}" if notes else "")
     grids = folder.record(picture_grid(cells, k + 1, folder.root / "concepts.png", title))
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "template": template, "k": k, "logit_mode": maps.logit_mode, "options": maps.options,
+    data = {"method": method, "template": template, "k": k, "logit_mode": maps.logit_mode, "options": maps.options,
             "notes": notes, "grids": [g.name for g in grids], "images": records}
-    write_json_atomic(folder / "concepts.json", data)
-    return data
+    return write_record(folder / "concepts.json", data, adapter, {"explainer": method, "template": template, "k": k,
+                                                                  "classes": list(classes), "concepts": list(concepts),
+                                                                  "options": maps.options})

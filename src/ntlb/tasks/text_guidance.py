@@ -14,7 +14,6 @@ takes their features, with `create_graph=True` so that the word term has a gradi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,86 +21,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..config import settings as settings_of
+from ..config.guidance import EditConfig, GenerateConfig
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..generators import picture_tensor
-from ..io import save_image_atomic, write_json_atomic
-from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
+from ..io import save_image_atomic, write_record
+from ..losses.semantic_words import content_words, neglected_words, semantic_word_scores, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
+from ..training import descend
 from .latent_optimisation import optimise, styleclip_lr, to_picture
-
-LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
-
-
-@dataclass
-class EditConfig:
-    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda)."""
-
-    steps: int = 300
-    lr: float = 0.1
-    l2: float = 0.008
-    identity_weight: float = 0.0
-    expl_weight: float | None = None
-    word_score: str = "paper"
-    explainer: str = "chefer2021"
-    seed: int = 0
-    snapshot_every: int = 50
-    invert_steps: int = 300
-
-    def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
-        if self.expl_weight is not None and self.expl_weight < 0:
-            raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
-        if self.l2 < 0 or self.identity_weight < 0:
-            raise NtlbError("--l2 and --identity-weight must be >= 0")
-
-    def lambdas(self) -> tuple[float, ...]:
-        """The explainability weights run side by side: the sweep, or lambda = 0 beside the one given."""
-        if self.expl_weight is None:
-            return LAMBDAS
-        return (0.0,) if self.expl_weight == 0 else (0.0, float(self.expl_weight))
-
-
-@dataclass
-class GenerateConfig:
-    """Multi-word guidance from a random latent: CLIP alone ("clip") or with the word term ("ntlb")."""
-
-    method: str = "ntlb"
-    steps: int = 300
-    lr: float = 0.1
-    views: int = 4
-    expl_weight: float = 1.0
-    candidates: int = 16
-    word_score: str = "paper"
-    explainer: str = "chefer2021"
-    seed: int = 0
-    snapshot_every: int = 50
-
-    def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
-        if self.method not in ("ntlb", "clip"):
-            raise NtlbError(f"unknown method '{self.method}': use ntlb (CLIP + word loss) or clip (CLIP alone)")
-        if self.views < 1 or self.candidates < 1:
-            raise NtlbError("--views and --candidates must be at least 1")
-        if self.expl_weight < 0:
-            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight >= 0")
-
-
-def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -> None:
-    if steps < 1 or snapshot_every < 1:
-        raise NtlbError(f"--steps {steps}, --snapshot-every {snapshot_every}: use at least 1")
-    if lr <= 0:
-        raise NtlbError(f"--lr {lr}: use a positive learning rate")
-    if word_score not in WORD_SCORES:
-        raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
-    from ..losses.semantic_words import NEEDS_INPUTS
-
-    if word_score in NEEDS_INPUTS:  # the guidance loops pass one explanation of the text only
-        raise NtlbError(f"word score '{word_score}' needs {NEEDS_INPUTS[word_score]}, which editing and generation "
-                        "do not pass yet: use paper, released, mass or softmin here")
 
 
 def word_explainer(name: str, logit_mode: str) -> Explainer:
@@ -149,10 +81,7 @@ def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.
     latent = generator.latent.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
     for _ in range(steps):
-        loss = (generator.image_of(latent) - image).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, (generator.image_of(latent) - image).abs().mean())
     return latent.detach()
 
 
@@ -208,7 +137,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
             total = total + config.identity_weight * (1 - similar)
         return total.sum(), {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
 
-    settings = {**asdict(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    settings = {**settings_of(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
                                config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
                                desc=f"editing ({len(lambdas)} lambda)", progress=progress)
@@ -226,9 +155,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
                "chosen_lambda": float(lambdas[best]), "automatic": config.expl_weight is None,
                "before": before, "after": after[best],
                "lambdas": [{"lambda": float(value), **report} for value, report in zip(lambdas.tolist(), after)],
-               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights,
                "final_loss": history[-1]["loss"] if history else None}
-    write_json_atomic(out / "metrics.json", metrics)
+    metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 
 
@@ -252,7 +180,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
         score = semantic_word_scores(explanation, masks, config.word_score, normalize="max")[:, 0]
         return explanation.logits[:, 0], score
 
-    settings = {**asdict(config), "text": text, "words": chosen}
+    settings = {**settings_of(config), "text": text, "words": chosen}
     generator.latent.data = _best_start(adapter, generator, explainer, tokens, guidance, weight, config)  # seeded
     augment = augmenter(tuple(generator.size), masks=False)
 
@@ -268,9 +196,8 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
                          config.snapshot_every, desc=f"generating ({config.method})", progress=progress)
     save_image_atomic(out / "image.png", to_picture(images))
     before, after = word_report(adapter, torch.cat([start, images]), text, config.explainer)
-    metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after,
-               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights}
-    write_json_atomic(out / "metrics.json", metrics)
+    metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after}
+    metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 
 
