@@ -64,8 +64,9 @@ STEPS = "optimisation steps"
 ADAM = "Adam learning rate"
 SEED = "random latents and augmentations"
 SNAPSHOTS = "steps between snapshots and checkpoints"
-WORD_SCORE = ("paper: max over a word's tokens, mean over words; released: the released code's weighted token "
-              "sum")
+WORD_SCORE = ("paper: max over a word's tokens, mean over words (blind to a missing word, "
+              "docs/results-explainers.md); released: the released code's weighted token sum; mass: interaction "
+              "mass; softmin: soft minimum over the words' shares")
 WORD_EXPLAINER = "explainer of the word term's relevance (needs text relevance)"
 
 
