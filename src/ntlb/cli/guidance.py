@@ -131,7 +131,9 @@ def add_commands(commands) -> None:
     edit.add_argument("--neglected-only", action="store_true",
                       help="keep only the semantic words CLIP neglects on the input (relevance below 0.7 of the "
                            "top word)")
-    edit.add_argument("--l2", type=float, default=0.008, help="weight of ||z - z0||^2 (StyleCLIP)")
+    edit.add_argument("--l2", type=float, default=None,
+                      help="weight of ||z - z0||^2 (default: the generator's own: world-vqgan's is derived from its "
+                           "latent, other generators use StyleCLIP's 0.008)")
     edit.add_argument("--identity-weight", type=float, default=0.0,
                       help="weight of 1 - CLIP image-image cosine to the input (0: off, as StyleCLIP's default)")
     _words(edit)

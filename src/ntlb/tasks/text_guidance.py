@@ -26,7 +26,7 @@ from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
-from ..generators import picture_tensor
+from ..generators import l2_weight, picture_tensor
 from ..io import save_image_atomic, write_json_atomic
 from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_scores, word_token_masks
 from ..models.adapter import ClipAdapter
@@ -38,11 +38,13 @@ LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
 
 @dataclass
 class EditConfig:
-    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda)."""
+    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda). `l2`
+    None is the generator's own weight (`ntlb.generators.l2_weight`: world-vqgan's is derived from its latent,
+    StyleCLIP's 0.008 otherwise)."""
 
     steps: int = 300
     lr: float = 0.1
-    l2: float = 0.008
+    l2: float | None = None
     identity_weight: float = 0.0
     expl_weight: float | None = None
     word_score: str = "paper"
@@ -55,7 +57,7 @@ class EditConfig:
         _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
         if self.expl_weight is not None and self.expl_weight < 0:
             raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
-        if self.l2 < 0 or self.identity_weight < 0:
+        if (self.l2 is not None and self.l2 < 0) or self.identity_weight < 0:
             raise NtlbError("--l2 and --identity-weight must be >= 0")
 
     def lambdas(self) -> tuple[float, ...]:
@@ -187,6 +189,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     z0 = start_latent(generator, original, config.invert_steps)
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
     explainer = word_explainer(config.explainer, "scaled")
+    l2 = l2_weight(generator) if config.l2 is None else config.l2
     with torch.no_grad():
         reference = F.normalize(_features(adapter, original), dim=-1)
 
@@ -196,14 +199,14 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         clip = explanation.logits[:, 0]
         score = semantic_word_scores(explanation, masks, config.word_score)[:, 0]
         total = (1 - clip / adapter.logit_scale) - lambdas * score  # 1 - cos, StyleCLIP's 1 - CLIP / 100
-        total = total + config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
+        total = total + l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
         if config.identity_weight:
             similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \
                 identity(images, original)
             total = total + config.identity_weight * (1 - similar)
         return total.sum(), {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
 
-    settings = {**asdict(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    settings = {**asdict(config), "l2": l2, "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
                                config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
                                desc=f"editing ({len(lambdas)} lambda)", progress=progress)
@@ -271,13 +274,15 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
 
 def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer, tokens, guidance, weight: float,
                 config: GenerateConfig, batch: int = 8) -> Tensor:
-    """The random latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
-    ranking of its initial basis)."""
+    """The start latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
+    ranking of its initial basis, drawn from its GAN's samples): drawn by the generator's `sample_latent` (world-vqgan:
+    encoded world scenes), else its `random_latent`."""
     if config.candidates == 1:
         return generator.latent.data
-    if not hasattr(generator, "random_latent"):
+    draw = getattr(generator, "sample_latent", None) or getattr(generator, "random_latent", None)
+    if draw is None:
         raise NtlbError("this generator cannot draw random latents: use --candidates 1")
-    latents = torch.cat([generator.random_latent(config.seed * 10007 + c) for c in range(config.candidates)])
+    latents = torch.cat([draw(config.seed * 10007 + c) for c in range(config.candidates)])
     ranks = []
     for start in range(0, len(latents), batch):
         with torch.no_grad():
