@@ -1,6 +1,6 @@
 """Is the true edit the optimum of the editing loss? The l2 weight of the world VQGAN's latent, derived and checked.
 
-    python benchmarks/vqgan_l2.py [--scenes 5] [--steps 100] [--weights 0.008 default] [--no-optimise]
+    python benchmarks/vqgan_l2.py [--scenes 5] [--steps 100] [--weights 0.008 default] [--starts 20] [--no-optimise]
 
 The editing loss at lambda = 0 is StyleCLIP's `L(z) = 1 - cos(G(z), t) + l2 ||z - z0||^2`. An edit can only be found
 if the *true edit* -- z*, the VQGAN encoding of the correctly edited world scene (`true_edit`: the scene redrawn with
@@ -13,7 +13,9 @@ scores it).
 
 The derivation (`ntlb.tasks.vqgan_training.calibrate_l2`, on 128 scenes of the train seed space, none of them a
 benchmark case): l2 = mean CLIP gain of a scene's own caption over unrelated scenes' / mean squared latent distance
-between unrelated scenes. Writes docs/results-vqgan-l2.json.
+between unrelated scenes. Also: how many latent cells a one-object change moves (`changed_cells`), and generation's
+start drawn from the bank of encoded world scenes against random codes (`start_table`). Writes
+docs/results-vqgan-l2.json.
 """
 
 from __future__ import annotations
@@ -131,6 +133,40 @@ def changed_cells(generator, count: int) -> dict:
             "pixels_changed": [min(drawn), float(np.median(drawn)), max(drawn)]}
 
 
+def start_table(adapter, count: int, candidates: int = 8) -> dict:
+    """Generation's start (the best of `candidates` by CLIP cosine, `_best_start`) for `count` two-object prompts of
+    the generation benchmark, drawn from the bank of encoded world scenes against uniformly random codes: its
+    cosine, and how often the world detector finds one / both requested objects and anything at all in it."""
+    from editing_results import prompts
+
+    from ntlb.generators import create_generator
+    from ntlb.models.inputs import prepare_texts
+    from ntlb.tasks.text_guidance import GenerateConfig, _best_start, word_explainer
+    from ntlb.world.detector import WorldDetector
+
+    generator = create_generator("world-vqgan", (SIZE, SIZE))
+    explainer = word_explainer("chefer2021", "cosine")
+    table = {}
+    for source in ("bank", "random codes"):
+        if source == "random codes":
+            generator.bank = None  # sample_latent falls back to random codes
+        rows = []
+        for text, labels in prompts(count):
+            start = _best_start(adapter, generator, explainer, prepare_texts(adapter, [text]),
+                                lambda e: (e.logits[:, 0], e.logits[:, 0] * 0), 0.0,
+                                GenerateConfig(candidates=candidates))
+            with torch.no_grad():
+                image = generator.image_of(start)
+            found = {d.label for d in WorldDetector()(image[0])}
+            rows.append((float(cosines(adapter, generator, start, text)[0]), sum(lab in found for lab in labels),
+                         len(found)))
+        table[source] = {"prompts": count, "cosine": float(np.mean([r[0] for r in rows])),
+                         "one_found": float(np.mean([r[1] >= 1 for r in rows])),
+                         "both_found": float(np.mean([r[1] == 2 for r in rows])),
+                         "any_object": float(np.mean([r[2] > 0 for r in rows]))}
+    return table
+
+
 def summary(records: list[dict]) -> dict:
     """Per weight: counts of cases where the true edit wins, and the optimiser's edit quality."""
     out = {}
@@ -158,6 +194,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps of the optimiser's run")
     parser.add_argument("--weights", nargs="+", default=["0.008", "default"],
                         help="l2 weights to compare ('default': world-vqgan's own)")
+    parser.add_argument("--starts", type=int, default=20, help="two-object prompts for the generation-start table")
     parser.add_argument("--no-optimise", action="store_true", help="only the true edit against the start")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "vqgan-l2"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-vqgan-l2.json"))
@@ -172,6 +209,9 @@ def main() -> None:
     cells = changed_cells(generator, 20)
     print(f"one-object change, {cells['cases']} cases: cells whose code changes (min, median, max) "
           f"{cells['codes_changed']} of {cells['cells']}; cells whose pixels change {cells['pixels_changed']}")
+    starts = start_table(adapter, args.starts) if args.starts else {}
+    for source, row in starts.items():
+        print(f"generation start from {source}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
     cache = None if args.no_optimise else Path(args.cache) / f"steps{args.steps}"
     records = []
     for family in FAMILIES:
@@ -185,7 +225,7 @@ def main() -> None:
     table = summary(records)
     print(json.dumps(table, indent=1))
     write_json_atomic(args.out, {"settings": vars(args), "calibration": calibration, "changed_cells": cells,
-                                 "summary": table,
+                                 "generation_starts": starts, "summary": table,
                                  "records": records})
 
 
