@@ -1,6 +1,7 @@
 """Is the true edit the optimum of the editing loss? The l2 weight of the world VQGAN's latent, derived and checked.
 
-    python benchmarks/vqgan_l2.py [--scenes 5] [--steps 100] [--weights 0.008 default] [--starts 20] [--no-optimise]
+    python benchmarks/vqgan_l2.py [--scenes 5] [--steps 100] [--weights 0.008 default] [--starts 20]
+                                  [--generate 0] [--no-optimise]
 
 The editing loss at lambda = 0 is StyleCLIP's `L(z) = 1 - cos(G(z), t) + l2 ||z - z0||^2`. An edit can only be found
 if the *true edit* -- z*, the VQGAN encoding of the correctly edited world scene (`true_edit`: the scene redrawn with
@@ -14,7 +15,8 @@ scores it).
 The derivation (`ntlb.tasks.vqgan_training.calibrate_l2`, on 128 scenes of the train seed space, none of them a
 benchmark case): l2 = mean CLIP gain of a scene's own caption over unrelated scenes' / mean squared latent distance
 between unrelated scenes. Also: how many latent cells a one-object change moves (`changed_cells`), and generation's
-start drawn from the bank of encoded world scenes against random codes (`start_table`). Writes
+start drawn from the bank of encoded world scenes against random codes (`start_table`) and, with --generate,
+generation itself from both (`generation_runs`). Writes
 docs/results-vqgan-l2.json.
 """
 
@@ -167,6 +169,36 @@ def start_table(adapter, count: int, candidates: int = 8) -> dict:
     return table
 
 
+def generation_runs(adapter, count: int, steps: int, cache: Path) -> dict:
+    """Multi-word generation (`generate_from_text`, the generation benchmark's settings: 8 candidates, 2 views) for
+    `count` two-object prompts, CLIP alone and ntlb, started from the bank against random codes: how often the
+    detector finds both requested objects, and one of them."""
+    from editing_results import prompts
+
+    from ntlb.generators import create_generator
+    from ntlb.tasks.text_guidance import GenerateConfig, generate_from_text
+    from ntlb.world.detector import WorldDetector
+
+    table = {}
+    for source in ("bank", "random codes"):
+        for method in ("clip", "ntlb"):
+            found = []
+            for index, (text, labels) in enumerate(prompts(count)):
+                folder = cache / "generate" / source.replace(" ", "-") / method / f"prompt{index}"
+                generator = create_generator("world-vqgan", (SIZE, SIZE))
+                if source == "random codes":
+                    generator.bank = None
+                    generator.latent.data = generator.sample_latent(0)
+                config = GenerateConfig(method=method, steps=steps, views=2, candidates=8, snapshot_every=steps)
+                images = generate_from_text(adapter, generator, text, folder, config, progress=False)["images"]
+                labels_found = {d.label for d in WorldDetector()(images[0])}
+                found.append(sum(label in labels_found for label in labels))
+            table[f"{source}, {method}"] = {"prompts": count, "both_found": float(np.mean([f == 2 for f in found])),
+                                            "one_found": float(np.mean([f >= 1 for f in found]))}
+            print(f"generation from {source}, {method}: {table[f'{source}, {method}']}", flush=True)
+    return table
+
+
 def summary(records: list[dict]) -> dict:
     """Per weight: counts of cases where the true edit wins, and the optimiser's edit quality."""
     out = {}
@@ -195,6 +227,8 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=["0.008", "default"],
                         help="l2 weights to compare ('default': world-vqgan's own)")
     parser.add_argument("--starts", type=int, default=20, help="two-object prompts for the generation-start table")
+    parser.add_argument("--generate", type=int, default=0,
+                        help="two-object prompts to generate from the bank and from random codes (0: none)")
     parser.add_argument("--no-optimise", action="store_true", help="only the true edit against the start")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "vqgan-l2"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-vqgan-l2.json"))
@@ -212,6 +246,7 @@ def main() -> None:
     starts = start_table(adapter, args.starts) if args.starts else {}
     for source, row in starts.items():
         print(f"generation start from {source}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    generation = generation_runs(adapter, args.generate, args.steps, Path(args.cache)) if args.generate else {}
     cache = None if args.no_optimise else Path(args.cache) / f"steps{args.steps}"
     records = []
     for family in FAMILIES:
@@ -225,7 +260,8 @@ def main() -> None:
     table = summary(records)
     print(json.dumps(table, indent=1))
     write_json_atomic(args.out, {"settings": vars(args), "calibration": calibration, "changed_cells": cells,
-                                 "generation_starts": starts, "summary": table,
+                                 "generation_starts": starts, "generation": generation,
+                                 "summary": table,
                                  "records": records})
 
 
