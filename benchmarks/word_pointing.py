@@ -5,6 +5,7 @@ one caption per object explained by chefer2021, on held-out two-object scenes (d
 
 Then the grounding check: does the word score of the interactions ("mass", or the paper's mean of shares) rank a
 scene above the same scene with one word made false? Writes docs/results-word-pointing.json and prints both.
+Why the word maps miss (references, read-outs, layers, where the mass sits): benchmarks/word_pointing_variants.py.
 """
 
 from __future__ import annotations
