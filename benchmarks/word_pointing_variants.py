@@ -18,7 +18,8 @@ words, filler words, <eot>). Select on one seed range, report on another:
     python benchmarks/word_pointing_variants.py --offset 7000000 --count 30      # the word_pointing range
 
 Merges its results into docs/results-word-pointing.json under "variants" / "offset N"; with --binding N, only
-the binding check (is the true caption above its colour-swapped twin?) under "binding".
+the binding check (is the true caption above its colour-swapped twin?) under "binding"; with --per-object, only the
+interactions of one caption per object under "per_object_captions".
 """
 
 from __future__ import annotations
@@ -126,6 +127,41 @@ def binding(world, offset: int, count: int) -> dict:
     return {"scenes": len(scenes), "true_caption_higher": int((right > wrong).sum()), "offset": offset}
 
 
+def per_object(world, offset: int, count: int, layers: list[int], steps: int, rule: str) -> dict:
+    """One caption per object ("a {colour} {shape}"), explained by the interactions: does each word's map, and the
+    caption's map (the sum of all rows), point into that object when no second object is named?"""
+    scenes = [random_scene(scene_seed("multi-test", offset + i), 2) for i in range(count)]
+    rendered = [render(scene, 64) for scene in scenes]
+    texts, masks, owners = [], [], []
+    for i, (scene, (_, mask)) in enumerate(zip(scenes, rendered)):
+        for index, obj in enumerate(scene.objects[:2]):
+            texts.append(f"a {obj.colour} {obj.shape}")
+            masks.append(torch.from_numpy(mask[index]))
+            owners.append(i)
+    images = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image, _ in rendered])
+    pixels = world.normalize(images).to(world.dtype)
+    results: dict = {"captions": len(texts), "offset": offset, "steps": steps, "rule": rule}
+    for layer in layers:
+        explainer = Interactions(start_layer_image=layer, start_layer_text=layer, steps=steps, rule=rule)
+        hits: dict[str, list[bool]] = {"colour": [], "shape": [], "caption": []}
+        for start in range(0, len(texts), 20):
+            chunk = list(range(start, min(start + 20, len(texts))))
+            with torch.no_grad():
+                explanation = explainer(world, pixels[[owners[i] for i in chunk]], [texts[i] for i in chunk],
+                                        pairs="diagonal")
+            for b, i in enumerate(chunk):
+                rows = explanation.interactions[explanation.key(b, b)].float()
+                spans = explanation.tokens.words[explanation.text_index(b, b)]
+                for name, word_map in (("colour", rows[spans[1].start : spans[1].end].sum(0)),
+                                       ("shape", rows[spans[2].start : spans[2].end].sum(0)),
+                                       ("caption", rows.sum(0))):
+                    up = upsample(word_map[None], tuple(masks[i].shape))[0]
+                    hits[name].append(bool(masks[i].flatten()[up.flatten().argmax()]))
+        results[f"layer {layer}"] = {name: 100 * sum(v) / len(v) for name, v in hits.items()}
+        print(f"per object, layer {layer}:", results[f"layer {layer}"], flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offset", type=int, default=7 * 10**6, help="first scene of the 'multi-test' seed space")
@@ -138,6 +174,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(DOCS / "results-word-pointing.json"))
     parser.add_argument("--binding", type=int, default=0,
                         help="only the binding check on this many scenes from --offset (forward passes)")
+    parser.add_argument("--per-object", action="store_true",
+                        help="only one caption per object ('a {colour} {shape}'), --count scenes from --offset")
     args = parser.parse_args()
     world = ntlb.load_model(device=args.device)
     out = Path(args.out)
@@ -145,6 +183,12 @@ def main() -> None:
     if args.binding:
         existing["binding"] = binding(world, args.offset, args.binding)
         print("binding:", existing["binding"])
+        write_json_atomic(out, existing)
+        return
+    if args.per_object:
+        found = per_object(world, args.offset, args.count, args.layers, args.steps, args.rule)
+        existing = json.loads(out.read_text()) if out.exists() else {}
+        existing["per_object_captions"] = found
         write_json_atomic(out, existing)
         return
     scenes = [random_scene(scene_seed("multi-test", args.offset + i), 2) for i in range(args.count)]
