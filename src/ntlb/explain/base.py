@@ -159,9 +159,11 @@ class Explainer:
         adapter = wrap(model)
         self.check(adapter)
         if adapter.pools_image_by_attention and not self.reads_attention_pooling:
+            from .registry import capable
+
             raise NtlbError(f"{self.name} reads an image at its class token, and this model's image tower "
-                            f"({adapter.image_tower}) pools by attention: use chefer2021, attention, rollout, "
-                            "legrad or occlusion")
+                            f"({adapter.image_tower}) pools by attention: use "
+                            f"{', '.join(capable('maps of attention-pooled image towers'))}")
         inputs = prepare_inputs(adapter, images, texts)
         differentiable = grad_requested and (inputs.requires_grad()
                                              or any(p.requires_grad for p in adapter.model.parameters()))

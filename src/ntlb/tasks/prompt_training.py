@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
+from ..explain.registry import require
 from ..explain.relevance import clip_scores
 from ..io import load_image
-from ..losses import REDUCTIONS, SCORES, explainability_scores, explainability_weights
+from ..losses import REDUCTIONS, SCORES, class_name_loss, explainability_scores, explainability_weights
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype, image_features
 from ..models.inputs import ImageFeatures, Prompts
@@ -93,11 +94,8 @@ def train_transform(adapter: ClipAdapter, augment: bool):
 
 def prompt_explainer(config: PromptConfig) -> Explainer:
     """The explainer whose text relevance feeds the loss (scaled logits, as in the paper)."""
-    explainer = create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled")
-    if not explainer.gives_text_relevance:
-        raise NtlbError(f"explainer '{config.explainer}' gives no text relevance: the class-name loss needs one "
-                        "that does (chefer2021, attention, rollout, gradcam)")
-    return explainer
+    require(config.explainer, "text relevance", "the class-name loss")
+    return create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled")
 
 
 def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
@@ -142,8 +140,8 @@ def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.T
             if explain:
                 explanation = explainer(adapter, ImageFeatures(features), Prompts(tokens, embeddings))
                 logits = explanation.logits
-                scores = explainability_scores(explanation.text, tokens.eot, layout.names[piece], config.score)
-                expl = (weights[:, piece].to(scores.dtype) * scores).sum()
+                expl, scores = class_name_loss(explanation, layout.names[piece], labels, config.score,
+                                               weights=weights[:, piece])
             else:
                 encoded = adapter.encode_text(layout.ids[piece], layout.eot[piece], embeddings=embeddings)
                 logits = clip_scores(features, encoded.features, adapter.logit_scale, "scaled")
