@@ -213,14 +213,15 @@ def test_diagonal_and_chosen_pairs_are_entries_of_all_pairs(world_model, method)
     chosen = torch.tensor([[2, 0], [1, 1], [0, 2]])
     selected = ntlb.explain(world_model, pixels, TEXTS, method=method, pairs=chosen)
     index, rows = torch.arange(3), torch.arange(3)[:, None]
-    assert relative_error(diagonal.image, full.image[index, index]) <= TOL
+    assert diagonal.image.shape == (3, 1, *full.image.shape[2:])  # one shape: (B, K = 1, h, w)
+    assert relative_error(diagonal.image[:, 0], full.image[index, index]) <= TOL
     assert relative_error(selected.image, full.image[rows, chosen]) <= TOL
     assert selected.text_index(2, 1) == 2 and diagonal.text_index(1) == 1
     if full.text is None:
         assert diagonal.text is None and selected.text is None and method in ("clip_surgery", "legrad", "gem",
                                                                               "decomposition")
         return
-    assert torch.allclose(diagonal.text, full.text[index, index], rtol=TOL, atol=1e-12)
+    assert torch.allclose(diagonal.text[:, 0], full.text[index, index], rtol=TOL, atol=1e-12)
     assert torch.allclose(selected.text, full.text[rows, chosen], rtol=TOL, atol=1e-12)
 
 

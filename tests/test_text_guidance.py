@@ -14,6 +14,7 @@ import ntlb
 from ntlb.cli import main
 from ntlb.errors import NtlbError
 from ntlb.explain.explanation import Explanation
+from ntlb.explain.targets import AllPairs
 from ntlb.generators import create_generator
 from ntlb.losses.semantic_words import content_words, semantic_word_scores, word_token_masks
 from ntlb.models.inputs import ImageFeatures
@@ -33,7 +34,7 @@ def _explanation(world, rows: list[list[float]], text: str) -> Explanation:
     text_rows = torch.zeros(len(rows), 1, tokens.ids.shape[1])
     for b, row in enumerate(rows):
         text_rows[b, 0, : len(row)] = torch.tensor(row)
-    return Explanation(image=None, text=text_rows, logits=torch.zeros(len(rows), 1), tokens=tokens, pairs="all",
+    return Explanation(image=None, text=text_rows, logits=torch.zeros(len(rows), 1), tokens=tokens, targets=AllPairs(),
                        columns=torch.zeros(len(rows), 1, dtype=torch.long), method="hand", logit_mode="scaled",
                        logit_scale=100.0, input_size=(64, 64))
 

@@ -66,21 +66,18 @@ def _rows(explanation: Explanation, normalize: str) -> Tensor:
     explanation.require("the semantic-word loss", text=True)
     rows = explanation.text
     eot = explanation.tokens.eot.to(rows.device)
-    if explanation.pairs == "diagonal":
-        return normalize_text(rows, eot, normalize)
     return normalize_text(rows, eot[explanation.columns.to(rows.device)], normalize)
 
 
 def _pair_masks(explanation: Explanation, masks: Tensor) -> Tensor:
-    """The word masks of each explained pair's text: (..., W, L)."""
+    """The word masks of each explained pair's text: (B, K, W, L)."""
     masks = masks.to(explanation.text.device)[..., : explanation.text.shape[-1]]
-    columns = explanation.columns.to(masks.device)
-    return masks[columns[:, 0]] if explanation.pairs == "diagonal" else masks[columns]
+    return masks[explanation.columns.to(masks.device)]
 
 
 def semantic_word_scores(explanation: Explanation, masks: Tensor, variant: str = "paper",
                          normalize: str = "visual") -> Tensor:
-    """The semantic-word score of every explained pair: (B,) for diagonal pairs, (B, K) otherwise. `masks`: (T, W,
+    """The semantic-word score of every explained pair, (B, K) as the explanation's slots. `masks`: (T, W,
     L) from `word_token_masks`. normalize: "visual" (editing: R[EOT, 1:EOT] / sum) or "max" (multi-word guidance:
     then divided by its max)."""
     if variant not in WORD_SCORES:

@@ -105,8 +105,8 @@ def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], ba
         with torch.no_grad():
             explanation = create(method)(adapter, [p.picture for p in chunk], [p.caption.text for p in chunk],
                                          pairs="diagonal")
-        maps += list(explanation.image.float()) if explanation.has_image_maps() else [None] * len(chunk)
-        rows += list(explanation.text.float()) if explanation.has_text_relevance() else [None] * len(chunk)
+        maps += list(explanation.image[:, 0].float()) if explanation.has_image_maps() else [None] * len(chunk)
+        rows += list(explanation.text[:, 0].float()) if explanation.has_text_relevance() else [None] * len(chunk)
     return explanation, maps, rows, (time.perf_counter() - started) / len(pairs)
 
 
@@ -126,7 +126,7 @@ def _pair_localisation(adapter: ClipAdapter, method: str, pairs: list[SharedObje
             with torch.no_grad():
                 both = explain_pair(adapter, [p.first for p in chunk], [p.second for p in chunk], method=method,
                                     pairs="diagonal")
-            maps += list(both.first.image.float()) + list(both.second.image.float())
+            maps += list(both.first.image[:, 0].float()) + list(both.second.image[:, 0].float())
         masks += [p.first_mask for p in chunk] + [p.second_mask for p in chunk]
     seconds = (time.perf_counter() - started) / len(pairs)
     scaled, masks = minmax(torch.stack(maps)), torch.stack(masks)
@@ -217,7 +217,7 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
             for b, i in enumerate(chunk):
                 for w, word in enumerate(captions[i].words):
                     if word.role in hits:
-                        word_map = explanation.word_map(b, b, w, size=masks[i].shape[-2:])
+                        word_map = explanation.word_map(b, 0, w, size=masks[i].shape[-2:])
                         hits[word.role].append(bool(_points_into(word_map[None], masks[i][word.obj][None])[0]))
         results[f"interactions (layer {layer}), word map"] = {
             role: sum(values) / len(values) for role, values in hits.items()} | {
@@ -232,7 +232,7 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
         images = [p for p in pictures for _ in range(2)]
         with torch.no_grad():
             explanation = create("chefer2021")(adapter, images, texts, pairs="diagonal")
-        maps = upsample(explanation.image.float(), tuple(object_masks[0].shape))
+        maps = upsample(explanation.image[:, 0].float(), tuple(object_masks[0].shape))
         hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
         results[name] = {"colour": hit if "colour" in template else None, "shape": hit}
     return results

@@ -95,7 +95,8 @@ def train_transform(adapter: ClipAdapter, augment: bool):
 def prompt_explainer(config: PromptConfig) -> Explainer:
     """The explainer whose text relevance feeds the loss (scaled logits, as in the paper)."""
     require(config.explainer, "text relevance", "the class-name loss")
-    return create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled")
+    return create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled",
+                  max_memory=config.max_memory)
 
 
 def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
@@ -215,17 +216,12 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[li
 
 def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner: PromptLearner, images: int,
                       budget: int | None) -> int:
-    """The most class prompts one backward may hold within `budget` bytes (default: half the memory available)."""
-    from dataclasses import replace
+    """The most class prompts one backward may hold within `budget` bytes (default: half the memory available),
+    from the explainer's memory planner."""
+    from ..explain.memory import texts_per_call
 
-    from ..explain.memory import DEFAULT_SHARE, available_memory, measure_costs, plan_tiles
-
-    budget = budget or int(DEFAULT_SHARE * available_memory(adapter.device))
     keep = explainer.keep_from(adapter, "text") if explainer is not None else None
-    costs = replace(measure_costs(adapter, None, keep), image_graph=0.0, image_attention=0.0)
-    classes = len(learner.classnames)
-    plan = plan_tiles(costs, images, classes, learner.layout.ids.shape[1], None, budget)
-    return plan.text_group
+    return texts_per_call(adapter, images, len(learner.classnames), learner.layout.ids.shape[1], keep, budget)
 
 
 def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, config: PromptConfig,
