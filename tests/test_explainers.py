@@ -430,3 +430,24 @@ def test_gem_matches_its_formula_and_keeps_clips_scores(vit_b32, iterations):
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
     assert torch.allclose(fast.logits, plain, rtol=1e-10)
     assert fast.text is None
+
+
+def test_capabilities_are_asked_of_the_registry():
+    """What an explainer gives is a flag of its class; the runners' refusals list the registered ones that have it,
+    the same list for the class-name loss and the semantic-word loss."""
+    from ntlb.explain.registry import capable, has, require
+    from ntlb.tasks.prompt_training import PromptConfig, prompt_explainer
+    from ntlb.tasks.text_guidance import word_explainer
+
+    texts = {"attention", "chefer2021", "gradcam", "interactions", "lrp", "rollout"}
+    assert set(capable("text relevance")) == texts and has("gem", "image maps") and not has("gem", "text relevance")
+    assert capable("token x patch interactions") == ["interactions"]
+    listed = f"({', '.join(sorted(texts))})"
+    for refuse, purpose in ((lambda: prompt_explainer(PromptConfig(explainer="occlusion")), "the class-name loss"),
+                            (lambda: word_explainer("occlusion", "scaled"), "the semantic-word loss")):
+        with pytest.raises(NtlbError) as error:
+            refuse()
+        assert str(error.value) == (f"explainer 'occlusion' gives no text relevance: {purpose} needs one that "
+                                    f"does {listed}")
+    with pytest.raises(NtlbError, match="unknown explainer capability 'maps'"):
+        require("gem", "maps", "a test")
