@@ -86,14 +86,14 @@ def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monk
         write(path, tensors)
 
     monkeypatch.setattr(runner, "write_shard", stop_during_second_shard)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted with 1 of 3 shards written and 4 images of the next "
-                                                 r"kept in a partial shard: rerun the same command to resume"):
+    with pytest.raises(KeyboardInterrupt, match=r"^interrupted during shard 2/3 \(1 shard done, 4 images of it kept "
+                                                 r"in a partial shard\): rerun the same command to resume$"):
         explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0, progress=False)
     assert sorted(p.name for p in (tmp_path / "b" / "shards").iterdir()) == [
         "shard-000000.safetensors", "shard-000001.partial.safetensors"]
     monkeypatch.setattr(runner, "write_shard", write)
     resumed = explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0)
-    assert "resuming: 1 of 3 shards" in capsys.readouterr().err
+    assert f"resuming explaining dataset at shard 2/3 (1 shard done) from {tmp_path / 'b'}" in capsys.readouterr().err
     assert resumed["shards"] == straight["shards"]
     a, b = _all_shards(tmp_path / "a"), _all_shards(tmp_path / "b")
     assert a["keys"] == b["keys"] and all(torch.equal(a[k], b[k]) for k in a if k != "keys")
@@ -120,8 +120,8 @@ def test_an_interrupted_shard_keeps_its_images_and_the_rerun_explains_only_the_r
             yield batch
 
     monkeypatch.setattr(runner, "_batches", interrupted)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted with 0 of 1 shards written and 8 images of the next "
-                                                 r"kept in a partial shard"):
+    with pytest.raises(KeyboardInterrupt, match=r"^interrupted during shard 1/1 \(8 images of it kept in a partial "
+                                                 r"shard\): rerun the same command to resume$"):
         explain_dataset(model, settings, tmp_path / "b", batch_size=4, workers=0, progress=False)
     partial = tmp_path / "b" / "shards" / "shard-000000.partial.safetensors"
     assert len(read_shard(partial)["keys"]) == 8

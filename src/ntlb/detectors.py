@@ -15,6 +15,7 @@ import torch
 
 from .errors import NtlbError
 from .registry import Registry
+from .training import read_checkpoint
 from .world.detector import Detection, WorldDetector
 
 DETECTORS = Registry("detector")
@@ -45,7 +46,7 @@ class TorchvisionDetector:
             raise NtlbError(f"unknown torchvision detection model '{model}': see torchvision.models.list_models("
                             "module=torchvision.models.detection)") from None
         self.model = get_model(model, weights=None, weights_backbone=None, num_classes=len(self.categories))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = read_checkpoint(weights, what="detector weights", fix=f"give a state dict of torchvision's {model}")
         try:
             self.model.load_state_dict(state)
         except RuntimeError as err:

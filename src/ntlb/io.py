@@ -85,6 +85,36 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def ntlb_version() -> str:
+    """The installed ntlb's version (its package metadata), or "unknown" when run from a source tree alone."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ntlb")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+HEADER = ("model", "pretrained", "random_weights", "ntlb_version", "settings")
+
+
+def write_record(path: str | Path, data: dict, adapter: Any = None, settings: Any = None) -> dict:
+    """Write a runner's JSON result atomically, with the one provenance header every record carries (`HEADER`):
+    the model and its pretrained weights (None for a run without a model), whether they are random, the ntlb
+    version, and the settings that define the result (a dataclass or a dict). Returns the record written."""
+    from dataclasses import asdict, is_dataclass
+
+    clash = sorted(set(HEADER) & set(data))
+    if clash:
+        raise ValueError(f"the header keys {clash} come from adapter= and settings=, not from the data")
+    header = {"model": getattr(adapter, "name", None), "pretrained": getattr(adapter, "pretrained", None),
+              "random_weights": getattr(adapter, "random_weights", None), "ntlb_version": ntlb_version(),
+              "settings": asdict(settings) if is_dataclass(settings) else settings}
+    record = {**header, **data}
+    write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
 def image_bytes(image: Image.Image, suffix: str = ".png") -> bytes:
     """A PIL image encoded in the format its suffix names."""
     import io

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NtlbError
+from ..training import read_checkpoint
 from . import GENERATORS
 
 DECODER_SIDE = ("decoder.", "post_quant_conv.", "quantize.embedding.weight")
@@ -74,28 +75,16 @@ def vqgan_config_text(params: dict) -> str:
 def read_vqgan_weights(path: str | Path) -> dict[str, Tensor]:
     """The VQGAN tensors of a checkpoint (Lightning .ckpt with a state_dict, a plain state dict, or .safetensors):
     the decoder side (required) and the encoder side (where present)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NtlbError(f"VQGAN checkpoint not found: {path}: give the .ckpt trained with this config")
-    if path.suffix == ".safetensors":
-        from ..models.loading import read_state_dict
-
-        state = read_state_dict(path)
-    else:  # Lightning checkpoints carry more than tensors (hyper-parameters, callbacks)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise NtlbError(f"cannot read VQGAN checkpoint {path}: {type(err).__name__}: is it a torch file?") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else None
+    # Lightning checkpoints carry more than tensors (hyper-parameters, callbacks): read them whole
+    state = read_checkpoint(path, what="VQGAN checkpoint", fix="give the .ckpt trained with this config",
+                            trusted=Path(path).suffix != ".safetensors")
+    state = state.get("state_dict", state) if isinstance(state, dict) else None
     if not isinstance(state, dict):
         raise NtlbError(f"{path} holds no state dict: give a taming VQGAN checkpoint")
     weights = {k: v for k, v in state.items() if k.startswith(DECODER_SIDE + ENCODER_SIDE)}
     missing = [prefix for prefix in DECODER_SIDE if not any(k.startswith(prefix) for k in weights)]
     if missing:
         raise NtlbError(f"{path} lacks {', '.join(missing)}: is it a taming VQGAN (VQModel) checkpoint?")
-    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise NtlbError(f"{path} has NaN or infinite values in {bad[0]}: the checkpoint is corrupt; use another")
     return weights
 
 

@@ -14,6 +14,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
 from ..errors import NtlbError
+from ..training import check_finite, read_checkpoint
 from .adapter import ClipAdapter
 from .open_clip_adapter import OpenClipAdapter
 from .support import support_of, support_of_config
@@ -37,50 +38,15 @@ def bundled_models() -> dict[str, dict[str, Any]]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .pt/.pth/.bin or .safetensors checkpoint, unwrapped and checked for NaN/Inf."""
-    path = Path(path)
-    if not path.is_file():
-        raise NtlbError(f"checkpoint not found: {path}: check the path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every reader error becomes one line
-        raise NtlbError(f"cannot read checkpoint {path}: {_reader_problem(path, err)}") from None
+    """Tensors of a .pt/.pth/.bin or .safetensors checkpoint, unwrapped and checked for NaN/Inf (through the one
+    checkpoint reader, `ntlb.training.read_checkpoint`)."""
+    state = read_checkpoint(path)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise NtlbError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict: save model.state_dict()")
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    check_finite(state, str(path))
-    return state
-
-
-def _reader_problem(path: Path, error: Exception) -> str:
-    """A short account of why a checkpoint could not be read, with the fix."""
-    import zipfile
-
-    text = str(error).strip().splitlines()[0][:80] if str(error).strip() else type(error).__name__
-    with path.open("rb") as file:
-        head = file.read(8)
-    truncated = "incomplete metadata" in text or (head.startswith(b"PK") and not zipfile.is_zipfile(path))
-    if truncated:
-        return "the file is truncated (an interrupted download or copy?): get it again"
-    return f"{text}: is it a PyTorch or safetensors checkpoint?"
-
-
-def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
-    """One-line error naming the first tensor with NaN or Inf."""
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise NtlbError(
-                f"checkpoint {source} has NaN/Inf values in '{key}': the file is corrupt or training diverged; "
-                "use another checkpoint"
-            )
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def load_weights(model: nn.Module, path: str | Path, architecture: str) -> None:
@@ -245,7 +211,7 @@ def _load_hf(directory: str) -> nn.Module:
     except Exception as err:  # noqa: BLE001
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NtlbError(f"cannot load a {classes[kind]} from {directory}: {first}") from None
-    check_finite(model.state_dict(), directory)
+    check_finite(model.state_dict(), f"model {directory}")
     return model
 
 

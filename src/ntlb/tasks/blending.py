@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from ..generators import picture_tensor
-from ..io import save_image_atomic, write_bytes_atomic, write_json_atomic
+from ..io import save_image_atomic, write_bytes_atomic, write_record
 from ..models.adapter import ClipAdapter
 from .latent_optimisation import optimise, to_picture
 from .text_guidance import _features, _latent_generator, start_latent
@@ -105,7 +105,6 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
         after = F.normalize(_features(adapter, images), dim=-1)
     metrics = {"sources": len(sources), "cos_to_target_before": (own @ goal.T)[:, 0].tolist(),
                "cos_to_target_after": (after @ goal.T)[:, 0].tolist(),
-               "cos_to_source_after": (after * own).sum(dim=-1).tolist(), "settings": asdict(config),
-               "model": adapter.name}
-    write_json_atomic(out / "metrics.json", metrics)
+               "cos_to_source_after": (after * own).sum(dim=-1).tolist()}
+    metrics = write_record(out / "metrics.json", metrics, adapter, config)
     return {**metrics, "images": images.detach(), "starts": starts}

@@ -25,10 +25,11 @@ from ..explain import create
 from ..explain.base import Explainer
 from ..explain.relevance import clip_scores
 from ..explain.targets import AllPairs, Columns, TopK
-from ..io import load_image, write_bytes_atomic, write_json_atomic
+from ..io import load_image, write_bytes_atomic, write_json_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
 from ..models.inputs import prepare_texts
+from ..training import interrupted_line, read_checkpoint, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
@@ -203,11 +204,11 @@ def write_shard(path: Path, tensors: dict) -> None:
 
 
 def read_shard(path: str | Path) -> dict:
-    """A shard's tensors and its image keys ("keys")."""
+    """A shard's tensors (through the one checkpoint reader) and its image keys ("keys")."""
     from safetensors import safe_open
 
+    tensors = read_checkpoint(path, what="dataset shard", fix="rerun the command that wrote it with a new --out")
     with safe_open(str(path), "pt") as file:
-        tensors = {name: file.get_tensor(name) for name in file.keys()}
         tensors["keys"] = json.loads(file.metadata()["keys"])
     return tensors
 
@@ -242,7 +243,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
                smoothing=0.1)
     done = len(mine) - len(todo)
     if done and progress and world.main:
-        print(f"resuming: {done} of {len(mine)} shards of this process are written in {out}", file=sys.stderr)
+        print(resuming_line("explaining dataset", "shard", done, len(mine), out), file=sys.stderr)
     started = time.perf_counter()
     kept = ""
     try:
@@ -256,19 +257,16 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
             except KeyboardInterrupt:
                 if parts["keys"]:
                     write_shard(shard_path(out, unit.index, partial=True), _joined(parts))
-                    kept = f" and {len(parts['keys'])} images of the next kept in a partial shard"
+                    kept = f"{len(parts['keys'])} images of it kept in a partial shard"
                 raise
             shard_path(out, unit.index, partial=True).unlink(missing_ok=True)
             done += 1
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted with {done} of {len(mine)} shards written{kept}: rerun the same command to "
-                          "resume") from None
+        raise Interrupted(interrupted_line(f"during shard {done + 1}/{len(mine)}", done, "shard", kept)) from None
     finally:
         bar.close()
     barrier(world)
-    index = _index(out, settings, units, adapter.name) if world.main else {}
-    if world.main:
-        write_json_atomic(out / "index.json", index)
+    index = write_record(out / "index.json", _index(out, settings, units), adapter, settings) if world.main else {}
     index["seconds"] = time.perf_counter() - started
     return index
 
@@ -288,14 +286,13 @@ def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
     barrier(world)
 
 
-def _index(out: Path, settings: DatasetSettings, units: list[Unit], model: str) -> dict:
+def _index(out: Path, settings: DatasetSettings, units: list[Unit]) -> dict:
     shards = []
     for unit in units:
         path = shard_path(out, unit.index)
         count = len(read_shard(path)["keys"])
         shards.append({"file": str(path.relative_to(out)), "images": count})
-    return {"settings": asdict(settings), "model": model,
-            "texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
+    return {"texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
             "images": sum(s["images"] for s in shards),
             "tensors": {"columns": "(N, K) index of each explained text", "scores": "(N, K) its score",
                         "image": "(N, K, h, w) patch relevance", "text": "(N, K, L) token relevance R[EOT, :]",

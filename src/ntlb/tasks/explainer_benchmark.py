@@ -404,7 +404,7 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     from pathlib import Path
 
     from ..explain import available
-    from ..io import OutputFolder, write_json_atomic, write_text_atomic
+    from ..io import OutputFolder, write_record, write_text_atomic
 
     methods = list(methods or available())
     unknown = [m for m in methods if m not in available()]
@@ -413,9 +413,8 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     if count < 1:
         raise NtlbError(f"--count {count}: use at least 1 scene per setting")
     results = benchmark_explainers(adapter, methods, count=count)
-    results["model"] = adapter.name
     folder = OutputFolder(Path(out))
-    write_json_atomic(folder / "explainers.json", results)
+    results = write_record(folder / "explainers.json", results, adapter, {"explainers": methods, "count": count})
     results["tables"] = "\n\n".join(f"### {SETTING_TITLES[setting]}\n\n{markdown_table(results, setting)}"
                                     for setting in SETTING_TITLES)
     if "word_pointing" in results:

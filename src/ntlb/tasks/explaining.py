@@ -18,7 +18,7 @@ from ..explain import available, create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..explain.registry import capable
-from ..io import OutputFolder, save_image_atomic, write_json_atomic
+from ..io import OutputFolder, save_image_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.inputs import prepare_texts
 from ..models.loading import DEFAULT_MODEL
@@ -135,10 +135,11 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
                                        title + (f" - {notes[0]}" if notes else "")))
     bar.update()
     bar.set_description("writing report")
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
+    data = {"method": method, "logit_mode": explainer.logit_mode, "options": explainer.options(), "texts": list(texts),
             "notes": notes, "grids": [g.name for g in grids], "pairs": records}
-    write_json_atomic(folder / "explanations.json", data)
+    data = write_record(folder / "explanations.json", data, adapter, {"explainer": method,
+                                                                      "logit_mode": explainer.logit_mode,
+                                                                      "options": explainer.options()})
     write_report(folder / "report.html", title, records, notes, pictures, originals)
     bar.update()
     bar.close()
@@ -174,10 +175,8 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
                   "text_note": e.text_note, "image_note": e.image_note} for b, t in e.pair_indices()]
         for method, e in explanations.items()
     }
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "notes": model_notes(adapter, first.originals), "methods": summary, "skipped": skipped}
-    write_json_atomic(folder / "compare.json", data)
-    return data
+    data = {"notes": model_notes(adapter, first.originals), "methods": summary, "skipped": skipped}
+    return write_record(folder / "compare.json", data, adapter, {"explainers": methods, "logit_mode": logit_mode})
 
 
 def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
@@ -216,11 +215,9 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
     notes = model_notes(adapter, [first.originals[0], *second.originals])
     title = f"ntlb {method} on {adapter.name}: image-image similarity" + (f" - {notes[0]}" if notes else "")
     grids = folder.record(picture_grid(cells, 2, folder.root / "pairs.png", title))
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "logit_mode": first.logit_mode, "options": first.options, "notes": notes,
+    data = {"method": method, "logit_mode": first.logit_mode, "options": first.options, "notes": notes,
             "grids": [g.name for g in grids], "pairs": records}
-    write_json_atomic(folder / "pairs.json", data)
-    return data
+    return write_record(folder / "pairs.json", data, adapter, {"explainer": method, "options": first.options})
 
 
 def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], classes: Sequence[str],
@@ -255,8 +252,8 @@ def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], cl
     notes = model_notes(adapter, maps.originals)
     title = f"ntlb concepts ({method} maps) on {adapter.name}" + (f" - {notes[0]}" if notes else "")
     grids = folder.record(picture_grid(cells, k + 1, folder.root / "concepts.png", title))
-    data = {"model": adapter.name, "pretrained": adapter.pretrained, "random_weights": adapter.random_weights,
-            "method": method, "template": template, "k": k, "logit_mode": maps.logit_mode, "options": maps.options,
+    data = {"method": method, "template": template, "k": k, "logit_mode": maps.logit_mode, "options": maps.options,
             "notes": notes, "grids": [g.name for g in grids], "images": records}
-    write_json_atomic(folder / "concepts.json", data)
-    return data
+    return write_record(folder / "concepts.json", data, adapter, {"explainer": method, "template": template, "k": k,
+                                                                  "classes": list(classes), "concepts": list(concepts),
+                                                                  "options": maps.options})

@@ -1,6 +1,6 @@
-"""The one loop that optimises a generator's latent against a loss (layout generation, text-guided editing,
-multi-word generation, essence transfer): Adam, an optional learning-rate schedule, seeded randomness per step (so
-a resumed run draws what an uninterrupted one would), snapshots, checkpoints and resume through `TrainingRun`."""
+"""Optimising a generator's latent against a loss (layout generation, text-guided editing, multi-word generation,
+essence transfer): the step that `TrainingRun.loop` runs -- Adam, an optional learning-rate schedule, seeded
+randomness per step (so a resumed run draws what an uninterrupted one would) -- and its snapshots."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..io import save_image_atomic
-from ..training import TrainingRun
+from ..training import TrainingRun, descend
 
 Loss = Callable[[Tensor, int], tuple[Tensor, dict]]
 
@@ -75,23 +75,24 @@ def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, setti
         generator.load_state_dict(state["generator"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-    with torch.random.fork_rng(devices=[]), run:
-        for step in run.steps():
-            torch.manual_seed(seed * 100003 + step)  # the randomness of step s does not depend on a resume
-            if schedule is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = schedule(step)
-            value, parts = loss(generator(), step)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            history.append({"loss": float(value.detach()), **parts})
-            run.report(history[-1])
-            done = step + 1
-            if done % snapshot_every == 0 or done == steps:
-                with torch.no_grad():
-                    save_image_atomic(out / "snapshots" / f"step_{done:05d}.png", to_picture(generator()))
-                run.save(done, generator=trainable_state(generator), optimizer=optimizer.state_dict(), history=history)
+
+    def step(number: int, _) -> dict:
+        torch.manual_seed(seed * 100003 + number)  # the randomness of step s does not depend on a resume
+        if schedule is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(number)
+        value, parts = loss(generator(), number)
+        descend(optimizer, value)
+        history.append({"loss": float(value.detach()), **parts})
+        return history[-1]
+
+    def snapshot(done: int) -> None:
+        with torch.no_grad():
+            save_image_atomic(out / "snapshots" / f"step_{done:05d}.png", to_picture(generator()))
+
+    with torch.random.fork_rng(devices=[]):
+        run.loop(step, lambda: {"generator": trainable_state(generator), "optimizer": optimizer.state_dict(),
+                                "history": history}, every=snapshot_every, before_save=snapshot)
     with torch.no_grad():
         images = generator()
     return images, history

@@ -19,7 +19,7 @@ from ..explain import create
 from ..explain.base import Explainer
 from ..explain.registry import require
 from ..explain.relevance import clip_scores
-from ..io import save_image_atomic, write_json_atomic
+from ..io import save_image_atomic, write_record
 from ..losses.layout import DICE_VARIANTS, box_weights, layout_loss
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
@@ -176,11 +176,10 @@ def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: La
     options = {k: v if isinstance(v, (int, float, str)) else str(v) for k, v in generator_options.items()}
     record = {"method": config.method, "explainer": config.explainer, "generator": generator, **options,
               "init_image": init_image is not None,
-              "dice": config.dice, "seed": config.seed, "steps": config.steps, "model": adapter.name,
-              "pretrained": adapter.pretrained, "detector": detector or "none",
-              "random_weights": adapter.random_weights, **metrics}
-    write_json_atomic(out / "metrics.json", record)
-    return record
+              "dice": config.dice, "seed": config.seed, "steps": config.steps, "detector": detector or "none",
+              **metrics}
+    settings = {**asdict(config), "generator": generator, "generator_options": options, "detector": detector}
+    return write_record(out / "metrics.json", record, adapter, settings)
 
 
 def summarize_runs(results: list[dict]) -> dict[str, dict]:

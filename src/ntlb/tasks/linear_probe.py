@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..training import backward
+
 
 def fit_linear_probe(features: Tensor, labels: Tensor, classes: int, weight_decay: float = 1e-3,
                      steps: int = 200) -> tuple[Tensor, Tensor]:
@@ -18,7 +20,7 @@ def fit_linear_probe(features: Tensor, labels: Tensor, classes: int, weight_deca
     def closure():
         optimizer.zero_grad()
         loss = F.cross_entropy(features @ weights.T + bias, labels) + weight_decay * (weights**2).sum()
-        loss.backward()
+        backward(loss)
         return loss
 
     optimizer.step(closure)

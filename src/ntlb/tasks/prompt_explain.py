@@ -36,7 +36,7 @@ def explain_prompt_files(adapter: ClipAdapter, learner: PromptLearner, images: l
     prompt's words (v1..vM, the class name, ".") and its patches; captioned overlays, prompt_explanations.json
     and a self-contained report.html that names each class. Returns what the JSON holds."""
     from ..errors import NtlbError
-    from ..io import OutputFolder, save_image_atomic, write_json_atomic
+    from ..io import OutputFolder, save_image_atomic, write_record
     from ..viz import captioned, overlay
     from ..viz.report import write_report
     from .explaining import model_notes
@@ -66,8 +66,9 @@ def explain_prompt_files(adapter: ClipAdapter, learner: PromptLearner, images: l
                 record["overlay"] = name
             records.append(record)
     notes = model_notes(adapter, list(originals.values()))
-    data = {"model": adapter.name, "classes": names, "method": explanation.method, "notes": notes, "pairs": records}
-    write_json_atomic(folder / "prompt_explanations.json", data)
+    data = {"classes": names, "method": explanation.method, "notes": notes, "pairs": records}
+    data = write_record(folder / "prompt_explanations.json", data, adapter,
+                        {"explainer": explanation.method, "label": label})
     write_report(folder / "report.html", f"Relevance of the learned prompt's words ({len(names)} classes)", records,
                  notes, pictures, originals, label="label")
     return data

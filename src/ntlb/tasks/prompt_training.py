@@ -25,7 +25,7 @@ from ..losses import REDUCTIONS, SCORES, class_name_loss, explainability_scores,
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype, image_features
 from ..models.inputs import ImageFeatures, Prompts
-from ..training import TrainingRun, read_checkpoint, warmup_cosine
+from ..training import TrainingRun, backward, read_checkpoint, warmup_cosine
 from .folders import FolderDataset, ImageFolder, class_subset
 from .prompts import POSITIONS, PromptLearner
 
@@ -161,7 +161,7 @@ def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.T
                     local = torch.tensor([piece.index(label) for label in labels[in_piece].tolist()],
                                          device=labels.device)
                     parts["s_true"] += float(scores.detach()[in_piece].gather(1, local[:, None]).sum()) / total
-            (loss * processes).backward()  # DDP averages over the processes: each holds its share of the mean
+            backward(loss * processes)  # DDP averages over the processes: each holds its share of the mean
     parts["ce"] = float(ce.detach())
     return parts
 
@@ -249,7 +249,7 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
     optimizer = torch.optim.SGD(learner.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     run = TrainingRun(None, KIND, asdict(config), config.epochs, unit="epoch", desc="prompt learning",
-                      progress=progress and world.main, result=out)
+                      progress=progress and world.main, result=out, writes=world.main)
     state = run.resume()
     history = []
     if state is not None:
@@ -259,27 +259,28 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
         history = state["history"]
     images = ShotImages(shots.samples, train_transform(adapter, config.augment), config.seed)
     chunk = classes_per_chunk(adapter, explainer, learner, config.batch_size, parse_memory(config.max_memory))
-    with run:
-        for epoch in run.steps():
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(epoch, config.epochs, config.lr, config.warmup_epochs, config.warmup_lr)
-            batches = epoch_batches(len(images), config.batch_size, config.seed, epoch)
-            shares = [torch.tensor_split(torch.tensor(batch), world.size)[world.rank].tolist() for batch in batches]
-            loader = DataLoader(images, batch_sampler=[[(epoch, i) for i in share] for share in shares],
-                                num_workers=workers)
-            totals: dict[str, float] = {}
-            for batch, (pixels, labels) in zip(batches, loader):
-                optimizer.zero_grad(set_to_none=True)
-                parts = step_gradients(adapter, learner, pixels, labels, config, explainer, module, len(batch), chunk,
-                                       world.size)
-                for key, value in parts.items():
-                    totals[key] = totals.get(key, 0.0) + value / len(batches)
-                optimizer.step()
-            totals = _mean_over_processes(totals, world)
-            history.append(totals)
-            run.report(totals)
-            if world.main:
-                run.save(epoch + 1, ctx=learner.ctx.detach().cpu(), optimizer=optimizer.state_dict(), history=history)
+
+    def epoch_step(epoch: int, _) -> dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(epoch, config.epochs, config.lr, config.warmup_epochs, config.warmup_lr)
+        batches = epoch_batches(len(images), config.batch_size, config.seed, epoch)
+        shares = [torch.tensor_split(torch.tensor(batch), world.size)[world.rank].tolist() for batch in batches]
+        loader = DataLoader(images, batch_sampler=[[(epoch, i) for i in share] for share in shares],
+                            num_workers=workers)
+        totals: dict[str, float] = {}
+        for batch, (pixels, labels) in zip(batches, loader):
+            optimizer.zero_grad(set_to_none=True)
+            parts = step_gradients(adapter, learner, pixels, labels, config, explainer, module, len(batch), chunk,
+                                   world.size)
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value / len(batches)
+            optimizer.step()
+        totals = _mean_over_processes(totals, world)
+        history.append(totals)
+        return totals
+
+    run.loop(epoch_step, lambda: {"ctx": learner.ctx.detach().cpu(), "optimizer": optimizer.state_dict(),
+                                  "history": history})
     return Path(out)
 
 
@@ -342,9 +343,10 @@ def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list
                      prompts: str | Path = "") -> dict[str, dict]:
     """Accuracy of learned prompts on each image-folder dataset (a dataset may use a subset of the classes); one
     JSON per dataset in `out`, named after its folder. Returns {folder: result}."""
-    from ..io import write_json_atomic
+    from ..io import write_record
     from .folders import read_image_folder
 
+    settings = read_prompts(prompts)["settings"] if prompts else None  # what defines the prompts evaluated
     classifier = prompt_classifier(adapter, learner)
     results, used = {}, set()
     for folder in folders:
@@ -356,6 +358,6 @@ def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list
         result = {"prompts": str(prompts), "data": str(folder), "accuracy": evaluate(adapter, classifier, data,
                                                                                    learner.classnames),
                   "images": len(data.samples), "classes": len(data.classnames), "file": f"{name}.json"}
-        write_json_atomic(Path(out) / f"{name}.json", result)
+        write_record(Path(out) / f"{name}.json", result, adapter, settings)
         results[str(folder)] = result
     return results

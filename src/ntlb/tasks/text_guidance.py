@@ -28,10 +28,11 @@ from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..explain.registry import require
 from ..generators import picture_tensor
-from ..io import save_image_atomic, write_json_atomic
+from ..io import save_image_atomic, write_record
 from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_loss, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
+from ..training import descend
 from .latent_optimisation import optimise, styleclip_lr, to_picture
 
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
@@ -142,10 +143,7 @@ def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.
     latent = generator.latent.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
     for _ in range(steps):
-        loss = (generator.image_of(latent) - image).abs().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, (generator.image_of(latent) - image).abs().mean())
     return latent.detach()
 
 
@@ -219,9 +217,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
                "chosen_lambda": float(lambdas[best]), "automatic": config.expl_weight is None,
                "before": before, "after": after[best],
                "lambdas": [{"lambda": float(value), **report} for value, report in zip(lambdas.tolist(), after)],
-               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights,
                "final_loss": history[-1]["loss"] if history else None}
-    write_json_atomic(out / "metrics.json", metrics)
+    metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 
 
@@ -262,9 +259,8 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
                          config.snapshot_every, desc=f"generating ({config.method})", progress=progress)
     save_image_atomic(out / "image.png", to_picture(images))
     before, after = word_report(adapter, torch.cat([start, images]), text, config.explainer)
-    metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after,
-               "settings": settings, "model": adapter.name, "random_weights": adapter.random_weights}
-    write_json_atomic(out / "metrics.json", metrics)
+    metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after}
+    metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 
 

@@ -10,7 +10,6 @@ perceptual weights exist offline). Codes unused for a while are restarted on enc
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader
 from ..errors import NtlbError
 from ..generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
 from ..io import save_figure_atomic, write_bytes_atomic, write_text_atomic
-from ..training import TrainingRun, read_checkpoint, warmup_cosine
+from ..training import TrainingRun, descend, read_checkpoint, warmup_cosine
 from ..world.datasets import WorldScenes
 
 KIND = "world-vqgan"
@@ -145,50 +144,44 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
     data = WorldScenes((config.steps - run.saved) * config.batch_size, offset=run.saved * config.batch_size,
                        size=config.size)
     batches = DataLoader(data, batch_size=config.batch_size, num_workers=1, prefetch_factor=4)
-    began = time.monotonic()
-    with run:
-        for step, batch in run.batches(batches):
-            images, objects = (t.to(device) for t in batch)
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, config.steps, config.lr, config.warmup)
-            latents = model.encode(images)
-            quantized, codebook_loss, (_, _, codes) = model.quantize(latents)
-            reconstruction = model.decode(quantized)
-            l1 = weighted_l1(reconstruction, images, objects, config.object_weight)
-            loss = l1 + codebook_loss
-            parts = {"l1": float(l1.detach()), "codebook": float(codebook_loss.detach())}
-            adversarial = discriminator is not None and step >= config.adversarial_start
-            if adversarial:
-                generator_loss = -discriminator(reconstruction * 2 - 1).mean()
-                loss = loss + config.adversarial_weight * generator_loss
-                parts["generator"] = float(generator_loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if adversarial:  # hinge loss of taming's PatchGAN
-                real = discriminator(images * 2 - 1)
-                fake = discriminator(reconstruction.detach() * 2 - 1)
-                d_loss = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
-                d_optimizer.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_optimizer.step()
-                parts["discriminator"] = float(d_loss.detach())
-            usage += torch.bincount(codes.flatten().cpu(), minlength=config.n_embed)
-            done = step + 1
-            if done % config.restart_every == 0 and done < config.steps:
-                parts["restarted"] = _restart_dead_codes(model, usage, latents, done)
-            history.append(parts)
-            run.report({k: v for k, v in parts.items() if k in ("l1", "codebook")})
-            out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
-            if done % checkpoint_every == 0 or done == config.steps or out_of_time:
-                extra = ({"discriminator": discriminator.state_dict(), "d_optimizer": d_optimizer.state_dict()}
-                         if discriminator is not None else {})
-                run.save(done, model=model.state_dict(), optimizer=optimizer.state_dict(), history=history,
-                         usage=usage, **extra)
-                plot_generator_losses(history, out / "loss.png")
-            if out_of_time:
-                print(f"stopped after {max_minutes} minutes at step {done}/{config.steps}; run again to resume")
-                break
+
+    def step(number: int, batch) -> dict[str, float]:
+        images, objects = (t.to(device) for t in batch)
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(number, config.steps, config.lr, config.warmup)
+        latents = model.encode(images)
+        quantized, codebook_loss, (_, _, codes) = model.quantize(latents)
+        reconstruction = model.decode(quantized)
+        l1 = weighted_l1(reconstruction, images, objects, config.object_weight)
+        loss = l1 + codebook_loss
+        parts = {"l1": float(l1.detach()), "codebook": float(codebook_loss.detach())}
+        adversarial = discriminator is not None and number >= config.adversarial_start
+        if adversarial:
+            generator_loss = -discriminator(reconstruction * 2 - 1).mean()
+            loss = loss + config.adversarial_weight * generator_loss
+            parts["generator"] = float(generator_loss.detach())
+        descend(optimizer, loss)
+        if adversarial:  # hinge loss of taming's PatchGAN
+            real = discriminator(images * 2 - 1)
+            fake = discriminator(reconstruction.detach() * 2 - 1)
+            d_loss = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+            descend(d_optimizer, d_loss)
+            parts["discriminator"] = float(d_loss.detach())
+        usage.add_(torch.bincount(codes.flatten().cpu(), minlength=config.n_embed))
+        done = number + 1
+        if done % config.restart_every == 0 and done < config.steps:
+            parts["restarted"] = _restart_dead_codes(model, usage, latents, done)
+        history.append(parts)
+        return {k: v for k, v in parts.items() if k in ("l1", "codebook")}
+
+    def state() -> dict:
+        extra = ({"discriminator": discriminator.state_dict(), "d_optimizer": d_optimizer.state_dict()}
+                 if discriminator is not None else {})
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                "usage": usage, **extra}
+
+    run.loop(step, state, every=checkpoint_every, max_minutes=max_minutes, data=batches,
+             before_save=lambda done: plot_generator_losses(history, out / "loss.png"))
     return out / "checkpoint.pt"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from torch.utils.data import DataLoader
 from ..errors import NtlbError
 from ..io import save_figure_atomic, write_bytes_atomic
 from ..models.loading import CONFIG_DIR, load_model, read_state_dict
-from ..training import TrainingRun, read_checkpoint, warmup_cosine
+from ..training import TrainingRun, descend, read_checkpoint, warmup_cosine
 from .datasets import WorldCaptions
 
 DEFAULT_CONFIG = CONFIG_DIR / "ntlb-world.json"
@@ -87,30 +86,24 @@ def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float =
         losses = state["losses"]
     data = WorldCaptions((steps - run.saved) * batch_size, adapter.preprocess, offset=run.saved * batch_size)
     batches = DataLoader(data, batch_size=batch_size, num_workers=1, prefetch_factor=4)
-    began = time.monotonic()
-    with run:
-        for step, (images, captions) in run.batches(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, steps, lr, warmup)
-            tokens = adapter.tokenizer(list(captions)).truncated()
-            image_features = adapter.encode_image(images).features
-            text_features = adapter.encode_text(tokens.ids, tokens.eot).features
-            loss = contrastive_loss(image_features, text_features, model.logit_scale.exp(), list(captions))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(float(loss.detach()))
-            run.report({"loss": losses[-1], "scale": float(model.logit_scale.detach().exp())})
-            done = step + 1
-            out_of_time = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
-            if done % checkpoint_every == 0 or done == steps or out_of_time:
-                run.save(done, model=model.state_dict(), optimizer=optimizer.state_dict(), losses=losses)
-                plot_losses(losses, out / "loss.png")
-            if out_of_time:
-                print(f"stopped after {max_minutes} minutes at step {done}/{steps}; run again to resume")
-                break
+
+    def step(number: int, batch) -> dict[str, float]:
+        images, captions = batch
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(number, steps, lr, warmup)
+        tokens = adapter.tokenizer(list(captions)).truncated()
+        image_features = adapter.encode_image(images).features
+        text_features = adapter.encode_text(tokens.ids, tokens.eot).features
+        loss = contrastive_loss(image_features, text_features, model.logit_scale.exp(), list(captions))
+        descend(optimizer, loss)
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.detach()))
+        return {"loss": losses[-1], "scale": float(model.logit_scale.detach().exp())}
+
+    run.loop(step, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses},
+             every=checkpoint_every, max_minutes=max_minutes, data=batches,
+             before_save=lambda done: plot_losses(losses, out / "loss.png"))
     return checkpoint
 
 
