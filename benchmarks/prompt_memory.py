@@ -34,7 +34,7 @@ def step_worker(classes: int, batch: int, budget: str, device: str, queue) -> No
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     names = (list(IMAGENET_CLASSNAMES) * (classes // 1000 + 1))[:classes]
-    config = PromptConfig(n_ctx=16, position="middle", expl_weight=1.0, max_memory=budget)
+    config = PromptConfig(n_ctx=16, position="middle", expl_weight=1.0)
     learner = PromptLearner(adapter, names, 16, "middle").to(device)
     explainer = prompt_explainer(config)
     pixels = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)

@@ -18,6 +18,7 @@ LAYERS = [  # bottom first; the same list is drawn in docs/architecture.md
     {"explain"},
     {"losses", "metrics", "viz", "generators", "world"},
     {"detectors"},
+    {"config"},
     {"tasks"},
     {"app"},
     {"cli"},

@@ -112,7 +112,7 @@ def test_the_trainers_budget_reaches_the_planner_and_its_explainer(world_model):
     from ntlb.tasks.prompts import PromptLearner
 
     learner = PromptLearner(world_model, ["red circle", "blue star", "dog", "green square"], n_ctx=2)
-    explainer = prompt_explainer(PromptConfig(max_memory="3MB"))
+    explainer = prompt_explainer(PromptConfig(), "3MB")
     assert explainer.max_memory == 3 * 2**20
     length = learner.layout.ids.shape[1]
     for budget, expected in ((1, 1), (10**12, 4)):

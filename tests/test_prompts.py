@@ -10,6 +10,7 @@ from conftest import random_pixels, relative_error
 
 import ntlb
 from ntlb.cli import main
+from ntlb.config import settings as settings_of
 from ntlb.errors import NtlbError
 from ntlb.explain import create
 from ntlb.explain.reference import _relevance_matrix
@@ -299,9 +300,9 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
     prompts = tmp_path / "p.pt"
     assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",
                  "--epochs", "1", "--out", str(prompts)]) == 0
-    settings, library = read_prompts(prompts)["settings"], PromptConfig()
+    settings, library = read_prompts(prompts)["settings"], settings_of(PromptConfig())
     for name in ("expl_weight", "score", "reduction", "also_minimize", "explainer", "position", "csc", "lr"):
-        assert settings[name] == getattr(library, name), name  # the command's defaults are the library's
+        assert settings[name] == library[name], name  # the command's defaults are the library's
     assert main(["prompt", "eval", "--prompts", str(prompts), "--data", str(world_folders / "test"),
                  str(world_folders / "subset")]) == 0
     results = {path.name: json.loads(path.read_text()) for path in (tmp_path / "p.eval").glob("*.json")}

@@ -1,5 +1,6 @@
 """Registry of explainers by name: `ntlb.explainers.create("chefer2021")`."""
 
 from .explain.registry import available, create, register
+from .explain.spec import ExplainerSpec
 
-__all__ = ["available", "create", "register"]
+__all__ = ["ExplainerSpec", "available", "create", "register"]

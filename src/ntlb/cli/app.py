@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import socket
 
+from ..config import ModelChoice
+from ..config.world import AppConfig
 from ..errors import NtlbError
 from .common import add_command, add_model_arguments, load_adapter
+from .fields import add_config, read_config
 
 
 def check_port(host: str, port: int) -> None:
@@ -28,10 +31,11 @@ def check_port(host: str, port: int) -> None:
 def cmd_app(args: argparse.Namespace) -> int:
     from ..app import serve
 
-    check_port(args.host, args.port)
-    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
-    app = serve(adapter, args.host, args.port, args.preload, block=False)
-    print(f"ntlb app on http://{args.host}:{args.port} with {adapter.name} (Ctrl-C stops it)")
+    config, model = read_config(AppConfig, args), read_config(ModelChoice, args)
+    check_port(config.host, config.port)
+    adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
+    app = serve(adapter, config.host, config.port, config.preload, block=False)
+    print(f"ntlb app on http://{config.host}:{config.port} with {adapter.name} (Ctrl-C stops it)")
     app.block_thread()
     return 0
 
@@ -41,7 +45,5 @@ def add_commands(commands) -> None:
                       "A local gradio app: upload or pick images, type texts, switch explainers and layers; "
                       "prompts and layout generation tabs.")
     add_model_arguments(app)
-    app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 to reach it from elsewhere)")
-    app.add_argument("--port", type=int, default=7860, help="port to serve on")
-    app.add_argument("--preload", action="store_true", help="open the page on the first example, explained")
+    add_config(app, AppConfig)
     app.set_defaults(run=cmd_app)

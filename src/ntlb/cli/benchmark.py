@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command, add_model_arguments, add_old_name, load_adapter
+from ..config import ModelChoice
+from ..config.world import BenchmarkConfig
+from .common import add_command, add_model_arguments, load_adapter
+from .fields import add_config, read_config
 
 
 def cmd_explainers(args: argparse.Namespace) -> int:
     from ..tasks.explainer_benchmark import run_explainer_benchmark
 
-    methods = [m.strip() for m in args.explainers.split(",") if m.strip()] if args.explainers else None
-    adapter = load_adapter(args.model, args.pretrained, args.device, tokenizer=args.tokenizer)
-    results = run_explainer_benchmark(adapter, methods, args.count, args.out)
+    config, model = read_config(BenchmarkConfig, args), read_config(ModelChoice, args)
+    methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None
+    adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
+    results = run_explainer_benchmark(adapter, methods, config.count, config.out)
     print(results["tables"])
-    print(f"wrote {args.out}/explainers.json, explainers.md, explainers.png")
+    print(f"wrote {config.out}/explainers.json, explainers.md, explainers.png")
     return 0
 
 
@@ -25,9 +29,6 @@ def add_commands(commands) -> None:
     bench = add_command(sub, "explainers", "localisation, faithfulness, word accuracy and time of every explainer",
                         "Pointing game, energy and Otsu IoU against the named object's mask, perturbation AUC on "
                         "patches and tokens, top-word accuracy, time per pair; 1- and 2-object scenes.")
-    bench.add_argument("--count", type=int, default=100, help="scenes per setting")
-    bench.add_argument("--explainers", default=None, help="comma-separated explainers (default: all)")
-    add_old_name(bench, "--methods", "--explainers")
-    bench.add_argument("--out", default="out/benchmark", help="output folder")
+    add_config(bench, BenchmarkConfig)
     add_model_arguments(bench)
     bench.set_defaults(run=cmd_explainers)

@@ -1,78 +1,16 @@
-"""What every command shares: help that shows defaults, the model options and the one model loader, notes."""
+"""What every command shares: help that shows defaults, the model options and the one model loader, notes. The
+choices of the options are read from the library when first needed (`ntlb.config.Choices`)."""
 
 from __future__ import annotations
 
 import argparse
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from functools import cached_property
 from typing import TYPE_CHECKING
+
+from ..config import Choices
 
 if TYPE_CHECKING:
     from ..models.adapter import ClipAdapter
-
-
-class Choices:
-    """Choices read from the library when a command parses or shows its help, not when the parser is built: the
-    names come from registries that import torch, which `ntlb --help` does not need."""
-
-    def __init__(self, names: Callable[[], Iterable[str]]):
-        self._names = names
-
-    @cached_property
-    def names(self) -> list[str]:
-        return list(self._names())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __contains__(self, value: object) -> bool:
-        return value in self.names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def _library_names(module: str, name: str) -> Choices:
-    """Choices read from `ntlb.<module>.<name>` (a sequence of names, or a registry) when first needed."""
-
-    def names() -> list[str]:
-        from importlib import import_module
-
-        value = getattr(import_module(f"ntlb.{module}"), name)
-        return value.available() if hasattr(value, "available") else list(value)
-
-    return Choices(names)
-
-
-def explainer_names() -> Choices:
-    """The registered explainers (`--explainer`)."""
-    return _library_names("explain.registry", "EXPLAINERS")
-
-
-def logit_modes() -> Choices:
-    """The scores an explanation can explain (`--logit-mode`)."""
-    return _library_names("explain.relevance", "LOGIT_MODES")
-
-
-def word_scores() -> Choices:
-    """The semantic-word scores (`--word-score`)."""
-    return _library_names("losses.semantic_words", "WORD_SCORES")
-
-
-def class_name_scores() -> Choices:
-    """The class-name scores of prompt learning (`--score`)."""
-    return _library_names("losses.class_name", "SCORES")
-
-
-def interaction_rules() -> Choices:
-    """The path-integral rules of the interactions explainer (`--rule`)."""
-    return _library_names("explain.interactions", "RULES")
-
-
-def generator_names() -> Choices:
-    """The registered image generators (`--generator`)."""
-    return _library_names("generators", "GENERATORS")
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -114,31 +52,31 @@ class _OldName(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_old_name(parser: argparse.ArgumentParser, old: str, new: str, choices=None, type=None) -> None:
+def add_old_name(parser: argparse.ArgumentParser, old: str, new: str, choices=None, type=None,
+                 dest: str | None = None) -> None:
     """Keep `old` working as a hidden alias of the option `new` (one flag name per meaning, old command lines
     still run)."""
-    dest = new.lstrip("-").replace("-", "_")
+    dest = dest or new.lstrip("-").replace("-", "_")
     parser.add_argument(old, dest=dest, action=_OldName, metavar=new, choices=choices, type=type,
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
-    parser.add_argument("--model", default=None,
-                        help="open_clip architecture (ViT-B-32), model-config .json, hf:<dir>, or a bundled name "
-                             "(default: the bundled ntlb-world model)")
-    parser.add_argument("--pretrained", default=None,
-                        help="open_clip tag or checkpoint path (.pt/.safetensors) (default: the bundled model's own "
-                             "weights; random weights for other architectures)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="directory of the model's Hugging Face tokenizer (save_pretrained), for models whose "
-                             "tokenizer is not CLIP's (SigLIP, SigLIP2) and is not in the local cache (default: "
-                             "the model's own)")
+def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True, image_size: bool = False) -> None:
+    """--model, --pretrained, --tokenizer (and --image-size, --device) from `ModelChoice` and `Resources`."""
+    from ..config import ModelChoice
+    from .fields import add_config
+
+    add_config(parser, ModelChoice, skip=() if image_size else ("image_size",))
     if device:
         add_device_argument(parser)
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    """--device, from `Resources`."""
+    from ..config import Resources
+    from .fields import add_config
+
+    add_config(parser, Resources, skip=("max_memory", "workers"))
 
 
 def load_adapter(model: str | None, pretrained: str | None, device: str, image_size: int | None = None,
@@ -149,12 +87,6 @@ def load_adapter(model: str | None, pretrained: str | None, device: str, image_s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(model, pretrained, device=device, image_size=image_size, tokenizer=tokenizer)
-
-
-def add_image_size_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="run a ViT at this input size, its position embeddings interpolated (e.g. 336 for a "
-                             "224-pixel ViT-L/14) (default: the size it was trained at)")
 
 
 def print_notes(notes: list[str]) -> None:
@@ -175,31 +107,3 @@ def read_lines(path: str, what: str) -> list[str]:
     if not lines:
         raise NtlbError(f"{what} file {file} is empty: give one {what} per line")
     return lines
-
-
-def add_generator_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
-    """The options that choose an image generator (shared by layout generation, editing, generation, blending)."""
-    parser.add_argument("--generator", default=None, choices=generator_names(),
-                        help="world-vqgan (bundled, trained on the world), vqgan (your taming VQGAN), module (your "
-                             f"TorchScript generator), pixels (weights-free) ({default_help})")
-    parser.add_argument("--vqgan-config", default=None, help="taming VQGAN YAML (needed with --generator vqgan)")
-    parser.add_argument("--vqgan-checkpoint", default=None,
-                        help="taming VQGAN .ckpt or .safetensors (needed with --generator vqgan)")
-    parser.add_argument("--module", default=None,
-                        help="a torch.jit.save'd generator: forward(latent) -> images, optional encode(image) "
-                             "(needed with --generator module)")
-    parser.add_argument("--latent-shape", default=None,
-                        help="latent shape C,H,W of --module (default: the module's latent_shape attribute)")
-    parser.add_argument("--signed", action="store_true", help="--module's images are in [-1, 1], not [0, 1]")
-
-
-def generator_options(args: argparse.Namespace, generator: str) -> dict:
-    """The factory options of the chosen generator from the command's arguments."""
-    if generator == "vqgan":
-        return {"config": args.vqgan_config, "checkpoint": args.vqgan_checkpoint}
-    if generator == "pixels":
-        return {"decay": getattr(args, "decay", 1.0)}
-    if generator == "module":
-        shape = tuple(int(v) for v in args.latent_shape.split(",")) if args.latent_shape else None
-        return {"path": args.module, "latent_shape": shape, "signed": args.signed}
-    return {}

@@ -18,6 +18,7 @@ from .explanation import Explanation
 from .gradient import GradientExplainer
 from .normalize import minmax, normalize_text, upsample, word_relevance
 from .registry import available, create, register
+from .spec import ExplainerSpec
 from .targets import AllPairs, ByScores, Columns, Diagonal, Pairs, Targets, TopK, top_k
 
 
@@ -44,14 +45,13 @@ def explain(
     layers count from the end (-1 = last layer only); None keeps the method's own default (0, all layers, for
     chefer2021 and rollout). Differentiable when gradients are enabled and the inputs or the model require grad.
     """
-    layers = {key: value for key, value in (("start_layer_image", start_layer_image),
-                                            ("start_layer_text", start_layer_text)) if value is not None}
-    explainer = create(method, logit_mode=logit_mode, create_graph=create_graph, **layers, **options)
+    spec = ExplainerSpec(method, {"start_layer_image": start_layer_image, "start_layer_text": start_layer_text})
+    explainer = create(spec, logit_mode=logit_mode, create_graph=create_graph, **options)
     return explainer(model, images, texts, pairs=pairs)
 
 
 __all__ = [
-    "AllPairs", "ByScores", "Columns", "Diagonal", "Explainer", "Explanation", "GradientExplainer", "ImageFeatures",
-    "Pairs", "Prompts", "Targets", "TextFeatures", "TopK", "available", "create", "explain", "minmax",
-    "normalize_text", "register", "top_k", "upsample", "word_relevance",
+    "AllPairs", "ByScores", "Columns", "Diagonal", "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer",
+    "ImageFeatures", "Pairs", "Prompts", "Targets", "TextFeatures", "TopK", "available", "create", "explain",
+    "minmax", "normalize_text", "register", "top_k", "upsample", "word_relevance",
 ]

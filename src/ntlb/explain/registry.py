@@ -1,4 +1,5 @@
-"""Explainers by name, timm style: `create("chefer2021", **options)`; new methods plug in with `@register`.
+"""Explainers by name, timm style: `create("chefer2021", **options)` or `create(ExplainerSpec(...))`; new methods
+plug in with `@register`.
 
 What an explainer can give is a property of its class (flags on `Explainer`), so runners ask the registry with
 `require(name, capability, purpose)` and their error messages list the registered methods that can.
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..errors import NtlbError
 from ..registry import Registry
+from .spec import ExplainerSpec
 
 EXPLAINERS = Registry("explainer")
 register = EXPLAINERS.register
@@ -25,9 +27,11 @@ CAPABILITIES = {
 }
 
 
-def create(name: str, **options: Any):
-    """Build the explainer `name` once; call it on batches: `explainer(model, images, texts)`."""
-    return EXPLAINERS.create(name, **options)
+def create(spec: ExplainerSpec | str, **options: Any):
+    """Build the explainer once (a name, or a spec whose None options are the method's defaults; `options` are
+    passed as given, on top); call it on batches: `explainer(model, images, texts)`."""
+    spec = ExplainerSpec.of(spec)
+    return EXPLAINERS.create(spec.name, **{**spec.given(), **options})
 
 
 def _flag(capability: str) -> str:
@@ -36,9 +40,9 @@ def _flag(capability: str) -> str:
     return CAPABILITIES[capability]
 
 
-def has(name: str, capability: str) -> bool:
-    """Whether the registered explainer `name` gives `capability` (a key of CAPABILITIES)."""
-    return bool(getattr(EXPLAINERS.get(name), _flag(capability)))
+def has(spec: ExplainerSpec | str, capability: str) -> bool:
+    """Whether the registered explainer (a name or a spec) gives `capability` (a key of CAPABILITIES)."""
+    return bool(getattr(EXPLAINERS.get(ExplainerSpec.of(spec).name), _flag(capability)))
 
 
 def capable(capability: str) -> list[str]:
@@ -47,8 +51,9 @@ def capable(capability: str) -> list[str]:
     return [name for name in available() if getattr(EXPLAINERS.get(name), flag)]
 
 
-def require(name: str, capability: str, purpose: str) -> None:
-    """A one-line error when explainer `name` lacks `capability`, naming the registered ones that have it."""
-    if not has(name, capability):
-        raise NtlbError(f"explainer '{name}' gives no {capability}: {purpose} needs one that does "
-                        f"({', '.join(capable(capability))})")
+def require(spec: ExplainerSpec | str, capability: str, purpose: str) -> None:
+    """A one-line error when the explainer (a name or a spec) lacks `capability`, naming the registered ones that
+    have it."""
+    if not has(spec, capability):
+        raise NtlbError(f"explainer '{ExplainerSpec.of(spec).name}' gives no {capability}: {purpose} needs one "
+                        f"that does ({', '.join(capable(capability))})")

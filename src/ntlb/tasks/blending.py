@@ -10,7 +10,7 @@ optimisation makes it additive in CLIP's space too (every source's CLIP shift po
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -18,32 +18,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..config.guidance import BlendConfig
 from ..errors import NtlbError
 from ..generators import picture_tensor
 from ..io import save_image_atomic, write_bytes_atomic, write_record
 from ..models.adapter import ClipAdapter
 from .latent_optimisation import optimise, to_picture
 from .text_guidance import _features, _latent_generator, start_latent
-
-
-@dataclass
-class BlendConfig:
-    """Essence-transfer settings (sized for the world's 64-pixel generator)."""
-
-    steps: int = 200
-    lr: float = 0.05
-    consistency: float = 0.5
-    identity: float = 0.5
-    l2: float = 0.001
-    seed: int = 0
-    snapshot_every: int = 50
-    invert_steps: int = 300
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.snapshot_every < 1:
-            raise NtlbError(f"--steps {self.steps}, --snapshot-every {self.snapshot_every}: use at least 1")
-        if self.lr <= 0 or min(self.consistency, self.identity, self.l2) < 0:
-            raise NtlbError("the learning rate must be positive and the loss weights >= 0")
 
 
 class ShiftedLatents(nn.Module):

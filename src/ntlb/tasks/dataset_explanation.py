@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..config import settings as settings_of
+from ..config.explaining import DatasetSettings
 from ..distributed import World, barrier
 from ..errors import Interrupted, NtlbError
 from ..explain import create
@@ -33,23 +35,6 @@ from ..training import interrupted_line, read_checkpoint, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
-
-
-@dataclass
-class DatasetSettings:
-    """What defines a dataset explanation (a rerun with other settings into the same folder is refused)."""
-
-    data: str
-    texts: list[str]
-    template: str = "{}"
-    top_k: int | None = None  # explain each image's k best-scoring texts (None: every text)
-    method: str = "chefer2021"
-    start_layer_image: int | None = None  # None: the method's own default
-    start_layer_text: int | None = None
-    logit_mode: str = "scaled"
-    shard_size: int = 1024
-    model: str | None = None
-    pretrained: str | None = None
 
 
 @dataclass
@@ -169,7 +154,7 @@ def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, setting
         if features is not None:  # many texts: pick each image's top k from cached features, explain those only
             with torch.no_grad():
                 logits = clip_scores(adapter.encode_image(pixels).features, features, adapter.logit_scale,
-                                     settings.logit_mode)
+                                     explainer.logit_mode)
                 needed, local = TopK(settings.top_k).subset(logits)
                 columns = torch.tensor(needed)[local]
                 explanation = explainer(adapter, pixels, tokens.select(needed).truncated(), pairs=Columns(local))
@@ -229,9 +214,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
         raise NtlbError(f"--top-k {settings.top_k}: use 1..{len(settings.texts)} (the number of texts)")
     units, _ = dataset_units(settings.data, settings.shard_size)
     _claim(out, settings, world)
-    layers = {key: value for key, value in (("start_layer_image", settings.start_layer_image),
-                                            ("start_layer_text", settings.start_layer_text)) if value is not None}
-    explainer = create(settings.method, logit_mode=settings.logit_mode, max_memory=max_memory, **layers)
+    explainer = create(settings.explainer, max_memory=max_memory)
     prompts = [settings.template.format(text) for text in settings.texts]
     tokens = prepare_texts(adapter, prompts).truncated()
     many = settings.top_k is not None and len(prompts) > 4 * settings.top_k
@@ -266,7 +249,8 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
     finally:
         bar.close()
     barrier(world)
-    index = write_record(out / "index.json", _index(out, settings, units), adapter, settings) if world.main else {}
+    index = write_record(out / "index.json", _index(out, settings, units), adapter, settings_of(settings)) \
+        if world.main else {}
     index["seconds"] = time.perf_counter() - started
     return index
 
@@ -274,7 +258,7 @@ def explain_dataset(adapter: ClipAdapter, settings: DatasetSettings, out: str | 
 def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
     """Write the settings beside the shards, or refuse a folder that holds a run with other settings."""
     path = out / "settings.json"
-    wanted = asdict(settings)
+    wanted = settings_of(settings)
     if path.is_file():
         held = json.loads(path.read_text())
         if held != wanted:

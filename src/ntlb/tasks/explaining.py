@@ -18,6 +18,7 @@ from ..explain import available, create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..explain.registry import capable
+from ..explain.spec import ExplainerSpec
 from ..io import OutputFolder, save_image_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.inputs import prepare_texts
@@ -147,7 +148,7 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
 
 
 def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str],
-                       methods: Sequence[str] | None, out: str | Path, logit_mode: str = "scaled") -> dict:
+                       methods: Sequence[str] | None, out: str | Path, logit_mode: str | None = None) -> dict:
     """The same pairs under several explainers: compare.png (rows: pairs, columns: explainers) and compare.json.
     An explainer that cannot run on the model is skipped with its reason."""
     methods = list(methods or available())
@@ -161,7 +162,8 @@ def compare_explainers(adapter: ClipAdapter, images: Sequence[str | Path], texts
     for method in tqdm(methods, desc="explainers", unit="method"):
         try:
             with torch.no_grad():
-                explanations[method] = create(method, logit_mode=logit_mode)(adapter, list(images), tokens)
+                spec = ExplainerSpec(method, {"logit_mode": logit_mode})  # None: the method's own
+                explanations[method] = create(spec)(adapter, list(images), tokens)
         except NtlbError as error:  # e.g. clip_surgery on a convolutional tower: say so and compare the others
             skipped[method] = str(error)
     if not explanations:
@@ -190,12 +192,15 @@ def demo_inputs(seed: int, out: str | Path) -> tuple[Path, list[str]]:
     return picture, texts
 
 
-def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence[str | Path], method: str,
-                       out: str | Path, **options) -> dict:
+def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence[str | Path],
+                       method: ExplainerSpec | str, out: str | Path, **options) -> dict:
     """Explain the similarity of `query` with each of `others` (retrieval, near duplicates): maps on both images
-    of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps)."""
+    of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps). `method`: an
+    explainer name or spec (its options and `options` go to it)."""
     from ..explain.pairs import explain_pair
 
+    spec = ExplainerSpec.of(method)
+    method, options = spec.name, {**spec.given(), **options}
     if not others:
         raise NtlbError("give the query image and at least one image to compare it with")
     with torch.no_grad():
@@ -222,11 +227,14 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
 
 def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], classes: Sequence[str],
                           concepts: Sequence[str], out: str | Path, k: int = 5, template: str = "a photo of a {}.",
-                          method: str = "chefer2021", **options) -> dict:
+                          method: ExplainerSpec | str = "chefer2021", **options) -> dict:
     """Explain each image's zero-shot class by its top concepts: concepts.png (per image, the predicted class and
-    one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps)."""
+    one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps).
+    `method`: an explainer name or spec (its options and `options` go to it)."""
     from ..explain.concepts import explain_with_concepts
 
+    spec = ExplainerSpec.of(method)
+    method, options = spec.name, {**spec.given(), **options}
     result = explain_with_concepts(adapter, list(images), classes, concepts, template=template, k=k, method=method,
                                    **options)
     maps = result.maps

@@ -8,57 +8,28 @@ batched gradient call); text features are computed once per run.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ..config import settings as settings_of
+from ..config.layout import METHODS, LayoutConfig  # noqa: F401  (METHODS: the losses, read here by callers)
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.registry import require
 from ..explain.relevance import clip_scores
 from ..io import save_image_atomic, write_record
-from ..losses.layout import DICE_VARIANTS, box_weights, layout_loss
+from ..losses.layout import box_weights, layout_loss
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
 from ..models.inputs import TextFeatures
 from .latent_optimisation import optimise, to_picture
 from .layouts import Layout
 
-METHODS = ("ntlb", "masked", "masked+full")
 TABLE_COLUMNS = ("precision", "recall", "f1", "AP", "AR", "AP50")  # paper Table 3
 KIND = "layout"
-
-
-@dataclass
-class LayoutConfig:
-    """Algorithm 1's settings (paper defaults for the loss; steps and views sized for a CPU)."""
-
-    method: str = "ntlb"
-    steps: int = 300
-    lr: float = 0.1
-    views: int = 4
-    seed: int = 0
-    dice: str = "paper"
-    threshold: float = 0.1
-    temperature: float = 20.0
-    weight_scale: float = 0.15
-    create_graph: bool = True
-    snapshot_every: int = 50
-    explainer: str = "chefer2021"
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "views", "snapshot_every"):
-            if getattr(self, name) < 1:
-                raise NtlbError(f"{name.replace('_', '-')} = {getattr(self, name)}: use at least 1")
-        if self.lr <= 0:
-            raise NtlbError(f"lr = {self.lr}: use a positive learning rate")
-        if self.method not in METHODS:
-            raise NtlbError(f"unknown layout method '{self.method}': use one of {', '.join(METHODS)}")
-        if self.dice not in DICE_VARIANTS:
-            raise NtlbError(f"unknown Dice variant '{self.dice}': use one of {', '.join(DICE_VARIANTS)}")
 
 
 def layout_explainer(config: LayoutConfig) -> Explainer:
@@ -122,7 +93,7 @@ def generate(adapter: ClipAdapter, layout: Layout, generator: nn.Module, out: st
     def loss(image: Tensor, step: int) -> tuple[Tensor, dict]:
         return step_loss(adapter, explainer, image, masks, features, weights, config, augment)
 
-    image, _ = optimise(generator, loss, out, KIND, asdict(config), config.steps, config.lr, config.seed,
+    image, _ = optimise(generator, loss, out, KIND, settings_of(config), config.steps, config.lr, config.seed,
                         config.snapshot_every, desc=f"layout ({config.method})", progress=progress)
     save_image_atomic(out / "image.png", to_picture(image))
     return image
@@ -174,11 +145,11 @@ def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: La
     metrics = evaluate_image(adapter, layout, image, found)
     layout_maps_figure(image, metrics.pop("maps"), layout, out / "maps.png")
     options = {k: v if isinstance(v, (int, float, str)) else str(v) for k, v in generator_options.items()}
-    record = {"method": config.method, "explainer": config.explainer, "generator": generator, **options,
+    record = {"method": config.method, "explainer": str(config.explainer), "generator": generator, **options,
               "init_image": init_image is not None,
               "dice": config.dice, "seed": config.seed, "steps": config.steps, "detector": detector or "none",
               **metrics}
-    settings = {**asdict(config), "generator": generator, "generator_options": options, "detector": detector}
+    settings = {**settings_of(config), "generator": generator, "generator_options": options, "detector": detector}
     return write_record(out / "metrics.json", record, adapter, settings)
 
 

@@ -8,73 +8,29 @@ through the text encoder, SPEC section 4), and the loss is computed from that ex
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import settings as settings_of
+from ..config.prompts import PromptConfig
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.registry import require
 from ..explain.relevance import clip_scores
 from ..io import load_image
-from ..losses import REDUCTIONS, SCORES, class_name_loss, explainability_scores, explainability_weights
+from ..losses import class_name_loss, explainability_scores, explainability_weights
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype, image_features
 from ..models.inputs import ImageFeatures, Prompts
 from ..training import TrainingRun, backward, read_checkpoint, warmup_cosine
 from .folders import FolderDataset, ImageFolder, class_subset
-from .prompts import POSITIONS, PromptLearner
+from .prompts import PromptLearner
 
 KIND = "prompts"
-
-
-@dataclass
-class PromptConfig:
-    """Everything that defines a prompt-learning run (paper defaults: SGD 0.002, cosine, 50 epochs, batch 32)."""
-
-    n_ctx: int = 16
-    position: str = "middle"
-    csc: bool = False
-    init: str | None = None
-    expl_weight: float = 0.1  # lambda; 0 is CoOp. Paper: 1 for ViT-B/16, 3 otherwise; 1 costs up to 2.8 points on
-    # shifted world sets, 0.1 stays within 1 point of CoOp (docs/results-prompt-learning.md)
-    explainer: str = "chefer2021"  # the explainer whose text relevance the loss is computed from
-    score: str = "coop"  # the released code's S(c) (default: Eq. 2's ratio collapses accuracy), or "paper"
-    reduction: str = "released"  # mean over B x C (released code), "paper" (Eq. 3's sum) or "bounded" (its mean)
-    also_minimize: bool = True
-    start_layer_text: int = 0
-    shots: int = 1
-    seed: int = 0
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    augment: bool = True
-    model: str | None = None
-    pretrained: str | None = None
-    max_memory: str | None = None  # budget of one step (default: half the memory available): sets the class chunks
-    classnames: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name, flag in (("n_ctx", "--ctx"), ("shots", "--shots"), ("epochs", "--epochs"),
-                           ("batch_size", "--batch-size")):
-            if getattr(self, name) < 1:
-                raise NtlbError(f"{flag} {getattr(self, name)}: use at least 1")
-        if self.lr <= 0:
-            raise NtlbError(f"--lr {self.lr}: use a learning rate above 0")
-        if self.expl_weight < 0:
-            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight of 0 or more")
-        for name, value, allowed in (("position", self.position, POSITIONS), ("score", self.score, SCORES),
-                                     ("reduction", self.reduction, REDUCTIONS)):
-            if value not in allowed:
-                raise NtlbError(f"unknown {name} '{value}': use one of {', '.join(allowed)}")
 
 
 def train_transform(adapter: ClipAdapter, augment: bool):
@@ -92,11 +48,12 @@ def train_transform(adapter: ClipAdapter, augment: bool):
     ])
 
 
-def prompt_explainer(config: PromptConfig) -> Explainer:
-    """The explainer whose text relevance feeds the loss (scaled logits, as in the paper)."""
+def prompt_explainer(config: PromptConfig, max_memory: str | int | None = None) -> Explainer:
+    """The explainer whose text relevance feeds the loss (scaled logits, as in the paper); `max_memory` (the run's
+    budget of one step) also sizes its own gradient chunks."""
     require(config.explainer, "text relevance", "the class-name loss")
     return create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled",
-                  max_memory=config.max_memory)
+                  max_memory=max_memory)
 
 
 def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
@@ -175,7 +132,7 @@ def read_prompts(path: str | Path, finished: bool = True) -> dict:
 def load_learner(adapter: ClipAdapter, path: str | Path) -> tuple[PromptLearner, PromptConfig]:
     """The learned prompts of a file, on `adapter`."""
     state = read_prompts(path)
-    config = PromptConfig(**state["settings"])
+    config = PromptConfig.from_settings(state["settings"])
     learner = build_learner(adapter, config)
     if learner.ctx.shape != state["ctx"].shape:
         raise NtlbError(f"{path} holds context vectors of shape {tuple(state['ctx'].shape)} but this model needs "
@@ -225,9 +182,10 @@ def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner
 
 
 def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, config: PromptConfig,
-                  progress: bool = True, workers: int = 0) -> Path:
+                  progress: bool = True, workers: int = 0, max_memory: str | None = None) -> Path:
     """Learn prompts on `config.shots` images per class of `data`, written to `out` when finished; until then the
-    checkpoint is `out`.partial, which a rerun resumes from.
+    checkpoint is `out`.partial, which a rerun resumes from. The resources (`progress`, `workers`, the memory
+    budget `max_memory` of one step) are not part of the run's settings: a rerun with others resumes.
 
     Under torchrun each process takes its share of every global batch and the gradients are all-reduced (DDP);
     the first process writes the checkpoints.
@@ -241,14 +199,14 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
     config.classnames = list(data.classnames)
     shots = data.few_shot(config.shots, config.seed)
     world = current_world(adapter.device)
-    explainer = prompt_explainer(config) if config.expl_weight > 0 else None
+    explainer = prompt_explainer(config, max_memory) if config.expl_weight > 0 else None
     learner = build_learner(adapter, config)
     module = learner
     if world.size > 1:
         module = torch.nn.parallel.DistributedDataParallel(learner)
     optimizer = torch.optim.SGD(learner.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    run = TrainingRun(None, KIND, asdict(config), config.epochs, unit="epoch", desc="prompt learning",
+    run = TrainingRun(None, KIND, settings_of(config), config.epochs, unit="epoch", desc="prompt learning",
                       progress=progress and world.main, result=out, writes=world.main)
     state = run.resume()
     history = []
@@ -258,7 +216,7 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
     images = ShotImages(shots.samples, train_transform(adapter, config.augment), config.seed)
-    chunk = classes_per_chunk(adapter, explainer, learner, config.batch_size, parse_memory(config.max_memory))
+    chunk = classes_per_chunk(adapter, explainer, learner, config.batch_size, parse_memory(max_memory))
 
     def epoch_step(epoch: int, _) -> dict[str, float]:
         for group in optimizer.param_groups:

@@ -14,7 +14,6 @@ takes their features, with `create_graph=True` so that the word term has a gradi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..config import settings as settings_of
+from ..config.guidance import EditConfig, GenerateConfig
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
@@ -29,76 +30,11 @@ from ..explain.explanation import Explanation
 from ..explain.registry import require
 from ..generators import picture_tensor
 from ..io import save_image_atomic, write_record
-from ..losses.semantic_words import WORD_SCORES, content_words, neglected_words, semantic_word_loss, word_token_masks
+from ..losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
 from ..training import descend
 from .latent_optimisation import optimise, styleclip_lr, to_picture
-
-LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
-
-
-@dataclass
-class EditConfig:
-    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda)."""
-
-    steps: int = 300
-    lr: float = 0.1
-    l2: float = 0.008
-    identity_weight: float = 0.0
-    expl_weight: float | None = None
-    word_score: str = "paper"
-    explainer: str = "chefer2021"
-    seed: int = 0
-    snapshot_every: int = 50
-    invert_steps: int = 300
-
-    def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
-        if self.expl_weight is not None and self.expl_weight < 0:
-            raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
-        if self.l2 < 0 or self.identity_weight < 0:
-            raise NtlbError("--l2 and --identity-weight must be >= 0")
-
-    def lambdas(self) -> tuple[float, ...]:
-        """The explainability weights run side by side: the sweep, or lambda = 0 beside the one given."""
-        if self.expl_weight is None:
-            return LAMBDAS
-        return (0.0,) if self.expl_weight == 0 else (0.0, float(self.expl_weight))
-
-
-@dataclass
-class GenerateConfig:
-    """Multi-word guidance from a random latent: CLIP alone ("clip") or with the word term ("ntlb")."""
-
-    method: str = "ntlb"
-    steps: int = 300
-    lr: float = 0.1
-    views: int = 4
-    expl_weight: float = 1.0
-    candidates: int = 16
-    word_score: str = "paper"
-    explainer: str = "chefer2021"
-    seed: int = 0
-    snapshot_every: int = 50
-
-    def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
-        if self.method not in ("ntlb", "clip"):
-            raise NtlbError(f"unknown method '{self.method}': use ntlb (CLIP + word loss) or clip (CLIP alone)")
-        if self.views < 1 or self.candidates < 1:
-            raise NtlbError("--views and --candidates must be at least 1")
-        if self.expl_weight < 0:
-            raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight >= 0")
-
-
-def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -> None:
-    if steps < 1 or snapshot_every < 1:
-        raise NtlbError(f"--steps {steps}, --snapshot-every {snapshot_every}: use at least 1")
-    if lr <= 0:
-        raise NtlbError(f"--lr {lr}: use a positive learning rate")
-    if word_score not in WORD_SCORES:
-        raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
 
 
 def word_explainer(name: str, logit_mode: str) -> Explainer:
@@ -199,7 +135,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
             total = total + config.identity_weight * (1 - similar)
         return total.sum(), {"clip": float(clip.detach().mean()), "words": float(-words.detach().mean())}
 
-    settings = {**asdict(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    settings = {**settings_of(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
                                config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
                                desc=f"editing ({len(lambdas)} lambda)", progress=progress)
@@ -243,7 +179,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
         words = semantic_word_loss(explanation, masks, config.word_score, normalize="max")
         return explanation.logits[:, 0], words[:, 0]
 
-    settings = {**asdict(config), "text": text, "words": chosen}
+    settings = {**settings_of(config), "text": text, "words": chosen}
     generator.latent.data = _best_start(adapter, generator, explainer, tokens, guidance, weight, config)  # seeded
     augment = augmenter(tuple(generator.size), masks=False)
 

@@ -10,13 +10,14 @@ perceptual weights exist offline). Codes unused for a while are restarted on enc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..config.world import VQGANTrainConfig
 from ..errors import NtlbError
 from ..generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
 from ..io import save_figure_atomic, write_bytes_atomic, write_text_atomic
@@ -24,43 +25,6 @@ from ..training import TrainingRun, descend, read_checkpoint, warmup_cosine
 from ..world.datasets import WorldScenes
 
 KIND = "world-vqgan"
-
-
-@dataclass
-class VQGANTrainConfig:
-    """The world VQGAN's architecture and training settings (sized for 2 CPU cores)."""
-
-    steps: int = 12000
-    batch_size: int = 16
-    lr: float = 4e-4
-    warmup: int = 200
-    size: int = 64
-    ch: int = 32
-    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_res_blocks: int = 1
-    z_channels: int = 64
-    embed_dim: int = 32
-    n_embed: int = 512
-    beta: float = 0.25
-    object_weight: float = 4.0
-    adversarial_weight: float = 0.0
-    adversarial_start: int = 0
-    restart_every: int = 200
-    init: str | None = None  # weights (a checkpoint.pt of this trainer, or exported .safetensors) to start from
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "size", "ch", "n_embed", "restart_every"):
-            if getattr(self, name) < 1:
-                raise NtlbError(f"--{name.replace('_', '-')} {getattr(self, name)}: use at least 1")
-        if self.lr <= 0 or self.object_weight < 0 or self.adversarial_weight < 0:
-            raise NtlbError("learning rate must be positive and the loss weights non-negative")
-
-    def params(self) -> dict:
-        """The model.params of the taming config."""
-        ddconfig = {"double_z": False, "z_channels": self.z_channels, "resolution": self.size, "in_channels": 3,
-                    "out_ch": 3, "ch": self.ch, "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
-                    "attn_resolutions": [], "dropout": 0.0}
-        return {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": ddconfig}
 
 
 def weighted_l1(reconstruction: torch.Tensor, image: torch.Tensor, objects: torch.Tensor,
