@@ -121,7 +121,7 @@ def test_compare_runs_every_explainer(tmp_path, capsys, model):
 @pytest.mark.slow
 def test_benchmark_explainers_writes_tables(tmp_path):
     assert main(["benchmark", "explainers", "--count", "2", "--explainers", "chefer2021,attention",
-                 "--out", str(tmp_path)]) == 0
+                 "--grounding", "1", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "explainers.json").read_text())
     assert set(data["methods"]) == {"chefer2021", "attention", "random (control)"}
     from ntlb.metrics import mask_energy, pointing_game
@@ -138,6 +138,9 @@ def test_benchmark_explainers_writes_tables(tmp_path):
     low = maps.flatten(1).amin(dim=1)[:, None, None]
     assert entry["energy_in_mask"] == pytest.approx(float(mask_energy(maps - low, masks).mean()))
     assert "| chefer2021 |" in (tmp_path / "explainers.md").read_text()
+    grounding = data["word_grounding"]  # 1 pair per kind; attention's text rows do not see the image: all ties
+    assert grounding["pairs_per_kind"] == 1 and "attention" in grounding["notes"]
+    assert "| chefer2021 | scaled | visual | softmin |" in (tmp_path / "explainers.md").read_text()
 
 
 @pytest.mark.parametrize("command", [["compare"], ["benchmark"], ["benchmark", "explainers"], ["prompt"],

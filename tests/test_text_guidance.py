@@ -230,3 +230,62 @@ def test_edit_unreadable_image_is_one_line(tmp_path, capsys):
     assert main(["edit", str(bad), "--text", "a red circle", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.png" in err
+
+
+def test_true_edit_beats_the_start_under_the_generators_l2(world):
+    """One editing-benchmark case (benchmarks/vqgan_l2.py): the encoding of the correctly edited scene has a lower
+    editing loss than the unedited start under world-vqgan's own l2, and a higher one under StyleCLIP's 0.008 (whose
+    l2 cost, 0.008 x 102, exceeds the CLIP gain, 0.24); the loss is 1 - cos + l2 ||z - z0||^2, recomputed here."""
+    import sys
+
+    from conftest import ROOT
+
+    from ntlb.generators import STYLECLIP_L2
+    from ntlb.generators.vqgan import WORLD_VQGAN_L2
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vqgan_l2 import check_case
+
+    record = check_case(world, "shape", 0, [STYLECLIP_L2, WORLD_VQGAN_L2], steps=0, cache=None)
+    assert record["text"] == "a yellow square" and 100 < record["cells_changed"] < 256
+    gain, distance = record["cos_true"] - record["cos_start"], record["distance_true"]
+    assert 0.2 < gain < 0.3 and 90 < distance < 115
+    for l2, wins in ((STYLECLIP_L2, False), (WORLD_VQGAN_L2, True)):
+        row = record["weights"][f"{l2:g}"]
+        assert row["loss_true"] - row["loss_start"] == pytest.approx(l2 * distance - gain, abs=1e-5)
+        assert row["true_beats_start"] is wins
+
+
+def test_generation_candidates_come_from_the_generators_bank(world):
+    """`_best_start` ranks `candidates` latents drawn by `sample_latent` (world-vqgan: encoded world scenes): the
+    start it returns is the best-ranked of exactly those."""
+    from ntlb.models.inputs import prepare_texts
+    from ntlb.tasks.text_guidance import GenerateConfig, _best_start
+
+    generator = create_generator("world-vqgan", (64, 64))
+    config = GenerateConfig(candidates=4, seed=2)
+    tokens = prepare_texts(world, ["a red circle and a blue square"])
+    explainer = word_explainer("chefer2021", "cosine")
+    start = _best_start(world, generator, explainer, tokens, lambda e: (e.logits[:, 0], e.logits[:, 0] * 0), 0.0,
+                        config)
+    drawn = torch.cat([generator.sample_latent(2 * 10007 + c) for c in range(4)])
+    with torch.no_grad():
+        features = world.encode_image(world.normalize(generator.image_of(drawn))).features
+        scores = explainer(world, ImageFeatures(features), tokens).logits[:, 0]
+    torch.testing.assert_close(start, drawn[int(scores.argmax())][None])
+    bank = generator.bank.long()
+    assert (generator.vqgan.nearest_codes(start)[0] == bank).flatten(1).all(dim=1).any()
+
+
+def test_edit_l2_default_is_the_generators(tmp_path, world):
+    """EditConfig's l2 None is resolved to the generator's own weight and recorded; a given l2 is kept."""
+    from ntlb.generators.vqgan import WORLD_VQGAN_L2
+
+    picture = Image.fromarray(render(random_scene(3, 1), 64)[0])
+    for l2, expected in ((None, WORLD_VQGAN_L2), (0.01, 0.01)):
+        generator = create_generator("world-vqgan", (64, 64))
+        config = EditConfig(steps=1, expl_weight=0.0, l2=l2, snapshot_every=1, explainer="attention")
+        result = edit(world, generator, picture, "a red circle", tmp_path / str(l2), config, progress=False)
+        assert result["settings"]["l2"] == expected
+    with pytest.raises(NtlbError, match="--l2 and --identity-weight must be >= 0"):
+        EditConfig(l2=-1.0)

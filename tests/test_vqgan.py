@@ -105,3 +105,51 @@ def test_without_taming_the_bundled_generator_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "taming.modules.diffusionmodules.model", None)  # import fails as if absent
     with pytest.raises(NtlbError, match=r"^VQGAN generators .* pip install 'ntlb\[vqgan\]'$"):
         create_generator("world-vqgan", size=(64, 64))
+
+
+def test_world_vqgan_starts_from_its_bank_of_encoded_world_scenes(tmp_path):
+    """The bundled bank is the encodings of the train seed space's first scenes (recomputed here for four), and
+    the generator's start (`sample_latent`, what generation's candidates are) is a bank entry, not random codes."""
+    from ntlb.generators.vqgan import BUNDLED, BUNDLED_BANK, load_vqgan
+    from ntlb.tasks.vqgan_training import export_latent_bank, world_scene_codes
+
+    generator = create_generator("world-vqgan", (64, 64), seed=5)
+    assert generator.bank.shape == (256, 16, 16)
+    codes = world_scene_codes(load_vqgan(*BUNDLED["world-vqgan"]), 4)
+    assert (codes == generator.bank[:4]).float().mean() > 0.99  # argmin ties may flip a cell across thread counts
+    bank = generator.bank.long()
+    for seed in (0, 5, 9):
+        drawn = generator.vqgan.nearest_codes(generator.sample_latent(seed))[0]
+        assert (drawn == bank).flatten(1).all(dim=1).any()  # one of the bank's scenes
+    assert torch.equal(generator.vqgan.nearest_codes(generator.latent)[0],
+                       generator.vqgan.nearest_codes(generator.sample_latent(5))[0])  # the seed's start
+    random = generator.vqgan.nearest_codes(generator.random_latent(5))[0]
+    assert not (random == bank).flatten(1).all(dim=1).any()
+    wrong_size = create_generator("world-vqgan", (32, 32))  # a bank of 16 x 16 grids does not fit: random codes
+    assert torch.equal(wrong_size.latent, wrong_size.random_latent(0))
+    path = export_latent_bank(load_vqgan(*BUNDLED["world-vqgan"]), tmp_path / "bank.safetensors", count=3)
+    from ntlb.generators.vqgan import read_latent_bank
+
+    assert read_latent_bank(path, 512).shape == (3, 16, 16)
+    with pytest.raises(NtlbError, match=r"no code indices \(N, H, W\) below 8"):
+        read_latent_bank(path, 8)
+    with pytest.raises(NtlbError, match="latent bank not found"):
+        read_latent_bank(tmp_path / "none.safetensors", 512)
+    assert BUNDLED_BANK["world-vqgan"].is_file()
+
+
+@pytest.mark.slow
+def test_world_vqgan_l2_is_derived_from_its_latent():
+    """world-vqgan's l2 weight is the calibration's (CLIP gain of a matching scene / squared latent distance between
+    unrelated scenes), recomputed on 64 of the 128 scenes; other generators keep StyleCLIP's 0.008."""
+    import ntlb
+    from ntlb.generators import STYLECLIP_L2, l2_weight
+    from ntlb.generators.vqgan import WORLD_VQGAN_L2
+    from ntlb.tasks.vqgan_training import calibrate_l2
+
+    generator = create_generator("world-vqgan", (64, 64))
+    assert l2_weight(generator) == WORLD_VQGAN_L2 and l2_weight(create_generator("pixels", (8, 8))) == STYLECLIP_L2
+    calibration = calibrate_l2(ntlb.load_model(), generator, count=64)
+    assert 0.4 < calibration["gain"] < 0.6 and 400 < calibration["distance"] < 650
+    assert calibration["l2"] == pytest.approx(WORLD_VQGAN_L2, rel=0.05)
+    assert WORLD_VQGAN_L2 < STYLECLIP_L2 / 5

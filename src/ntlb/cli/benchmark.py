@@ -16,7 +16,7 @@ def cmd_explainers(args: argparse.Namespace) -> int:
     config, model = read_config(BenchmarkConfig, args), read_config(ModelChoice, args)
     methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None
     adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
-    results = run_explainer_benchmark(adapter, methods, config.count, config.out)
+    results = run_explainer_benchmark(adapter, methods, config.count, config.out, grounding=config.grounding)
     print(results["tables"])
     print(f"wrote {config.out}/explainers.json, explainers.md, explainers.png")
     return 0

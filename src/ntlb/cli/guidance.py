@@ -105,7 +105,7 @@ def add_commands(commands) -> None:
              "--expl-weight auto, lambda = 0, 0.5, ..., 3.5 run side by side and the result CLIP scores highest is "
              "kept. A rerun with the same options resumes.", EditInputs, EditConfig, cmd_edit)
     _command(commands, "generate", "generate an image for a multi-word text (every word counts)",
-             "From the best of --candidates random latents, optimise the image for the text over augmented views: "
+             "From the best of --candidates start latents, optimise the image for the text over augmented views: "
              "CLIP alone (--guidance clip) or with the word term (ntlb). Resumes.", GenerateInputs, GenerateConfig,
              cmd_generate)
     _command(commands, "blend", "carry a target image's essence onto source images",

@@ -58,7 +58,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     checkpoint = train_world_vqgan(args.out, config, device=resources.device, max_minutes=resources.max_minutes,
                                    checkpoint_every=resources.checkpoint_every)
     yaml, weights = export_world_vqgan(checkpoint, args.out)
-    print(f"checkpoint {checkpoint}, config {yaml}, fp16 weights {weights}, loss curve {Path(args.out) / 'loss.png'}"
+    print(f"checkpoint {checkpoint}, config {yaml}, fp16 weights {weights}, bank of encoded world scenes "
+          f"{weights.with_name(weights.stem + '-bank.safetensors')}, loss curve {Path(args.out) / 'loss.png'}"
           f"\nuse it with: --generator vqgan --vqgan-config {yaml} --vqgan-checkpoint {weights}")
     return 0
 

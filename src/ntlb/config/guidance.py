@@ -47,6 +47,11 @@ def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -
         raise NtlbError(f"--lr {lr}: use a positive learning rate")
     if word_score not in WORD_SCORES:
         raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
+    from ..losses.semantic_words import NEEDS_INPUTS
+
+    if word_score in NEEDS_INPUTS:  # the guidance loops pass one explanation of the text only
+        raise NtlbError(f"word score '{word_score}' needs {NEEDS_INPUTS[word_score]}, which editing and generation "
+                        "do not pass yet: use paper, released, mass or softmin here")
 
 
 def _spec(value):
@@ -59,19 +64,23 @@ STEPS = "optimisation steps"
 ADAM = "Adam learning rate"
 SEED = "random latents and augmentations"
 SNAPSHOTS = "steps between snapshots and checkpoints"
-WORD_SCORE = ("paper: max over a word's tokens, mean over words; released: the released code's weighted token "
-              "sum")
+WORD_SCORE = ("paper: max over a word's tokens, mean over words (blind to a missing word, "
+              "docs/results-explainers.md); released: the released code's weighted token sum; mass: interaction "
+              "mass; softmin: soft minimum over the words' shares")
 WORD_EXPLAINER = "explainer of the word term's relevance (needs text relevance)"
 
 
 @dataclass
 class EditConfig:
-    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda)."""
+    """StyleCLIP's latent-optimisation defaults plus the explainability term (None: the automatic lambda). `l2`
+    None is the generator's own weight (`ntlb.generators.l2_weight`)."""
 
     steps: int = option(300, STEPS, app={"widget": "slider", "minimum": 2, "maximum": 300, "value": 60,
                                          "why": "a page answers in about a minute on a CPU"})
     lr: float = option(0.1, ADAM)
-    l2: float = option(0.008, "weight of ||z - z0||^2 (StyleCLIP)")
+    l2: float | None = option(None, "weight of ||z - z0||^2",
+                              default_help="the generator's own: world-vqgan's is derived from its latent, other "
+                                           "generators use StyleCLIP's 0.008")
     identity_weight: float = option(0.0, "weight of 1 - CLIP image-image cosine to the input (0: off, as "
                                          "StyleCLIP's default)")
     expl_weight: float | None = option(None, "lambda of the word term: 'auto' (the paper's sweep) or a number",
@@ -90,7 +99,7 @@ class EditConfig:
         _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
         if self.expl_weight is not None and self.expl_weight < 0:
             raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
-        if self.l2 < 0 or self.identity_weight < 0:
+        if (self.l2 is not None and self.l2 < 0) or self.identity_weight < 0:
             raise NtlbError("--l2 and --identity-weight must be >= 0")
 
     def lambdas(self) -> tuple[float, ...]:
@@ -111,7 +120,7 @@ class GenerateConfig:
     lr: float = option(0.1, ADAM)
     views: int = option(4, "augmented views per step")
     expl_weight: float = option(1.0, "lambda of the word term")
-    candidates: int = option(16, "random latents ranked for the start")
+    candidates: int = option(16, "start latents ranked for the start (world-vqgan: encoded world scenes; else random)")
     word_score: str = option("paper", WORD_SCORE, choices=word_scores())
     explainer: ExplainerSpec = explainer_option(help=WORD_EXPLAINER)
     seed: int = option(0, SEED)

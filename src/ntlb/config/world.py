@@ -124,6 +124,9 @@ class BenchmarkConfig:
     count: int = option(100, "scenes per setting")
     explainers: str | None = option(None, "comma-separated explainers", old=("--methods",), default_help="all")
     out: str = option("out/benchmark", "output folder")
+    grounding: int = option(0, "also the word-grounding test: pairs per kind of false word (colour, shape, missing "
+                               "object, swapped colours) for every explainer x logit mode x normalisation x word "
+                               "score; 0: off, 40: the results doc's run")
 
 
 @dataclass

@@ -16,6 +16,13 @@ from ..errors import NtlbError
 from ..registry import Registry
 
 GENERATORS = Registry("generator")
+STYLECLIP_L2 = 0.008  # StyleCLIP's weight of ||z - z0||^2, set for StyleGAN's W+: for generators without their own
+
+
+def l2_weight(generator: nn.Module) -> float:
+    """The weight of the editing loss's ||z - z0||^2 that suits this generator's latent: its `l2_weight` (the
+    bundled world-vqgan's is derived from its latent's scale), else StyleCLIP's."""
+    return float(getattr(generator, "l2_weight", STYLECLIP_L2))
 
 
 def picture_tensor(picture, size: tuple[int, int]) -> Tensor:
@@ -47,4 +54,5 @@ from .module import ModuleGenerator  # noqa: E402
 from .pixels import FourierImage  # noqa: E402  (registers "pixels")
 from .vqgan import VQGANImage  # noqa: E402  (registers "vqgan", "world-vqgan"; taming is imported when built)
 
-__all__ = ["GENERATORS", "FourierImage", "ModuleGenerator", "VQGANImage", "create_generator", "picture_tensor"]
+__all__ = ["GENERATORS", "STYLECLIP_L2", "FourierImage", "ModuleGenerator", "VQGANImage", "create_generator",
+           "l2_weight", "picture_tensor"]

@@ -6,6 +6,12 @@ The model is built from taming's own modules (Encoder, Decoder, VectorQuantizer)
 VQModel checkpoint loads as it is and ntlb's checkpoints load into taming. The encoder is optional: without it the
 generator starts from random codes; with it `encode(image)` gives the latent of a picture (`--init-image`, editing).
 The latent is snapped to its nearest codebook entries with a straight-through gradient, as VQGAN-CLIP does.
+
+Two things a latent-optimisation task reads from the generator: `l2_weight`, the weight of the editing loss's
+||z - z0||^2 that suits this latent (StyleCLIP's 0.008 is set for StyleGAN's W+; on the world VQGAN's codebook
+latent it makes every correct edit a worse optimum than no edit, so world-vqgan carries one derived from its own
+latent, see `WORLD_VQGAN_L2`), and `sample_latent(seed)`, the start of generation: an entry of a bank of encoded
+pictures where the generator has one (world-vqgan: encodings of rendered world scenes), else random codes.
 """
 
 from __future__ import annotations
@@ -20,13 +26,19 @@ from torch import Tensor, nn
 
 from ..errors import NtlbError
 from ..training import read_checkpoint
-from . import GENERATORS
+from . import GENERATORS, STYLECLIP_L2
 
 DECODER_SIDE = ("decoder.", "post_quant_conv.", "quantize.embedding.weight")
 ENCODER_SIDE = ("encoder.", "quant_conv.")
 BUNDLED_DIR = Path(__file__).parent
 BUNDLED = {"world-vqgan": (BUNDLED_DIR / "configs" / "world-vqgan.yaml",
                            BUNDLED_DIR / "weights" / "world-vqgan.safetensors")}
+BUNDLED_BANK = {"world-vqgan": BUNDLED_DIR / "weights" / "world-vqgan-bank.safetensors"}
+# The l2 weight of world-vqgan's latent (`ntlb.tasks.vqgan_training.calibrate_l2`, benchmarks/vqgan_l2.py): the mean
+# CLIP gain (in 1 - cos) of a world scene's own caption over an unrelated scene's, 0.49, divided by the mean squared
+# distance between the latents of two unrelated world scenes, 512 (128 scenes of the train seed space): moving to a
+# matching scene costs, on average, what it gains, so an edit nearer than an unrelated scene is a better optimum.
+WORLD_VQGAN_L2 = 9.6e-4
 
 
 VQGAN_EXTRA = "VQGAN generators (world-vqgan, vqgan) need taming-transformers: pip install 'ntlb[vqgan]'"
@@ -70,6 +82,16 @@ def vqgan_config_text(params: dict) -> str:
                                    "ddconfig": dict(params["ddconfig"]),
                                    "lossconfig": {"target": "torch.nn.Identity"}}}}
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def read_latent_bank(path: str | Path, codes: int) -> Tensor:
+    """The code indices (N, H/f, W/f) of a latent bank file ("codes" in a .safetensors), checked against a codebook
+    of `codes` entries."""
+    state = read_checkpoint(path, what="latent bank", fix="write one with ntlb.tasks.vqgan_training.export_latent_bank")
+    bank = state.get("codes") if isinstance(state, dict) else None
+    if bank is None or bank.ndim != 3 or bank.is_floating_point() or int(bank.min()) < 0 or int(bank.max()) >= codes:
+        raise NtlbError(f"{path} holds no code indices (N, H, W) below {codes}: write it with export_latent_bank")
+    return bank
 
 
 def read_vqgan_weights(path: str | Path) -> dict[str, Tensor]:
@@ -121,10 +143,13 @@ class VQGAN(nn.Module):
 
     def snap(self, z: Tensor) -> Tensor:
         """Each latent vector replaced by its nearest codebook entry; gradients pass straight through to z."""
-        flat = z.permute(0, 2, 3, 1)
-        codes = torch.cdist(flat.reshape(-1, flat.shape[-1]), self.codebook).argmin(dim=-1)
-        snapped = self.codebook[codes].reshape(flat.shape).permute(0, 3, 1, 2)
+        snapped = self.codebook[self.nearest_codes(z)].permute(0, 3, 1, 2)
         return z + (snapped - z).detach()
+
+    def nearest_codes(self, z: Tensor) -> Tensor:
+        """The index (B, H/f, W/f) of each latent vector's nearest codebook entry."""
+        flat = z.permute(0, 2, 3, 1)
+        return torch.cdist(flat.reshape(-1, flat.shape[-1]), self.codebook).argmin(dim=-1).reshape(flat.shape[:-1])
 
     def decode(self, quantized: Tensor) -> Tensor:
         """Images in [0, 1] (unclamped) of quantized latents."""
@@ -157,19 +182,37 @@ class VQGANImage(nn.Module):
     checkpoint has an encoder."""
 
     def __init__(self, size: tuple[int, int], seed: int = 0, config: str | Path | None = None,
-                 checkpoint: str | Path | None = None):
+                 checkpoint: str | Path | None = None, l2_weight: float = STYLECLIP_L2, bank: str | Path | None = None):
         super().__init__()
         if config is None or checkpoint is None:
             raise NtlbError("the vqgan generator needs --vqgan-config YAML and --vqgan-checkpoint CKPT")
         self.vqgan = load_vqgan(config, checkpoint)
         self.size = tuple(size)
-        self.latent = nn.Parameter(self.random_latent(seed))
+        self.l2_weight = float(l2_weight)
+        self.bank = read_latent_bank(bank, len(self.vqgan.codebook)) if bank is not None else None
+        self.latent = nn.Parameter(self.sample_latent(seed))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The latent's (H/f, W/f)."""
+        return math.ceil(self.size[0] / self.vqgan.factor), math.ceil(self.size[1] / self.vqgan.factor)
+
+    def latent_of_codes(self, codes: Tensor) -> Tensor:
+        """(N, embed_dim, H/f, W/f) latents of code indices (N, H/f, W/f)."""
+        return self.vqgan.codebook[codes.long().to(self.vqgan.codebook.device)].permute(0, 3, 1, 2).clone()
+
+    def sample_latent(self, seed: int) -> Tensor:
+        """(1, embed_dim, H/f, W/f): a bank entry drawn by seed (an encoded picture: for world-vqgan a rendered
+        world scene) where the bank's grid is this generator's, else `random_latent(seed)`."""
+        if self.bank is None or tuple(self.bank.shape[1:]) != self.grid:
+            return self.random_latent(seed)
+        index = torch.randint(len(self.bank), (1,), generator=torch.Generator().manual_seed(seed))
+        return self.latent_of_codes(self.bank[index])
 
     def random_latent(self, seed: int) -> Tensor:
         """(1, embed_dim, H/f, W/f): codebook entries drawn uniformly by seed."""
-        grid = (math.ceil(self.size[0] / self.vqgan.factor), math.ceil(self.size[1] / self.vqgan.factor))
-        codes = torch.randint(len(self.vqgan.codebook), grid, generator=torch.Generator().manual_seed(seed))
-        return self.vqgan.codebook[codes.to(self.vqgan.codebook.device)].permute(2, 0, 1)[None].clone()
+        codes = torch.randint(len(self.vqgan.codebook), self.grid, generator=torch.Generator().manual_seed(seed))
+        return self.latent_of_codes(codes[None])
 
     @property
     def has_encoder(self) -> bool:
@@ -200,9 +243,12 @@ class VQGANImage(nn.Module):
 
 @GENERATORS.register("world-vqgan")
 def world_vqgan(size: tuple[int, int], seed: int = 0) -> VQGANImage:
-    """The VQGAN bundled with ntlb, trained on world scenes at 64 px (`ntlb world train-generator`)."""
+    """The VQGAN bundled with ntlb, trained on world scenes at 64 px (`ntlb world train-generator`), with its own
+    l2 weight and its bank of encoded world scenes to start generation from."""
     config, weights = BUNDLED["world-vqgan"]
     if not weights.is_file():
         raise NtlbError(f"the bundled world-vqgan weights are missing ({weights}): reinstall ntlb, or train them with "
                         "'ntlb world train-generator'")
-    return VQGANImage(size, seed, config=config, checkpoint=weights)
+    bank = BUNDLED_BANK["world-vqgan"]
+    return VQGANImage(size, seed, config=config, checkpoint=weights, l2_weight=WORLD_VQGAN_L2,
+                      bank=bank if bank.is_file() else None)

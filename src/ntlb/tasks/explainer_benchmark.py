@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
@@ -238,48 +239,217 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
     return results
 
 
-def word_grounding(adapter: ClipAdapter, count: int = 40, offset: int = 8 * 10**6, size: int = 64,
-                   layers: tuple[int, ...] = (-1,)) -> dict:
-    """Does a word score see a missing word? Each two-object scene's caption against the scene and against the same
-    scene with one word made false (a colour or a shape of one object changed): how often the score ranks the
-    matching picture higher, for the word scores of losses.semantic_words on the interactions' token rows, beside
-    CLIP's own score. Counts out of `count`."""
+GROUNDING_KINDS = ("colour", "shape", "missing", "swap")
+
+
+@dataclass
+class OneWordWrong:
+    """A two-object scene's caption "a {colour} {shape} and a {colour} {shape}", the scene, and the same scene with
+    the caption made false in one way (`kind`); `changed`: the indices of the caption's words made false."""
+
+    right: Image.Image
+    wrong: Image.Image
+    caption: Caption
+    kind: str
+    changed: tuple[int, ...]
+
+
+def _made_false(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[Scene, tuple[int, ...]] | None:
+    """The scene with one word of its two-object caption made false, and the caption word indices that changed
+    (words 1, 2 are the first object's colour and shape, 5, 6 the second's); None where `kind` cannot apply."""
     from dataclasses import replace
 
-    from ..losses.semantic_words import semantic_word_scores, word_token_masks
     from ..world.scene import COLOURS, SHAPES
 
-    rng = np.random.default_rng(0)
-    right, wrong, texts, words = [], [], [], []
-    for i in range(count):
-        scene = random_scene(scene_seed("multi-test", offset + i), 2)
-        changed = i % 2
-        taken = {o.colour for o in scene.objects} if i % 4 < 2 else {o.shape for o in scene.objects}
-        obj = scene.objects[changed]
-        if i % 4 < 2:
-            obj = replace(obj, colour=str(rng.choice([c for c in COLOURS if c not in taken])))
-        else:
-            obj = replace(obj, shape=str(rng.choice([s for s in SHAPES if s not in taken])))
-        objects = list(scene.objects)
-        objects[changed] = obj
-        right.append(Image.fromarray(render(scene, size)[0]))
-        wrong.append(Image.fromarray(render(Scene(objects, scene.seed, scene.style), size)[0]))
-        caption = relate(scene, 0, 1, "and")
-        texts.append(caption.text)
-        words.append([w.text for w in caption.words if w.role in ("colour", "shape")])
-    results: dict = {"pairs": count}
-    for layer in layers:
-        explainer = create("interactions", start_layer_image=layer, start_layer_text=layer)
+    objects = list(scene.objects)
+    if objects[0].colour == objects[1].colour or objects[0].shape == objects[1].shape:
+        return None  # a word of the caption twice: making one false would leave it true
+    target = int(rng.integers(2))
+    obj = objects[target]
+    if kind == "colour":
+        objects[target] = replace(obj, colour=str(rng.choice([c for c in COLOURS
+                                                               if c not in {o.colour for o in objects}])))
+        changed: tuple[int, ...] = (1 + 4 * target,)
+    elif kind == "shape":
+        objects[target] = replace(obj, shape=str(rng.choice([s for s in SHAPES
+                                                              if s not in {o.shape for o in objects}])))
+        changed = (2 + 4 * target,)
+    elif kind == "missing":
+        del objects[target]
+        changed = (1 + 4 * target, 2 + 4 * target)
+    elif kind == "swap":
+        objects = [replace(objects[0], colour=objects[1].colour), replace(objects[1], colour=objects[0].colour)]
+        changed = (1, 5)
+    else:
+        raise NtlbError(f"unknown kind '{kind}': use one of {', '.join(GROUNDING_KINDS)}")
+    return Scene(objects, scene.seed, scene.style), changed
+
+
+def one_word_wrong_pairs(per_kind: int, offset: int = 8 * 10**6, size: int = 64,
+                         kinds: tuple[str, ...] = GROUNDING_KINDS) -> list[OneWordWrong]:
+    """`per_kind` held-out two-object scenes per kind, each with its caption and the scene made false one way:
+    a colour wrong, a shape wrong (a value neither object has), an object missing, or the two colours swapped.
+    Scenes whose objects share a colour or a shape are passed over (one false word would stay true for the other
+    object). Deterministic in `offset`."""
+    pairs = []
+    for k, kind in enumerate(kinds):
+        index, made = 0, 0
+        while made < per_kind:
+            seed = scene_seed("multi-test", offset + 10**5 * k + index)
+            index += 1
+            scene = random_scene(seed, 2)
+            false = _made_false(scene, kind, np.random.default_rng(seed))
+            if false is None:
+                continue
+            wrong, changed = false
+            pairs.append(OneWordWrong(Image.fromarray(render(scene, size)[0]), Image.fromarray(render(wrong, size)[0]),
+                                      relate(scene, 0, 1, "and"), kind, changed))
+            made += 1
+    return pairs
+
+
+REFERENCE_OFFSET = 9_900_000  # the reference scenes of the "contrast" word score (not among the tested pairs)
+SELECTION_OFFSET = 9 * 10**6  # the seeds the new scores' temperatures were chosen on; the reported runs use 8e6
+
+
+def reference_pictures(count: int = 8, size: int = 64) -> list[Image.Image]:
+    """The fixed two-object world scenes the "contrast" word score compares a text's word shares against."""
+    return [Image.fromarray(render(random_scene(scene_seed("multi-test", REFERENCE_OFFSET + k), 2), size)[0])
+            for k in range(count)]
+
+
+def _rate(right: Tensor, wrong: Tensor, kinds: list[str]) -> dict:
+    """Share of pairs (per kind and over all) whose matching picture scores strictly higher."""
+    higher = (right > wrong).float()
+    out = {kind: float(higher[[k == kind for k in kinds]].mean()) for kind in dict.fromkeys(kinds)}
+    return {**out, "all": float(higher.mean()), "ties": float((right == wrong).float().mean())}
+
+
+def _grounding_scores(adapter: ClipAdapter, explainer, pairs: list[OneWordWrong], normalizations: tuple[str, ...],
+                      scores: tuple[str, ...], references: list[Image.Image], batch_size: int) -> dict:
+    """Every (normalisation, word score) of one explainer on both pictures of every pair, and the changed words'
+    own share ("visual") on both: {name: (right (n,), wrong (n,))}."""
+    from ..losses.semantic_words import mean_word_shares, semantic_word_scores, word_shares, word_token_masks
+
+    found: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        texts = [p.caption.text for p in chunk]
+        words = [[w.text for w in p.caption.words if w.role in ("colour", "shape")] for p in chunk]
+        slots = [[[w.text for w in p.caption.words if w.role in ("colour", "shape")].index(p.caption.words[i].text)
+                  for i in p.changed] for p in chunk]
         with torch.no_grad():
-            on_right = explainer(adapter, right, texts, pairs="diagonal")
-            on_wrong = explainer(adapter, wrong, texts, pairs="diagonal")
-        masks = word_token_masks(on_right.tokens, words)
-        entry = {variant: int((semantic_word_scores(on_right, masks, variant)
-                               > semantic_word_scores(on_wrong, masks, variant)).sum())
-                 for variant in ("paper", "mass")}
-        entry["clip"] = int((on_right.logits.diagonal() > on_wrong.logits.diagonal()).sum())
-        results[f"interactions (layer {layer})"] = entry
+            sides = [explainer(adapter, [getattr(p, side) for p in chunk], texts, pairs="diagonal")
+                     for side in ("right", "wrong")]
+            on_references = explainer(adapter, references, texts, pairs="all") if "contrast" in scores else None
+        masks = word_token_masks(sides[0].tokens, words)
+        values: dict[str, list[Tensor]] = {}
+        for normalize in normalizations:
+            reference = mean_word_shares(on_references, masks, normalize) if on_references is not None else None
+            for score in scores:
+                if score == "deletion" or (score == "mass" and normalize != normalizations[0]):
+                    continue  # deletion reads no explainer; mass reads the raw rows whatever the normalisation
+                name = f"{score} / {'raw' if score == 'mass' else normalize}"
+                values[name] = [semantic_word_scores(e, masks, score, normalize, reference=reference)[:, 0].float()
+                                for e in sides]  # one slot per image (diagonal pairs)
+        own = [word_shares(e, masks, "visual")[:, 0].float() for e in sides]
+        values["changed words' own share"] = [torch.stack([o[b, slots[b]].sum() for b in range(len(chunk))])
+                                              for o in own]
+        for name, (right, wrong) in values.items():
+            found.setdefault(name, ([], []))
+            found[name][0].append(right)
+            found[name][1].append(wrong)
+    return {name: (torch.cat(right), torch.cat(wrong)) for name, (right, wrong) in found.items()}
+
+
+def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, per_kind: int = 40,
+                   offset: int = 8 * 10**6, logit_modes: tuple[str, ...] = ("scaled", "cosine"),
+                   normalizations: tuple[str, ...] = ("visual", "max"), scores: tuple[str, ...] | None = None,
+                   counts: dict[str, int] | None = None, references: int = 8, batch_size: int = 32,
+                   size: int = 64) -> dict:
+    """The word-grounding test (the paper's precondition): for every explainer x logit mode x normalisation x word
+    score, how often the score ranks a two-object scene above the same scene with its caption made false one way
+    (`one_word_wrong_pairs`: colour wrong, shape wrong, object missing, colours swapped), beside CLIP's own score
+    and the changed words' own share ("visual"). `counts` lowers the pairs per kind for slow explainers. Explainers
+    without text relevance are skipped with the reason; "deletion" reads scores only and has one row."""
+    from ..explain import available
+    from ..explain.registry import has
+    from ..losses.semantic_words import WORD_SCORES, deletion_word_scores, without_words
+
+    scores = tuple(scores or WORD_SCORES)
+    explainers = list(explainers or available())
+    pairs = one_word_wrong_pairs(per_kind, offset, size)
+    kinds = [p.kind for p in pairs]
+    pictures = reference_pictures(references, size)
+    results: dict = {"pairs_per_kind": per_kind, "offset": offset, "kinds": list(dict.fromkeys(kinds)),
+                     "reference_scenes": references, "rows": [], "own_share": {}, "skipped": {}, "notes": {}}
+    texts = [p.caption.text for p in pairs]
+    words = [[w.text for w in p.caption.words if w.role in ("colour", "shape")] for p in pairs]
+    started = time.perf_counter()
+    with torch.no_grad():
+        features = {side: F.normalize(encode_images(adapter, torch.stack(
+            [adapter.preprocess(getattr(p, side)) for p in pairs]).to(adapter.dtype)).float(), dim=-1)
+            for side in ("right", "wrong")}
+        shortened, index = without_words(texts, words, adapter.tokenizer)
+        text = F.normalize(encode_texts(adapter, shortened).float(), dim=-1)
+    cosine = {side: (f * text[: len(pairs)]).sum(-1) for side, f in features.items()}
+    results["clip"] = _rate(cosine["right"], cosine["wrong"], kinds)
+    if "deletion" in scores:
+        dropped = {side: torch.einsum("nd,nwd->nw", f, text[index]) for side, f in features.items()}
+        found = [deletion_word_scores(cosine[side], dropped[side], index >= 0) for side in ("right", "wrong")]
+        results["rows"].append({"explainer": "none (scores only)", "logit_mode": "cosine", "normalize": "n/a",
+                                "score": "deletion", "pairs_per_kind": per_kind, **_rate(*found, kinds)})
+    results["seconds"] = {"clip and deletion": time.perf_counter() - started}
+    for name in tqdm(explainers, desc="word grounding", unit="explainer"):
+        if not has(name, "text relevance"):
+            results["skipped"][name] = "gives no text relevance: no word score is defined"
+            continue
+        count = min(per_kind, (counts or {}).get(name, per_kind))
+        chosen = [p for i, p in enumerate(pairs) if i % per_kind < count]
+        chosen_kinds = [p.kind for p in chosen]
+        for mode in logit_modes:
+            started = time.perf_counter()
+            try:
+                found = _grounding_scores(adapter, create(name, logit_mode=mode), chosen, normalizations,
+                                          scores, pictures, batch_size)
+            except NtlbError as error:  # e.g. a method this model's towers cannot run
+                results["skipped"][f"{name} ({mode})"] = str(error)
+                continue
+            results["seconds"][f"{name} ({mode})"] = time.perf_counter() - started
+            own = found.pop("changed words' own share")
+            results["own_share"][f"{name} ({mode})"] = {**_rate(own[0], own[1], chosen_kinds),
+                                                       "pairs_per_kind": count}
+            for label, (right, wrong) in found.items():
+                score, normalize = label.split(" / ")
+                results["rows"].append({"explainer": name, "logit_mode": mode, "normalize": normalize,
+                                        "score": score, "pairs_per_kind": count, **_rate(right, wrong, chosen_kinds)})
+            if bool((own[0] == own[1]).all()):
+                results["notes"][name] = ("its text relevance does not depend on the image (text-tower attention "
+                                          "only): every score ties on the two pictures")
     return results
+
+
+def word_grounding_table(results: dict, best: int | None = None) -> str:
+    """Markdown: the share of pairs (%) each word score ranks the matching picture higher, per kind of false word;
+    CLIP's own score first. `best`: only that many rows, highest "all" first (None: every row, in run order)."""
+    kinds = results["kinds"]
+    lines = ["| explainer | logit mode | normalisation | word score | " + " | ".join(kinds) + " | all | n / kind |",
+             "|---|---|---|---|" + "---:|" * (len(kinds) + 2)]
+
+    def line(cells: list[str], entry: dict, count: int) -> str:
+        return "| " + " | ".join(cells + [f"{100 * entry[k]:.0f}" for k in [*kinds, "all"]] + [str(count)]) + " |"
+
+    lines.append(line(["CLIP's score", "any", "n/a", "n/a"], results["clip"], results["pairs_per_kind"]))
+    rows = results["rows"]
+    if best is not None:
+        rows = sorted(rows, key=lambda r: -r["all"])[:best]
+    for row in rows:
+        lines.append(line([row["explainer"], row["logit_mode"], row["normalize"], row["score"]], row,
+                          row["pairs_per_kind"]))
+    for name, entry in results["own_share"].items():
+        lines.append(line([name.split(" (")[0], name.split("(")[1].rstrip(")"), "visual",
+                           "changed words' own share drops"], entry, entry["pairs_per_kind"]))
+    return "\n".join(lines)
 
 
 def word_pointing_table(results: dict) -> str:
@@ -398,9 +568,11 @@ def comparison_figure(adapter: ClipAdapter, methods: list[str], path, count: int
     method_comparison(explanations, path, texts, cell=1.7)
 
 
-def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, count: int, out) -> dict:
+def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, count: int, out,
+                            grounding: int = 0) -> dict:
     """`ntlb benchmark explainers`: the benchmark on `count` scenes per setting, written to out/explainers.json,
-    explainers.md (one table per setting) and explainers.png (every method on the same scenes)."""
+    explainers.md (one table per setting) and explainers.png (every method on the same scenes); with `grounding`
+    > 0, also the word-grounding test on that many pairs per kind (`word_grounding`)."""
     from pathlib import Path
 
     from ..explain import available
@@ -412,14 +584,22 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
         raise NtlbError(f"unknown explainer '{unknown[0]}': choose from {', '.join(available())}")
     if count < 1:
         raise NtlbError(f"--count {count}: use at least 1 scene per setting")
+    if grounding < 0:
+        raise NtlbError(f"--grounding {grounding}: use a number of pairs per kind, or 0 to leave the test out")
     results = benchmark_explainers(adapter, methods, count=count)
+    if grounding:
+        results["word_grounding"] = word_grounding(adapter, methods, per_kind=grounding)
     folder = OutputFolder(Path(out))
-    results = write_record(folder / "explainers.json", results, adapter, {"explainers": methods, "count": count})
+    results = write_record(folder / "explainers.json", results, adapter, {"explainers": methods, "count": count,
+                                                                          "grounding": grounding})
     results["tables"] = "\n\n".join(f"### {SETTING_TITLES[setting]}\n\n{markdown_table(results, setting)}"
                                     for setting in SETTING_TITLES)
     if "word_pointing" in results:
         results["tables"] += ("\n\n### Which region each word matches (two-object scenes)\n\n"
                               + word_pointing_table(results["word_pointing"]))
+    if "word_grounding" in results:
+        results["tables"] += ("\n\n### Word grounding: the matching scene ranked above one with a false word (%)\n\n"
+                              + word_grounding_table(results["word_grounding"]))
     write_text_atomic(folder / "explainers.md", results["tables"] + "\n")
     comparison_figure(adapter, [m for m in methods if m not in results["skipped"]], folder / "explainers.png")
     return results

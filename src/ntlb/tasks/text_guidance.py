@@ -28,7 +28,7 @@ from ..explain import create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
 from ..explain.registry import require
-from ..generators import picture_tensor
+from ..generators import l2_weight, picture_tensor
 from ..io import save_image_atomic, write_record
 from ..losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
 from ..models.adapter import ClipAdapter
@@ -119,6 +119,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     z0 = start_latent(generator, original, config.invert_steps)
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
     explainer = word_explainer(config.explainer, "scaled")
+    l2 = l2_weight(generator) if config.l2 is None else config.l2
     with torch.no_grad():
         reference = F.normalize(_features(adapter, original), dim=-1)
 
@@ -128,14 +129,14 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         clip = explanation.logits[:, 0]
         words = semantic_word_loss(explanation, masks, config.word_score)[:, 0]
         total = (1 - clip / adapter.logit_scale) + lambdas * words  # 1 - cos, StyleCLIP's 1 - CLIP / 100
-        total = total + config.l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
+        total = total + l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)
         if config.identity_weight:
             similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \
                 identity(images, original)
             total = total + config.identity_weight * (1 - similar)
         return total.sum(), {"clip": float(clip.detach().mean()), "words": float(-words.detach().mean())}
 
-    settings = {**settings_of(config), "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    settings = {**settings_of(config), "l2": l2, "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
                                config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
                                desc=f"editing ({len(lambdas)} lambda)", progress=progress)
@@ -202,13 +203,15 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
 
 def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer, tokens, guidance, weight: float,
                 config: GenerateConfig, batch: int = 8) -> Tensor:
-    """The random latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
-    ranking of its initial basis)."""
+    """The start latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
+    ranking of its initial basis, drawn from its GAN's samples): drawn by the generator's `sample_latent` (world-vqgan:
+    encoded world scenes), else its `random_latent`."""
     if config.candidates == 1:
         return generator.latent.data
-    if not hasattr(generator, "random_latent"):
+    draw = getattr(generator, "sample_latent", None) or getattr(generator, "random_latent", None)
+    if draw is None:
         raise NtlbError("this generator cannot draw random latents: use --candidates 1")
-    latents = torch.cat([generator.random_latent(config.seed * 10007 + c) for c in range(config.candidates)])
+    latents = torch.cat([draw(config.seed * 10007 + c) for c in range(config.candidates)])
     ranks = []
     for start in range(0, len(latents), batch):
         with torch.no_grad():

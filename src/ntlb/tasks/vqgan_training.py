@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..config.world import VQGANTrainConfig
@@ -162,8 +163,64 @@ def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "
     config = write_text_atomic(folder / f"{name}.yaml", vqgan_config_text(settings.params()))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
     weights = write_bytes_atomic(folder / f"{name}.safetensors", save(half))
-    load_vqgan(config, weights)  # it reads back, matches its config and is finite
+    export_latent_bank(load_vqgan(config, weights), folder / f"{name}-bank.safetensors", size=settings.size)
     return config, weights
+
+
+def world_scene_codes(model: VQGAN, count: int, size: int = 64, space: str = "train", batch_size: int = 32) -> Tensor:
+    """Code indices (count, size/f, size/f) of the encodings of the first `count` scenes of a world seed space (the
+    world's own mix of 1-4 objects): where generation starts from, instead of random codes."""
+    import numpy as np
+
+    from ..world.datasets import scene_seed
+    from ..world.scene import random_scene, render
+
+    parameter = next(model.parameters())
+    codes = []
+    for start in range(0, count, batch_size):
+        pictures = np.stack([render(random_scene(scene_seed(space, i)), size)[0]
+                             for i in range(start, min(count, start + batch_size))])
+        images = torch.from_numpy(pictures).permute(0, 3, 1, 2).to(parameter) / 255
+        with torch.no_grad():
+            codes.append(model.nearest_codes(model.encode(images)).cpu())
+    return torch.cat(codes)
+
+
+def export_latent_bank(model: VQGAN, path: str | Path, count: int = 256, size: int = 64) -> Path:
+    """The bank of `world_scene_codes` (int16) as .safetensors: what world-vqgan's `sample_latent` draws from."""
+    from safetensors.torch import save
+
+    codes = world_scene_codes(model, count, size).to(torch.int16).contiguous()
+    return write_bytes_atomic(Path(path), save({"codes": codes}))
+
+
+def calibrate_l2(adapter, generator, count: int = 128, space: str = "train") -> dict:
+    """The l2 weight that suits a world generator's latent (what world-vqgan's `l2_weight` holds): the mean CLIP gain
+    (in 1 - cos) of a world scene's own caption over the captions of unrelated scenes, divided by the mean squared
+    distance between the latents (`generator.encode`) of two unrelated scenes. Under it, moving the latent to a
+    matching scene as far away as an unrelated one costs on average what it gains; StyleCLIP's 0.008 was set for
+    StyleGAN's W+, where edits are short moves. Returns {"gain", "distance", "l2", "scenes"}."""
+    import numpy as np
+
+    from ..models.inputs import prepare_texts
+    from ..world.datasets import captioned_sample
+
+    samples = [captioned_sample(i, space, size=generator.size[0]) for i in range(count)]
+    pictures = np.stack([np.asarray(sample.image) for sample in samples])
+    with torch.no_grad():
+        latents = generator.encode(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255)
+        images = generator.image_of(latents)
+        tokens = prepare_texts(adapter, [sample.caption.text for sample in samples])
+        texts = F.normalize(adapter.encode_text(tokens.ids, tokens.eot).features.float(), dim=-1)
+        pixels = adapter.normalize(images.to(adapter.dtype))
+        features = F.normalize(adapter.encode_image(pixels).features.float(), dim=-1)
+    cosine = features @ texts.T  # (image, text)
+    own = cosine.diag()
+    others = (cosine.sum(dim=0) - own) / (count - 1)  # each caption against the other scenes
+    apart = ~torch.eye(count, dtype=torch.bool)
+    distance = torch.cdist(latents.flatten(1).double(), latents.flatten(1).double()).pow(2)[apart].mean()
+    gain = float((own - others).mean())
+    return {"gain": gain, "distance": float(distance), "l2": gain / float(distance), "scenes": count}
 
 
 def reconstruction_report(model: VQGAN, count: int = 200, size: int = 64, batch_size: int = 25,
