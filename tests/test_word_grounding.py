@@ -14,6 +14,7 @@ import ntlb
 from ntlb.errors import NtlbError
 from ntlb.explain import create
 from ntlb.explain.explanation import Explanation
+from ntlb.explain.targets import Columns
 from ntlb.losses.semantic_words import (
     DELETION_TEMPERATURE,
     SOFTMIN_TEMPERATURE,
@@ -37,8 +38,9 @@ def _explanation(world, row: list[float], logits: list[float], texts: list[str])
     tokens = world.tokenizer(texts)
     text_rows = torch.zeros(1, 1, tokens.ids.shape[1])
     text_rows[0, 0, : len(row)] = torch.tensor(row)
-    return Explanation(image=None, text=text_rows, logits=torch.tensor([logits]), tokens=tokens, pairs="selected",
-                       columns=torch.zeros(1, 1, dtype=torch.long), method="hand", logit_mode="scaled",
+    columns = torch.zeros(1, 1, dtype=torch.long)
+    return Explanation(image=None, text=text_rows, logits=torch.tensor([logits]), tokens=tokens,
+                       targets=Columns(columns), columns=columns, method="hand", logit_mode="scaled",
                        logit_scale=100.0, input_size=(64, 64))
 
 
