@@ -35,7 +35,7 @@ from PIL import Image
 import ntlb
 from ntlb.explain.reference import reference_relevance
 from ntlb.explain.relevance import attention_gradients, clip_scores
-from ntlb.explain.targets import image_targets, select_pairs, text_targets
+from ntlb.explain.targets import AllPairs, image_targets, text_targets
 from ntlb.models.inputs import prepare_texts
 
 WORDS = ["red", "blue", "green", "small", "large", "striped", "wooden", "shiny"]
@@ -62,7 +62,7 @@ def floor(adapter, pixels, tokens):
         image = adapter.encode_image(pixels, keep_from=0)
         text = adapter.encode_text(short.ids, short.eot, keep_from=0)
         logits = clip_scores(image.features, text.features, adapter.logit_scale)
-        _, columns = select_pairs("all", logits)
+        columns = AllPairs().columns(logits)
         attention_gradients(logits, image.attentions, image_targets(columns, logits), False, True)
         attention_gradients(logits, text.attentions, text_targets(columns, logits)[0], False, False)
 

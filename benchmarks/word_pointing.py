@@ -5,11 +5,13 @@ one caption per object explained by chefer2021, on held-out two-object scenes (d
 
 Writes docs/results-word-pointing.json and prints the table. The grounding check (does a word score rank a scene above
 the same scene with one word made false?) is benchmarks/word_grounding.py, for every explainer and word score.
+Why the word maps miss (references, read-outs, layers, where the mass sits): benchmarks/word_pointing_variants.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import ntlb
@@ -17,6 +19,7 @@ from ntlb.io import write_json_atomic
 from ntlb.tasks.explainer_benchmark import word_pointing, word_pointing_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+VARIANT_KEYS = ("variants", "binding", "per_object_captions")
 
 
 def main() -> None:
@@ -31,7 +34,10 @@ def main() -> None:
     results = word_pointing(world, count=args.count, layers=tuple(args.layers))
     print(word_pointing_table(results), flush=True)
     results["model"] = world.name
-    write_json_atomic(args.out, results)
+    out = Path(args.out)
+    kept = json.loads(out.read_text()) if out.exists() else {}  # word_pointing_variants.py's entries stay
+    results |= {key: kept[key] for key in VARIANT_KEYS if key in kept}
+    write_json_atomic(out, results)
 
 
 if __name__ == "__main__":

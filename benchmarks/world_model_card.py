@@ -66,7 +66,7 @@ def explained_scenes(adapter, n_objects: int, count: int, offset: int):
             explanation = ntlb.explain(adapter, [picture] * n_objects, [c.text for c in captions], pairs="diagonal")
         for j in range(n_objects):
             rows.append({"scene": scene, "picture": picture, "mask": torch.from_numpy(masks[j]),
-                         "map": explanation.image[j], "caption": captions[j], "words": explanation.words(j)})
+                         "map": explanation.image[j, 0], "caption": captions[j], "words": explanation.words(j)})
     return rows
 
 

@@ -133,9 +133,10 @@ def test_benchmark_explainers_writes_tables(tmp_path):
                                    pairs="diagonal")
     masks = torch.stack([p.mask for p in pairs])
     entry = data["methods"]["chefer2021"]["2_object"]
-    assert entry["pointing_game"] == pytest.approx(float(pointing_game(explanation.image, masks).float().mean()))
-    low = explanation.image.flatten(1).amin(dim=1)[:, None, None]
-    assert entry["energy_in_mask"] == pytest.approx(float(mask_energy(explanation.image - low, masks).mean()))
+    maps = explanation.image[:, 0]
+    assert entry["pointing_game"] == pytest.approx(float(pointing_game(maps, masks).float().mean()))
+    low = maps.flatten(1).amin(dim=1)[:, None, None]
+    assert entry["energy_in_mask"] == pytest.approx(float(mask_energy(maps - low, masks).mean()))
     assert "| chefer2021 |" in (tmp_path / "explainers.md").read_text()
     grounding = data["word_grounding"]  # 1 pair per kind; attention's text rows do not see the image: all ties
     assert grounding["pairs_per_kind"] == 1 and "attention" in grounding["notes"]

@@ -7,7 +7,7 @@ full N x N matrix (5) and keeps every layer's attention (6). Float64, relative e
 
 import pytest
 import torch
-from conftest import random_pixels, relative_error
+from conftest import matches_finite_differences, random_pixels, relative_error
 
 import ntlb
 from ntlb.explain import relevance
@@ -91,13 +91,17 @@ def test_gradients_through_the_maps_match_reference(world_model, create_graph):
 
 
 def test_second_order_terms_change_the_gradient(world_model):
-    """create_graph=True must differ from False, or the option would do nothing."""
+    """create_graph=True must differ from False, or the option would do nothing; with it the gradient of the maps
+    is their derivative (finite differences in float64)."""
     grads = []
     for create_graph in (False, True):
         pixels = random_pixels(world_model, 1).requires_grad_(True)
         ntlb.explain(world_model, pixels, "a red circle", create_graph=create_graph).image.sum().backward()
         grads.append(pixels.grad)
     assert relative_error(grads[0], grads[1]) > 1e-3
+    assert matches_finite_differences(
+        lambda pixels: ntlb.explain(world_model, pixels, "a red circle", create_graph=True).image.sum(),
+        random_pixels(world_model, 1))
 
 
 def test_a_perturbed_implementation_fails_the_comparison(world_model, monkeypatch):

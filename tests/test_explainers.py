@@ -213,14 +213,15 @@ def test_diagonal_and_chosen_pairs_are_entries_of_all_pairs(world_model, method)
     chosen = torch.tensor([[2, 0], [1, 1], [0, 2]])
     selected = ntlb.explain(world_model, pixels, TEXTS, method=method, pairs=chosen)
     index, rows = torch.arange(3), torch.arange(3)[:, None]
-    assert relative_error(diagonal.image, full.image[index, index]) <= TOL
+    assert diagonal.image.shape == (3, 1, *full.image.shape[2:])  # one shape: (B, K = 1, h, w)
+    assert relative_error(diagonal.image[:, 0], full.image[index, index]) <= TOL
     assert relative_error(selected.image, full.image[rows, chosen]) <= TOL
     assert selected.text_index(2, 1) == 2 and diagonal.text_index(1) == 1
     if full.text is None:
         assert diagonal.text is None and selected.text is None and method in ("clip_surgery", "legrad", "gem",
                                                                               "decomposition")
         return
-    assert torch.allclose(diagonal.text, full.text[index, index], rtol=TOL, atol=1e-12)
+    assert torch.allclose(diagonal.text[:, 0], full.text[index, index], rtol=TOL, atol=1e-12)
     assert torch.allclose(selected.text, full.text[rows, chosen], rtol=TOL, atol=1e-12)
 
 
@@ -429,3 +430,24 @@ def test_gem_matches_its_formula_and_keeps_clips_scores(vit_b32, iterations):
     assert relative_error(fast.image.flatten(-2), slow) <= TOL
     assert torch.allclose(fast.logits, plain, rtol=1e-10)
     assert fast.text is None
+
+
+def test_capabilities_are_asked_of_the_registry():
+    """What an explainer gives is a flag of its class; the runners' refusals list the registered ones that have it,
+    the same list for the class-name loss and the semantic-word loss."""
+    from ntlb.explain.registry import capable, has, require
+    from ntlb.tasks.prompt_training import PromptConfig, prompt_explainer
+    from ntlb.tasks.text_guidance import word_explainer
+
+    texts = {"attention", "chefer2021", "gradcam", "interactions", "lrp", "rollout"}
+    assert set(capable("text relevance")) == texts and has("gem", "image maps") and not has("gem", "text relevance")
+    assert capable("token x patch interactions") == ["interactions"]
+    listed = f"({', '.join(sorted(texts))})"
+    for refuse, purpose in ((lambda: prompt_explainer(PromptConfig(explainer="occlusion")), "the class-name loss"),
+                            (lambda: word_explainer("occlusion", "scaled"), "the semantic-word loss")):
+        with pytest.raises(NtlbError) as error:
+            refuse()
+        assert str(error.value) == (f"explainer 'occlusion' gives no text relevance: {purpose} needs one that "
+                                    f"does {listed}")
+    with pytest.raises(NtlbError, match="unknown explainer capability 'maps'"):
+        require("gem", "maps", "a test")

@@ -6,7 +6,7 @@ import torch
 from conftest import random_pixels, relative_error
 
 import ntlb
-from ntlb.explain.memory import FIXED, Costs, Plan, estimate, parse_memory, plan_tiles
+from ntlb.explain.memory import FIXED, Costs, Plan, estimate, parse_memory, plan_tiles, texts_per_call
 
 TEXTS = ["a photo of a cat", "a small red-hot star.", "dog", "a blue square on the left"]
 
@@ -21,12 +21,13 @@ def test_tiles_give_the_numbers_of_one_call(world_model, method, pairs):
     whole = ntlb.explainers.create(method, chunk_size=None)(world_model, pixels, TEXTS, pairs=chosen)
     tiny = ntlb.explainers.create(method, max_memory=1)  # below the floor: one pair per tile, one target per call
     tiled = tiny(world_model, pixels, TEXTS, pairs=chosen)
-    assert torch.equal(tiled.columns, whole.columns) and tiled.pairs == whole.pairs
+    assert torch.equal(tiled.columns, whole.columns) and tiled.targets is not None
+    assert tiled.image.shape == whole.image.shape == (4, whole.columns.shape[1], *whole.image.shape[2:])
     assert relative_error(tiled.image, whole.image) <= 1e-12
     assert relative_error(tiled.text, whole.text) <= 1e-12
     assert torch.allclose(tiled.logits, whole.logits, rtol=1e-12)
-    assert [w for w, _ in tiled.words(1, 1 if pairs != "diagonal" else None)] == \
-        [w for w, _ in whole.words(1, 1 if pairs != "diagonal" else None)]
+    slot = None if whole.columns.shape[1] == 1 else 1  # one slot per image (diagonal): the slot may be left out
+    assert [w for w, _ in tiled.words(1, slot)] == [w for w, _ in whole.words(1, slot)]
 
 
 def test_tiles_of_prompt_embeddings_and_feature_inputs(world_model):
@@ -72,6 +73,51 @@ def test_estimate_and_plan_by_hand():
     assert (floor.image_group, floor.text_group, floor.image_chunk, floor.text_chunk) == (1, 1, 1, 1)
     chunks_only = plan_tiles(COSTS, 2, 4, 5, None, budget=1, tiles=False)
     assert (chunks_only.image_group, chunks_only.text_group, chunks_only.image_chunk) == (2, 4, 1)
+    # one more target adds, per image of the tile, its attention gradient and one layer of its graph (image side:
+    # 2 * (50 + 100/10) = 120) and per text token its attention gradient and a layer (text: 4*5*(1*5 + 10/10) = 120)
+    whole = plan_tiles(COSTS, 2, 4, 5, None, budget=10**9)
+    assert (whole.image_target, whole.text_target) == (120.0, 120.0)
+
+
+def test_chunks_shrink_when_free_memory_drops_between_calls(world_model, monkeypatch):
+    """The plan is re-checked before each gradient call: with the free memory gone after the plan, every call
+    holds one target, and the numbers stay those of one call."""
+    from ntlb.explain import gradient, memory
+
+    pixels = random_pixels(world_model, 3)
+    whole = ntlb.explain(world_model, pixels, TEXTS, chunk_size=None)
+    sizes = []
+    original = gradient.attention_gradients
+
+    def counted(logits, tensors, targets, *args):
+        sizes.append(targets.shape[0])
+        return original(logits, tensors, targets, *args)
+
+    monkeypatch.setattr(gradient, "attention_gradients", counted)
+    roomy = ntlb.explain(world_model, pixels, TEXTS, max_memory=10**12)  # the user's budget: one call per tower
+    assert sizes == [4, 3]  # 4 image slots, 3 text rounds (every text with the 3 images)
+    sizes.clear()
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1)  # other processes took the memory since
+    squeezed = ntlb.explain(world_model, pixels, TEXTS, max_memory=10**12)
+    assert sizes == [1] * 7
+    for explanation in (roomy, squeezed):
+        assert relative_error(explanation.image, whole.image) <= 1e-12
+        assert relative_error(explanation.text, whole.text) <= 1e-12
+
+
+def test_the_trainers_budget_reaches_the_planner_and_its_explainer(world_model):
+    """The prompt trainer's class chunks come from the planner (texts_per_call) and its --max-memory also sizes
+    the explainer's own gradient chunks."""
+    from ntlb.tasks.prompt_training import PromptConfig, classes_per_chunk, prompt_explainer
+    from ntlb.tasks.prompts import PromptLearner
+
+    learner = PromptLearner(world_model, ["red circle", "blue star", "dog", "green square"], n_ctx=2)
+    explainer = prompt_explainer(PromptConfig(), "3MB")
+    assert explainer.max_memory == 3 * 2**20
+    length = learner.layout.ids.shape[1]
+    for budget, expected in ((1, 1), (10**12, 4)):
+        assert classes_per_chunk(world_model, explainer, learner, 8, budget) == expected
+        assert texts_per_call(world_model, 8, 4, length, 0, budget) == expected
 
 
 def test_memory_sizes_read_as_people_write_them():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_pixels
+from conftest import random_pixels, relative_error
 
 import ntlb
 from ntlb.cli import main
@@ -187,6 +187,32 @@ def test_any_explainer_with_text_relevance_drives_the_loss(world_model):
     assert not torch.allclose(gradients["attention"], gradients["chefer2021"])
     with pytest.raises(NtlbError, match="clip_surgery.*gives no text relevance"):
         step_gradients(world_model, learner, pixels, torch.tensor([0, 1]), PromptConfig(explainer="clip_surgery"))
+
+
+def test_the_trainers_step_is_the_gradient_of_ce_plus_lambda_class_name_loss(world_model):
+    """The gradient the trainer applies (whole, in class chunks, and summed over two processes' shares) equals
+    d/d ctx of CE + lambda * class_name_loss computed directly on one explanation of every image with every class
+    prompt, in float64; the loss term moves the gradient well beyond the tolerance, so dropping it would fail."""
+    names = ["red circle", "blue star", "green square", "dog"]
+    pixels, labels = random_pixels(world_model, 3), torch.tensor([0, 3, 2])
+    learner = PromptLearner(world_model, names, n_ctx=2, seed=3).double()
+    config = PromptConfig(n_ctx=2, expl_weight=2.0, reduction="paper")
+    features = world_model.encode_image(pixels).features.detach()
+    explanation = create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled")(
+        world_model, ImageFeatures(features), learner.prompts())
+    ce = torch.nn.functional.cross_entropy(explanation.logits, labels)
+    expl, _ = class_name_loss(explanation, learner.layout.names, labels, config.score, config.reduction)
+    direct, ce_only = torch.autograd.grad(ce + config.expl_weight * expl, [learner.ctx], retain_graph=True)[0], \
+        torch.autograd.grad(ce, [learner.ctx])[0]
+    assert relative_error(direct, ce_only) > 1e-3  # the class-name term is a visible part of the step
+    for options in ({}, {"class_chunk": 3}):
+        parts, applied = _step(world_model, learner, pixels, labels, config, **options)
+        torch.testing.assert_close(applied, direct, rtol=1e-9, atol=1e-13)
+        assert parts["ce"] == pytest.approx(float(ce.detach()), rel=1e-12)
+        assert parts["expl"] == pytest.approx(float(expl.detach()), rel=1e-9)
+    _, first = _step(world_model, learner, pixels[:2], labels[:2], config, batch_size=3)
+    _, second = _step(world_model, learner, pixels[2:], labels[2:], config, batch_size=3)
+    torch.testing.assert_close(first + second, direct, rtol=1e-9, atol=1e-13)
 
 
 @pytest.mark.slow

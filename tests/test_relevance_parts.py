@@ -6,7 +6,7 @@ import torch
 from ntlb import NtlbError
 from ntlb.explain.normalize import minmax, normalize_text, upsample, word_relevance
 from ntlb.explain.relevance import attention_gradients, propagate_row, select_row
-from ntlb.explain.targets import image_targets, select_pairs, text_targets, top_k
+from ntlb.explain.targets import AllPairs, Diagonal, TopK, as_targets, image_targets, text_targets, top_k
 from ntlb.models.tokenizer import Word
 
 
@@ -26,7 +26,7 @@ def test_batched_gradients_equal_one_call_per_target():
     attention = torch.rand(2, 3, 4, 4, generator=generator, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(4, 3, generator=generator, dtype=torch.float64)
     scores = (attention.sum(dim=(1, 2)) @ weights).tanh()  # (2 images, 3 texts)
-    _, columns = select_pairs("all", scores)
+    columns = AllPairs().columns(scores)
     (batched,) = attention_gradients(scores, [attention], image_targets(columns, scores), False, True)
     for t in range(3):
         (single,) = torch.autograd.grad(scores[:, t].sum(), [attention], retain_graph=True)
@@ -35,24 +35,29 @@ def test_batched_gradients_equal_one_call_per_target():
 
 def test_pair_selection_and_targets_by_hand():
     logits = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
-    mode, columns = select_pairs("all", logits)
-    assert mode == "all" and columns.tolist() == [[0, 1, 2], [0, 1, 2]]
-    assert select_pairs(top_k(2), logits)[1].tolist() == [[1, 2], [0, 2]]
+    targets = as_targets("all")
+    assert targets == AllPairs() and targets.columns(logits).tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert top_k(2) == TopK(2) and as_targets("diagonal") == Diagonal()
+    assert TopK(2).columns(logits).tolist() == [[1, 2], [0, 2]]
+    assert as_targets(lambda scores: scores.topk(2).indices).columns(logits).tolist() == [[1, 2], [0, 2]]
+    needed, local = TopK(1).subset(torch.tensor([[0.1, 0.9, 0.5, 0.0], [0.1, 0.2, 0.3, 0.9], [0.0, 0.8, 0.1, 0.0]]))
+    assert needed == [1, 3] and local.tolist() == [[0], [1], [0]]  # the texts needed, each image's among them
     chosen = torch.tensor([[1, 2], [0, 2]])
     images = image_targets(chosen, logits)  # slot k of every image at once
     assert images[0].tolist() == [[0, 1, 0], [1, 0, 0]] and images[1].tolist() == [[0, 0, 1], [0, 0, 1]]
     rounds_targets, rounds = text_targets(chosen, logits)  # text 2 is explained twice: its second pair waits
     assert rounds_targets.tolist() == [[[0, 1, 1], [1, 0, 0]], [[0, 0, 0], [0, 0, 1]]]
     assert rounds.tolist() == [[0, 0], [0, 1]]
-    every, rounds = text_targets(select_pairs("all", logits)[1], logits)  # every text with both images: 2 rounds
+    every, rounds = text_targets(AllPairs().columns(logits), logits)  # every text with both images: 2 rounds
     assert every.tolist() == [[[1, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 1]]] and rounds.tolist() == [[0] * 3, [1] * 3]
     square = torch.zeros(2, 2)
-    single, rounds = text_targets(select_pairs("diagonal", square)[1], square)  # each text once: one round
+    single, rounds = text_targets(Diagonal().columns(square), square)  # each text once: one round
     assert single.tolist() == [[[1, 0], [0, 1]]] and rounds.tolist() == [[0], [0]]
     for bad, message in ((torch.tensor([[3]]), "there are 3 texts"), (torch.tensor([[0.5], [1.0]]), "integer"),
                          ("pairs", "unknown pairs")):
         with pytest.raises(NtlbError, match=message):
-            select_pairs(bad if not isinstance(bad, torch.Tensor) or bad.shape[0] == 2 else bad.expand(2, 1), logits)
+            as_targets(bad if not isinstance(bad, torch.Tensor) or bad.shape[0] == 2 else bad.expand(2, 1)).columns(
+                logits)
 
 
 def test_select_row_picks_one_row_per_matrix():

@@ -314,3 +314,13 @@ def test_the_example_layout_runs(tmp_path, capsys):
     assert [o["box"] for o in metrics["objects"]] == boxes
     for key in ("precision", "recall", "f1", "cosine"):
         assert metrics["mean"][key] == pytest.approx(sum(o[key] for o in metrics["objects"]) / 2)
+    import ntlb
+    from ntlb.models import image_features, text_features
+
+    model = ntlb.load_model()  # the cosine of each box's text with the written picture, recomputed from the file
+    cosines = image_features(model, [out / "image.png"]) @ text_features(model, [o["text"] for o in
+                                                                             json.loads(example.read_text())["objects"]]).T
+    for obj, cosine in zip(metrics["objects"], cosines[0].tolist()):
+        assert obj["cosine"] == pytest.approx(cosine, abs=0.02)  # the file is the image rounded to 8 bits
+        p, r = obj["precision"], obj["recall"]
+        assert obj["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)

@@ -14,6 +14,7 @@ import ntlb
 from ntlb.errors import NtlbError
 from ntlb.explain import create
 from ntlb.explain.explanation import Explanation
+from ntlb.explain.targets import Columns
 from ntlb.losses.semantic_words import (
     DELETION_TEMPERATURE,
     SOFTMIN_TEMPERATURE,
@@ -37,8 +38,9 @@ def _explanation(world, row: list[float], logits: list[float], texts: list[str])
     tokens = world.tokenizer(texts)
     text_rows = torch.zeros(1, 1, tokens.ids.shape[1])
     text_rows[0, 0, : len(row)] = torch.tensor(row)
-    return Explanation(image=None, text=text_rows, logits=torch.tensor([logits]), tokens=tokens, pairs="selected",
-                       columns=torch.zeros(1, 1, dtype=torch.long), method="hand", logit_mode="scaled",
+    columns = torch.zeros(1, 1, dtype=torch.long)
+    return Explanation(image=None, text=text_rows, logits=torch.tensor([logits]), tokens=tokens,
+                       targets=Columns(columns), columns=columns, method="hand", logit_mode="scaled",
                        logit_scale=100.0, input_size=(64, 64))
 
 
@@ -182,7 +184,7 @@ def test_reference_shares_are_the_mean_over_the_pictures(world):
     explainer = create("chefer2021")
     mean = reference_word_shares(explainer, world, pictures, texts, masks)
     with torch.no_grad():
-        each = [word_shares(explainer(world, [p, p], texts, pairs="diagonal"), masks) for p in pictures]
+        each = [word_shares(explainer(world, [p, p], texts, pairs="diagonal"), masks)[:, 0] for p in pictures]
     torch.testing.assert_close(mean, torch.stack(each).mean(dim=0), rtol=1e-5, atol=1e-6)
     assert mean.shape == (2, 4) and bool((mean > 0).all())
 

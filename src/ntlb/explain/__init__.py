@@ -19,7 +19,7 @@ from .gradient import GradientExplainer
 from .normalize import minmax, normalize_text, upsample, word_relevance
 from .registry import available, create, register
 from .spec import ExplainerSpec
-from .targets import Pairs, top_k
+from .targets import AllPairs, ByScores, Columns, Diagonal, Pairs, Targets, TopK, top_k
 
 
 def explain(
@@ -39,7 +39,9 @@ def explain(
 
     model: an adapter from `load_model`, or an open_clip / transformers CLIP you hold. images: (B, 3, H, W)
     preprocessed tensors, PIL images, paths or `ImageFeatures`. texts: strings, token ids, `Prompts` or
-    `TextFeatures`. pairs: "all", "diagonal", a (B, K) tensor of text indices or `top_k(k)`. Negative start
+    `TextFeatures`. pairs: a `Targets` value (`AllPairs()`, `Diagonal()`, `Columns(indices)`, `TopK(k)`) or "all",
+    "diagonal", a (B, K) tensor of text indices or `top_k(k)`; the maps are (B, K, ...) whatever they are (K = 1 for
+    Diagonal). Negative start
     layers count from the end (-1 = last layer only); None keeps the method's own default (0, all layers, for
     chefer2021 and rollout). Differentiable when gradients are enabled and the inputs or the model require grad.
     """
@@ -49,7 +51,7 @@ def explain(
 
 
 __all__ = [
-    "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer", "ImageFeatures", "Pairs", "Prompts",
-    "TextFeatures", "available", "create", "explain", "minmax", "normalize_text", "register", "top_k", "upsample",
-    "word_relevance",
+    "AllPairs", "ByScores", "Columns", "Diagonal", "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer",
+    "ImageFeatures", "Pairs", "Prompts", "Targets", "TextFeatures", "TopK", "available", "create", "explain",
+    "minmax", "normalize_text", "register", "top_k", "upsample", "word_relevance",
 ]

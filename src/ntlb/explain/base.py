@@ -20,7 +20,7 @@ from ..models.tokenizer import TokenizedTexts
 from .explanation import Explanation
 from .memory import Plan
 from .relevance import LOGIT_MODES, clip_scores
-from .targets import Pairs, select_pairs
+from .targets import AllPairs, Columns, Pairs, Targets, as_targets
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Batch:
     text: Encoded
     tokens: TokenizedTexts | None
     logits: Tensor  # (B, T)
-    mode: str  # "all", "diagonal" or "selected"
+    targets: Targets  # which pairs (the call's; a tile's are Columns)
     columns: Tensor  # (B, K) text explained in each slot of each image
     originals: list | None
     differentiable: bool
@@ -95,6 +95,7 @@ class Batch:
     image_chunk: int | None = None  # gradient targets per call (None: all at once)
     text_chunk: int | None = None
     keep_image_graph: bool = False  # keep the image graph after the gradient calls (tiles reuse an image group's)
+    plan: Plan | None = None  # the memory plan the chunks come from (re-checked between gradient calls)
     interactions: Tensor | None = None  # (B, K, L, N) token x image-token terms, for methods that give them
     completeness: Tensor | None = None  # (B, K, 2): the interactions' sum and the score difference it must equal
 
@@ -122,8 +123,10 @@ class Explainer:
     """Build once with options, call on batches: `explainer(model, images, texts, pairs="all")`.
 
     Images: paths, PIL images, preprocessed (B, 3, H, W) tensors, or `ImageFeatures`. Texts: strings, token ids,
-    `TokenizedTexts`, `Prompts` (token embeddings with learned vectors) or `TextFeatures`. Pairs: "all",
-    "diagonal", a (B, K) tensor of text indices per image, or `top_k(k)`. Results are differentiable when
+    `TokenizedTexts`, `Prompts` (token embeddings with learned vectors) or `TextFeatures`. Pairs: a `Targets`
+    value (`AllPairs()`, `Diagonal()`, `Columns(indices)`, `TopK(k)`), or "all", "diagonal", a (B, K) tensor of
+    text indices per image, or `top_k(k)`; the Explanation is (B, K, ...) whatever they are. Results are
+    differentiable when
     gradients are enabled and something upstream requires grad; under `torch.no_grad()` they are detached.
     `chunk_size`: gradient targets per call, "auto" (default: chosen, with tiles of images x texts, to fit
     `max_memory`, by default half the memory available) or None (all at once).
@@ -159,10 +162,13 @@ class Explainer:
         adapter = wrap(model)
         self.check(adapter)
         if adapter.pools_image_by_attention and not self.reads_attention_pooling:
+            from .registry import capable
+
             raise NtlbError(f"{self.name} reads an image at its class token, and this model's image tower "
-                            f"({adapter.image_tower}) pools by attention: use chefer2021, attention, rollout, "
-                            "legrad or occlusion")
+                            f"({adapter.image_tower}) pools by attention: use "
+                            f"{', '.join(capable('maps of attention-pooled image towers'))}")
         inputs = prepare_inputs(adapter, images, texts)
+        pairs = as_targets(pairs)
         differentiable = grad_requested and (inputs.requires_grad()
                                              or any(p.requires_grad for p in adapter.model.parameters()))
         with torch.enable_grad() if self.uses_gradients else nullcontext():
@@ -171,18 +177,18 @@ class Explainer:
                 return self._tiled(adapter, inputs, pairs, plan)
             batch = self.encode(adapter, inputs, pairs, differentiable)
             if plan is not None:
-                batch.image_chunk, batch.text_chunk = plan.image_chunk, plan.text_chunk
+                batch.image_chunk, batch.text_chunk, batch.plan = plan.image_chunk, plan.text_chunk, plan
             image, text = self.relevance(batch)
         return self.explanation(batch, image, text)
 
-    def encode(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, differentiable: bool) -> Batch:
+    def encode(self, adapter: ClipAdapter, inputs: Inputs, pairs: Targets, differentiable: bool) -> Batch:
         """Encode each image and each text once, score every image with every text, pick the pairs."""
         image = self._encode_images(adapter, inputs)
         text = self._encode_texts(adapter, inputs)
         logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode, adapter.logit_bias)
-        mode, columns = select_pairs(pairs, logits)
+        columns = pairs.columns(logits)
         chunk = self.chunk_size if isinstance(self.chunk_size, int) else None
-        return Batch(adapter, image, text, inputs.tokens, logits, mode, columns, inputs.originals, differentiable,
+        return Batch(adapter, image, text, inputs.tokens, logits, pairs, columns, inputs.originals, differentiable,
                      inputs.image_features is not None, inputs.text_features is not None, chunk, chunk)
 
     def _encode_images(self, adapter: ClipAdapter, inputs: Inputs) -> Encoded:
@@ -215,7 +221,7 @@ class Explainer:
         method does not explain. Image rows hold the h*w patches last (a leading CLS entry is dropped)."""
         raise NotImplementedError
 
-    def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, differentiable: bool) -> Plan | None:
+    def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Targets, differentiable: bool) -> Plan | None:
         """Tiles and gradient chunks for a memory budget (None: the whole call at once, as gradient-free
         methods do)."""
         return None
@@ -226,19 +232,19 @@ class Explainer:
                 "logit_mode": self.logit_mode, "create_graph": self.create_graph}
 
     # ---- tiles: groups of images x groups of texts, each explained on its own ------------------------------
-    def _tiled(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, plan: Plan) -> Explanation:
+    def _tiled(self, adapter: ClipAdapter, inputs: Inputs, pairs: Targets, plan: Plan) -> Explanation:
         """The same Explanation as one call, computed tile by tile: each image group is encoded once and walked
         by groups of the texts its pairs need; a pair's relevance depends on its image and text only."""
         count_images, count_texts = inputs.images, inputs.texts
-        if isinstance(pairs, str) and pairs == "all":
+        if isinstance(pairs, AllPairs):
             logits = None
-            mode, columns = "all", torch.arange(count_texts, device=adapter.device).expand(count_images, -1)
+            columns = torch.arange(count_texts, device=adapter.device).expand(count_images, -1)
         else:
             with torch.no_grad():
                 logits = clip_scores(self._encode_images(adapter, inputs).features,
                                      self._encode_texts(adapter, inputs).features, adapter.logit_scale,
                                      self.logit_mode, adapter.logit_bias)
-            mode, columns = select_pairs(pairs, logits)
+            columns = pairs.columns(logits)
         full_logits = torch.zeros(count_images, count_texts, device=adapter.device) if logits is None else logits
         length = inputs.tokens.ids.shape[1] if inputs.tokens is not None else 0
         full_logits, image_rows, text_rows, grid = logits, None, None, None
@@ -257,9 +263,10 @@ class Explainer:
                 tile_logits = clip_scores(image.features, text.features, adapter.logit_scale, self.logit_mode,
                                           adapter.logit_bias)
                 tile_columns, slots = _tile_pairs(wanted, texts)
-                batch = Batch(adapter, image, text, tile_inputs.tokens, tile_logits, "selected", tile_columns, None,
-                              False, inputs.image_features is not None, inputs.text_features is not None,
-                              plan.image_chunk, plan.text_chunk, keep_image_graph=True)
+                batch = Batch(adapter, image, text, tile_inputs.tokens, tile_logits, Columns(tile_columns),
+                              tile_columns, None, False, inputs.image_features is not None,
+                              inputs.text_features is not None, plan.image_chunk, plan.text_chunk,
+                              keep_image_graph=True, plan=plan)
                 grid = grid or batch.grid
                 image_part, text_part = self.relevance(batch)
                 if logits is None:
@@ -278,7 +285,7 @@ class Explainer:
                     text_rows[target] = F.pad(text_part, (0, length - text_part.shape[-1]))[rows, kept].detach()
         image = text = batch = None
         whole = Batch(adapter, Encoded(torch.empty(0)), Encoded(torch.empty(0)), inputs.tokens, full_logits.detach(),
-                      mode, columns, inputs.originals, False, inputs.image_features is not None,
+                      pairs, columns, inputs.originals, False, inputs.image_features is not None,
                       inputs.text_features is not None)
         return self.explanation(whole, image_rows, text_rows, grid)
 
@@ -298,14 +305,12 @@ class Explainer:
             interactions = interactions[..., -h * w :].reshape(*interactions.shape[:-1], h, w)
             interactions = interactions[..., : batch.tokens.ids.shape[1], :, :]
         parts = [image, text, interactions, completeness]
-        if batch.mode == "diagonal":
-            parts = [None if part is None else part[:, 0] for part in parts]
         if not batch.differentiable:
             parts = [None if part is None else part.detach() for part in parts]
         image, text, interactions, completeness = parts
         return Explanation(
             image=image, text=text, logits=batch.logits if batch.differentiable else batch.logits.detach(),
-            tokens=batch.tokens, pairs=batch.mode, columns=batch.columns, method=self.name,
+            tokens=batch.tokens, targets=batch.targets, columns=batch.columns, method=self.name,
             logit_mode=self.logit_mode, logit_scale=float(adapter.logit_scale.detach()),
             input_size=adapter.preprocess_config.size, preprocess=adapter.preprocess_config,
             originals=batch.originals, image_note="" if image is not None else self.image_note(batch),

@@ -12,15 +12,17 @@ from ..errors import NtlbError
 from ..models.adapter import PreprocessConfig, view_box
 from ..models.tokenizer import TokenizedTexts
 from .normalize import minmax, normalize_text, upsample, word_relevance
+from .targets import AllPairs, Targets
 
 
 @dataclass
 class Explanation:
-    """Relevance maps of image-text pairs, indexed by image b and slot t:
+    """Relevance maps of image-text pairs, indexed by image b and slot t, one shape whatever the targets:
+    image (B, K, h, w), text (B, K, L), slot t of image b explaining text columns[b, t]:
 
-    - pairs="all": every image with every text, slot t = text t; image (B, T, h, w), text (B, T, L);
-    - pairs="diagonal": image i with text i; image (B, h, w), text (B, L) (index with b alone);
-    - pairs="selected": K chosen texts per image, slot k = text columns[b, k]; image (B, K, h, w), text (B, K, L).
+    - AllPairs ("all"): every image with every text, K = T and slot t = text t;
+    - Diagonal ("diagonal"): image i with text i, K = 1 (index with b alone, or (b, 0));
+    - Columns, TopK, ByScores: K chosen texts per image.
 
     image: patch relevance, None where the method or model gives no image maps (`image_note` says why).
     text: raw rows R[EOT, :] over the token positions (L = longest text + 1; positions after a text's EOT are 0),
@@ -32,7 +34,7 @@ class Explanation:
     text: Tensor | None
     logits: Tensor
     tokens: TokenizedTexts | None
-    pairs: str
+    targets: Targets
     columns: Tensor
     method: str
     logit_mode: str
@@ -48,24 +50,28 @@ class Explanation:
     completeness: Tensor | None = None  # (..., 2): the sum of a pair's interactions (class token included) and the
     # score difference it must equal, (e(text) - e(text ref)) . (e(image) - e(image ref)) in the explained units
 
-    def key(self, b: int, t: int | None = None) -> tuple[int, ...]:
-        """The index of pair (b, t) into `image` and `text`: (b,) for diagonal pairs, (b, t) otherwise."""
-        if self.pairs == "diagonal":
-            if t is not None and t != b:
-                raise NtlbError(f"pairs='diagonal' explains image {b} with text {b} only, not text {t}")
-            return (b,)
+    def key(self, b: int, t: int | None = None) -> tuple[int, int]:
+        """The index (b, t) of image b's slot t into `image` and `text`; t may be left out when every image has one
+        slot (Diagonal, TopK(1))."""
+        slots = self.columns.shape[1]
         if t is None:
-            raise NtlbError(f"pairs='{self.pairs}': give both the image index b and the slot t")
+            if slots != 1:
+                raise NtlbError(f"this explanation has {slots} texts per image: give the slot t (0..{slots - 1}) "
+                                f"as well as the image {b}")
+            return (b, 0)
+        if not 0 <= t < slots:
+            raise NtlbError(f"slot {t} is outside the {slots} text{'s' if slots > 1 else ''} explained per image: "
+                            f"use 0..{slots - 1}")
         return (b, t)
 
     def text_index(self, b: int, t: int | None = None) -> int:
         """The text explained in slot t of image b."""
-        index = self.key(b, t)
-        return int(self.columns[b, 0] if self.pairs == "diagonal" else self.columns[index])
+        return int(self.columns[self.key(b, t)])
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.columns.shape if self.pairs != "diagonal" else self.columns.shape[:1])
+    def shape(self) -> tuple[int, int]:
+        """(B, K): images and slots per image."""
+        return tuple(self.columns.shape)
 
     def require(self, purpose: str, image: bool = False, text: bool = False, all_pairs: bool = False) -> None:
         """A one-line error when this explanation lacks what `purpose` needs (maps, text relevance, all pairs)."""
@@ -73,7 +79,7 @@ class Explanation:
             raise NtlbError(f"{purpose} needs image maps: {self.image_note}")
         if text and not self.has_text_relevance():
             raise NtlbError(f"{purpose} needs text relevance: {self.text_note}")
-        if all_pairs and self.pairs != "all":
+        if all_pairs and not isinstance(self.targets, AllPairs):
             raise NtlbError(f"{purpose} needs every image with every text: explain with pairs='all'")
 
     def has_image_maps(self) -> bool:
@@ -120,10 +126,7 @@ class Explanation:
         return scores.softmax(dim=-1) if self.logit_bias is None else scores.sigmoid()
 
     def pair_indices(self) -> list[tuple[int, int]]:
-        """(b, t) of every explained pair, as `image_map`, `words` and `text_index` take them (t = b for
-        diagonal pairs)."""
-        if self.pairs == "diagonal":
-            return [(i, i) for i in range(self.columns.shape[0])]
+        """(b, t) of every explained pair (image, slot), as `image_map`, `words` and `text_index` take them."""
         return [(b, t) for b in range(self.columns.shape[0]) for t in range(self.columns.shape[1])]
 
     # ---- second-order views (method "interactions") ---------------------------------------------------------

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from ..models.adapter import ClipAdapter
 from .base import Batch, Explainer, Inputs
-from .memory import DEFAULT_SHARE, Plan, available_memory, measure_costs, plan_tiles
+from .memory import Plan, measure_costs, memory_budget, plan_tiles
 from .relevance import attention_gradients
-from .targets import Pairs, image_targets, text_targets
+from .targets import Targets, image_targets, text_targets
 
 
 class GradientExplainer(Explainer):
@@ -55,26 +55,27 @@ class GradientExplainer(Explainer):
     def _rows(self, batch: Batch, tower: str, tensors: list[Tensor], targets: Tensor, chunk: int | None,
               retain: bool) -> Tensor:
         size = chunk or targets.shape[0]
-        rows = []
-        for start in range(0, targets.shape[0], size):
+        rows, start = [], 0
+        while start < targets.shape[0]:
+            if batch.plan is not None:  # memory may have shrunk since the plan (or a tile began): re-check it
+                size = batch.plan.chunk_now(tower, size, batch.logits.device)
             last = start + size >= targets.shape[0]
             gradients = attention_gradients(batch.logits, tensors, targets[start : start + size], self.create_graph,
                                             retain or not last)
             rows.append(self.combine(batch, tower, tensors, gradients, targets[start : start + size]))
+            start += size
         return rows[0] if len(rows) == 1 else torch.cat(rows)
 
-    def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Pairs, differentiable: bool) -> Plan | None:
+    def plan(self, adapter: ClipAdapter, inputs: Inputs, pairs: Targets, differentiable: bool) -> Plan | None:
         """With chunk_size="auto": the chunks (and, unless the results are differentiable, whose graphs are kept
         anyway, the tiles) whose estimated peak fits `max_memory` (default: half the memory available now)."""
         if self.chunk_size != "auto":
             return None
-        budget = self.max_memory or int(DEFAULT_SHARE * available_memory(adapter.device))
+        budget = memory_budget(self.max_memory, adapter.device)
         costs = measure_costs(adapter, self.keep_from(adapter, "image"), self.keep_from(adapter, "text"))
         if inputs.image_features is not None:
             costs = replace(costs, image_graph=0.0, image_attention=0.0)
         if inputs.text_features is not None:
             costs = replace(costs, token_graph=0.0, text_attention_per_token2=0.0)
         length = inputs.tokens.ids.shape[1] if inputs.tokens is not None else 1
-        slots = None if isinstance(pairs, str) and pairs == "all" else 1 if isinstance(pairs, str) else (
-            pairs.shape[-1] if isinstance(pairs, Tensor) and pairs.ndim == 2 else None)
-        return plan_tiles(costs, inputs.images, inputs.texts, length, slots, budget, tiles=not differentiable)
+        return plan_tiles(costs, inputs.images, inputs.texts, length, pairs.slots(), budget, tiles=not differentiable)

@@ -37,7 +37,7 @@ from ..models.adapter import ClipAdapter
 from ..models.blocks import run_blocks
 from ..models.features import accumulation_dtype
 from .base import Batch, Explainer
-from .memory import DEFAULT_SHARE, available_memory
+from .memory import memory_budget
 from .registry import register
 
 RULES = ("riemann", "gauss")
@@ -247,7 +247,7 @@ class Interactions(Explainer):
             return tuple((len(x), x.shape[1]) for x in sides)
         if isinstance(self.chunk_size, int):
             return tuple((len(x), self.chunk_size) for x in sides)
-        budget = self.max_memory or int(DEFAULT_SHARE * available_memory(adapter.device))
+        budget = memory_budget(self.max_memory, adapter.device)
         element = torch.finfo(adapter.dtype).bits // 8
         plan = []
         for x, count in zip(sides, heads):

@@ -4,14 +4,16 @@ The peak of a batched explanation is the autograd graph of every image and text 
 gradients of one backward pass, and the attention gradients of the targets taken together. A pair's relevance
 depends only on its own image and text, so the B x T grid of pairs can be cut into tiles (a group of images x
 a group of texts) and each tile explained on its own with identical numbers; within a tile, gradient targets go
-in chunks. `plan_tiles` picks the largest tiles and chunks whose estimate fits the budget.
+in chunks. `plan_tiles` picks the largest tiles and chunks whose estimate fits the budget (`memory_budget`: the
+user's, else half the memory available), and the plan re-checks the free memory before each further gradient call
+(`Plan.chunk_now`). `texts_per_call` is the same planner for a trainer's text chunks.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -53,6 +55,11 @@ def available_memory(device: torch.device) -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def memory_budget(max_memory: int | None, device: torch.device) -> int:
+    """The bytes a call may use: the user's budget, else DEFAULT_SHARE of the memory available now."""
+    return max_memory or int(DEFAULT_SHARE * available_memory(device))
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,20 @@ class Plan:
     image_chunk: int
     text_chunk: int
     estimate: float  # bytes
+    image_target: float = field(default=0.0, compare=False)  # bytes one more image-side target adds to a call
+    text_target: float = field(default=0.0, compare=False)  # and one more text-side target (round)
+
+    def chunk_now(self, tower: str, size: int, device: torch.device) -> int:
+        """Targets for the next gradient call of `tower`: `size`, halved while that call's targets would need more
+        than the memory available now (re-checked between calls: other processes may have grown since the plan;
+        the graphs already held are counted as used). At least 1."""
+        per_target = self.image_target if tower == "image" else self.text_target
+        if size <= 1 or per_target <= 0:
+            return size
+        free = available_memory(device)
+        while size > 1 and size * per_target > free:
+            size = math.ceil(size / 2)
+        return size
 
 
 def estimate(costs: Costs, images: int, texts: int, length: int, image_chunk: int, text_chunk: int,
@@ -173,4 +194,16 @@ def plan_tiles(costs: Costs, images: int, texts: int, length: int, slots: int | 
             break
         name = max(shrinkable, key=shrinkable.get)
         size[name] = math.ceil(terms[name][0] / 2)
-    return Plan(size["images"], size["texts"], *fitted(), need())
+    image_target = size["images"] * (costs.image_attention + costs.image_graph / max(costs.image_layers, 1))
+    text_target = size["texts"] * length * (costs.text_attention_per_token2 * length
+                                            + costs.token_graph / max(costs.text_layers, 1))
+    return Plan(size["images"], size["texts"], *fitted(), need(), image_target, text_target)
+
+
+def texts_per_call(adapter: ClipAdapter, images: int, texts: int, length: int, keep_text: int | None,
+                   max_memory: int | None = None) -> int:
+    """The most of `texts` texts (of `length` tokens, attention kept from layer `keep_text`; None: no relevance)
+    that one backward may hold beside `images` images given as features, within `max_memory` bytes (default: half
+    the memory available now): the class chunks of a trainer whose explainer reads image features."""
+    costs = replace(measure_costs(adapter, None, keep_text), image_graph=0.0, image_attention=0.0)
+    return plan_tiles(costs, images, texts, length, None, memory_budget(max_memory, adapter.device)).text_group

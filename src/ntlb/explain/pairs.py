@@ -20,45 +20,51 @@ from ..models.inputs import ImageInput, TextFeatures, prepare_images
 from ..models.loading import wrap
 from .explanation import Explanation
 from .registry import create
+from .targets import AllPairs, Diagonal, Targets, as_targets
 
 
 @dataclass
 class PairExplanation:
     """Maps on both sides of image pairs; each side is an Explanation of its images against the other side's
-    features. pairs="all": `first.image[i, j]` is the map on first image i for its similarity with second image j,
-    `second.image[j, i]` the map on second image j for the same pair; pairs="diagonal": `first.image[i]` and
-    `second.image[i]` for pair i. `maps(i, j)` gives both; `similarity` the scores explained."""
+    features, (B, K, h, w) as every Explanation. All pairs: `first.image[i, j]` is the map on first image i for its
+    similarity with second image j, `second.image[j, i]` the map on second image j for the same pair; Diagonal:
+    `first.image[i, 0]` and `second.image[i, 0]` for pair i. `maps(i, j)` gives both; `similarity` the scores
+    explained."""
 
     first: Explanation
     second: Explanation
-    pairs: str
+
+    @property
+    def targets(self) -> Targets:
+        return self.first.targets
 
     @property
     def similarity(self) -> Tensor:
-        """(B1, B2) for "all"; (B,) for "diagonal": the cosine (or scaled cosine) of each pair."""
-        logits = self.first.logits
-        return logits.diagonal() if self.pairs == "diagonal" else logits
+        """(B1, B2) for all pairs; (B, 1) for diagonal ones: the cosine (or scaled cosine) of each pair explained."""
+        return self.first.logits.gather(1, self.first.columns.to(self.first.logits.device))
 
     def maps(self, i: int, j: int | None = None) -> tuple[Tensor, Tensor]:
         """(map on the first image, map on the second image) of pair (i, j), or of pair i when diagonal."""
-        if self.pairs == "diagonal":
-            return self.first.image[i], self.second.image[i]
+        if j is None:
+            return self.first.image[self.first.key(i)], self.second.image[self.second.key(i)]
         return self.first.image[i, j], self.second.image[j, i]
 
 
 def explain_pair(model, first: ImageInput, second: ImageInput, *, method: str = "chefer2021",
-                 pairs: str = "all", logit_mode: str = "cosine", **options) -> PairExplanation:
+                 pairs: str | AllPairs | Diagonal = "all", logit_mode: str = "cosine", **options) -> PairExplanation:
     """Explain the CLIP similarity of every first image with every second image (pairs="all") or of first i with
     second i (pairs="diagonal"): a map on each image of each pair. Any explainer with image maps; options go to it
     (e.g. start_layer_image, window for occlusion)."""
-    if pairs not in ("all", "diagonal"):
-        raise NtlbError(f"unknown pairs '{pairs}' for image pairs: use 'all' or 'diagonal'")
+    targets = None if isinstance(pairs, str) and pairs not in ("all", "diagonal") else as_targets(pairs)
+    if not isinstance(targets, (AllPairs, Diagonal)):
+        raise NtlbError(f"unknown pairs {pairs!r} for image pairs: use 'all' or 'diagonal'")
+    pairs = targets
     adapter: ClipAdapter = wrap(model)
     explainer = create(method, logit_mode=logit_mode, **options)
     explainer.check(adapter)
     first_pixels, first_originals = prepare_images(adapter, first)
     second_pixels, second_originals = prepare_images(adapter, second)
-    if pairs == "diagonal" and len(first_pixels) != len(second_pixels):
+    if isinstance(pairs, Diagonal) and len(first_pixels) != len(second_pixels):
         raise NtlbError(f"pairs='diagonal' needs as many second images as first ones, got {len(first_pixels)} and "
                         f"{len(second_pixels)}")
     with torch.no_grad():
@@ -69,4 +75,4 @@ def explain_pair(model, first: ImageInput, second: ImageInput, *, method: str = 
     if on_first.image is None:
         raise NtlbError(f"{method} gives no image maps for this model: {on_first.image_note}")
     return PairExplanation(replace(on_first, originals=first_originals),
-                           replace(on_second, originals=second_originals), pairs)
+                           replace(on_second, originals=second_originals))

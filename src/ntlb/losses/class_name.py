@@ -68,10 +68,16 @@ def explainability_loss(scores: Tensor, labels: Tensor, reduction: str = "releas
     return (weights.to(scores.dtype) * scores).sum()
 
 
-def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor, score: str = "coop",
-                    reduction: str = "released", also_minimize: bool = True) -> tuple[Tensor, Tensor]:
+def class_name_loss(explanation: Explanation, names: Tensor, labels: Tensor | None, score: str = "coop",
+                    reduction: str = "released", also_minimize: bool = True,
+                    weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(loss, scores (B, C)) of an explanation of every image with every class prompt (pairs="all"), whose
-    text relevance is differentiable; `names` (C, L) marks each prompt's class-name tokens."""
+    text relevance is differentiable; `names` (C, L) marks each prompt's class-name tokens. `weights` (B, C):
+    the loss's weights when these prompts are a chunk of the classes or these images a share of a larger batch
+    (`explainability_weights` of the whole, cut to these columns; the trainer's class chunks); without them they
+    come from `labels` over these images and classes."""
     explanation.require("the class-name loss", text=True, all_pairs=True)
     scores = explainability_scores(explanation.text, explanation.tokens.eot, names, score)
-    return explainability_loss(scores, labels, reduction, also_minimize), scores
+    if weights is None:
+        return explainability_loss(scores, labels, reduction, also_minimize), scores
+    return (weights.to(scores.device, scores.dtype) * scores).sum(), scores

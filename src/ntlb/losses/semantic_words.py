@@ -29,6 +29,7 @@ from torch import Tensor
 from ..errors import NtlbError
 from ..explain.explanation import Explanation
 from ..explain.normalize import normalize_text
+from ..explain.targets import AllPairs
 from ..models.tokenizer import TokenizedTexts
 from .stop_words import STOP_WORDS
 
@@ -76,22 +77,19 @@ def _rows(explanation: Explanation, normalize: str) -> Tensor:
     explanation.require("the semantic-word loss", text=True)
     rows = explanation.text
     eot = explanation.tokens.eot.to(rows.device)
-    if explanation.pairs == "diagonal":
-        return normalize_text(rows, eot, normalize)
     return normalize_text(rows, eot[explanation.columns.to(rows.device)], normalize)
 
 
 def _pair_masks(explanation: Explanation, masks: Tensor) -> Tensor:
-    """The word masks of each explained pair's text: (..., W, L)."""
+    """The word masks of each explained pair's text: (B, K, W, L)."""
     masks = masks.to(explanation.text.device)[..., : explanation.text.shape[-1]]
-    columns = explanation.columns.to(masks.device)
-    return masks[columns[:, 0]] if explanation.pairs == "diagonal" else masks[columns]
+    return masks[explanation.columns.to(masks.device)]
 
 
 def semantic_word_scores(explanation: Explanation, masks: Tensor, variant: str = "paper",
                          normalize: str = "visual", reference: Tensor | None = None,
                          dropped: Tensor | None = None) -> Tensor:
-    """The semantic-word score of every explained pair: (B,) for diagonal pairs, (B, K) otherwise. `masks`: (T, W,
+    """The semantic-word score of every explained pair, (B, K) as the explanation's slots. `masks`: (T, W,
     L) from `word_token_masks`. normalize: "visual" (editing: R[EOT, 1:EOT] / sum) or "max" (multi-word guidance:
     then divided by its max). `reference` ("contrast"): (T, W) from `reference_word_shares`; `dropped`
     ("deletion"): (T, W) columns of `explanation.logits` holding each text without each word (`without_words`)."""
@@ -121,9 +119,11 @@ def semantic_word_scores(explanation: Explanation, masks: Tensor, variant: str =
 
 
 def semantic_word_loss(explanation: Explanation, masks: Tensor, variant: str = "paper",
-                       normalize: str = "visual") -> Tensor:
-    """-score of every explained pair (paper Eq. 3 without its lambda), shaped as `semantic_word_scores`."""
-    return -semantic_word_scores(explanation, masks, variant, normalize)
+                       normalize: str = "visual", reference: Tensor | None = None,
+                       dropped: Tensor | None = None) -> Tensor:
+    """-score of every explained pair (paper Eq. 3 without its lambda), shaped as `semantic_word_scores` (whose
+    `reference` and `dropped` the grounded scores need)."""
+    return -semantic_word_scores(explanation, masks, variant, normalize, reference, dropped)
 
 
 def neglected_words(explanation: Explanation, b: int, t: int | None, candidates: Sequence[str],
@@ -166,7 +166,7 @@ def _chosen_mean(values: Tensor, chosen: Tensor) -> Tensor:
 def mean_word_shares(explanation: Explanation, masks: Tensor, normalize: str = "visual") -> Tensor:
     """(T, W) each chosen word's share for each text, averaged over the images of an explanation of every image
     with every text (pairs="all"): the reference of "contrast"."""
-    if explanation.pairs != "all":
+    if not isinstance(explanation.targets, AllPairs):
         raise NtlbError("reference shares need every reference picture with every text: explain with pairs='all'")
     return word_shares(explanation, masks, normalize).detach().float().mean(dim=0)
 
@@ -214,9 +214,8 @@ def grounded_word_scores(explanation: Explanation, masks: Tensor, variant: str, 
         logits = explanation.logits
         if explanation.logit_mode == "scaled":
             logits = logits / explanation.logit_scale
-        columns = explanation.columns.to(logits.device)
-        texts = columns[:, 0] if explanation.pairs == "diagonal" else columns
-        rows = torch.arange(logits.shape[0], device=logits.device).reshape(-1, *[1] * (texts.ndim - 1))
+        texts = explanation.columns.to(logits.device)  # (B, K)
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
         slots = dropped.to(logits.device)[texts]  # (..., W): where each pair's text without each word was scored
         without = logits[rows[..., None], slots.clamp_min(0)]
         return deletion_word_scores(logits[rows, texts], without, chosen & (slots >= 0))
@@ -228,6 +227,6 @@ def grounded_word_scores(explanation: Explanation, masks: Tensor, variant: str, 
         raise NtlbError("the 'contrast' word score needs the words' shares on reference pictures: pass "
                         "reference=reference_word_shares(...)")
     columns = explanation.columns.to(shares.device)
-    base = reference.to(shares)[columns[:, 0] if explanation.pairs == "diagonal" else columns][..., : shares.shape[-1]]
+    base = reference.to(shares)[columns][..., : shares.shape[-1]]
     scale = _chosen_mean(base, chosen).clamp_min(torch.finfo(shares.dtype).tiny)
     return soft_minimum((shares - base) / scale, chosen, SOFTMIN_TEMPERATURE)

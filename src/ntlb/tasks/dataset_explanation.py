@@ -26,7 +26,7 @@ from ..errors import Interrupted, NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.relevance import clip_scores
-from ..explain.targets import top_k
+from ..explain.targets import AllPairs, Columns, TopK
 from ..io import load_image, write_bytes_atomic, write_json_atomic, write_record
 from ..models.adapter import ClipAdapter
 from ..models.features import text_features
@@ -155,13 +155,12 @@ def explain_unit(adapter: ClipAdapter, explainer: Explainer, unit: Unit, setting
             with torch.no_grad():
                 logits = clip_scores(adapter.encode_image(pixels).features, features, adapter.logit_scale,
                                      explainer.logit_mode)
-                columns = logits.topk(settings.top_k, dim=1).indices
-                needed = sorted(set(columns.flatten().tolist()))
-                local = torch.tensor([needed.index(c) for c in columns.flatten().tolist()]).reshape(columns.shape)
-                explanation = explainer(adapter, pixels, tokens.select(needed).truncated(), pairs=local)
+                needed, local = TopK(settings.top_k).subset(logits)
+                columns = torch.tensor(needed)[local]
+                explanation = explainer(adapter, pixels, tokens.select(needed).truncated(), pairs=Columns(local))
         else:
             with torch.no_grad():
-                pairs = top_k(settings.top_k) if settings.top_k else "all"
+                pairs = TopK(settings.top_k) if settings.top_k else AllPairs()
                 explanation = explainer(adapter, pixels, tokens, pairs=pairs)
                 columns = explanation.columns.cpu()
                 logits = explanation.logits

@@ -106,8 +106,8 @@ def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], ba
         with torch.no_grad():
             explanation = create(method)(adapter, [p.picture for p in chunk], [p.caption.text for p in chunk],
                                          pairs="diagonal")
-        maps += list(explanation.image.float()) if explanation.has_image_maps() else [None] * len(chunk)
-        rows += list(explanation.text.float()) if explanation.has_text_relevance() else [None] * len(chunk)
+        maps += list(explanation.image[:, 0].float()) if explanation.has_image_maps() else [None] * len(chunk)
+        rows += list(explanation.text[:, 0].float()) if explanation.has_text_relevance() else [None] * len(chunk)
     return explanation, maps, rows, (time.perf_counter() - started) / len(pairs)
 
 
@@ -127,7 +127,7 @@ def _pair_localisation(adapter: ClipAdapter, method: str, pairs: list[SharedObje
             with torch.no_grad():
                 both = explain_pair(adapter, [p.first for p in chunk], [p.second for p in chunk], method=method,
                                     pairs="diagonal")
-            maps += list(both.first.image.float()) + list(both.second.image.float())
+            maps += list(both.first.image[:, 0].float()) + list(both.second.image[:, 0].float())
         masks += [p.first_mask for p in chunk] + [p.second_mask for p in chunk]
     seconds = (time.perf_counter() - started) / len(pairs)
     scaled, masks = minmax(torch.stack(maps)), torch.stack(masks)
@@ -218,7 +218,7 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
             for b, i in enumerate(chunk):
                 for w, word in enumerate(captions[i].words):
                     if word.role in hits:
-                        word_map = explanation.word_map(b, b, w, size=masks[i].shape[-2:])
+                        word_map = explanation.word_map(b, 0, w, size=masks[i].shape[-2:])
                         hits[word.role].append(bool(_points_into(word_map[None], masks[i][word.obj][None])[0]))
         results[f"interactions (layer {layer}), word map"] = {
             role: sum(values) / len(values) for role, values in hits.items()} | {
@@ -233,7 +233,7 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
         images = [p for p in pictures for _ in range(2)]
         with torch.no_grad():
             explanation = create("chefer2021")(adapter, images, texts, pairs="diagonal")
-        maps = upsample(explanation.image.float(), tuple(object_masks[0].shape))
+        maps = upsample(explanation.image[:, 0].float(), tuple(object_masks[0].shape))
         hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
         results[name] = {"colour": hit if "colour" in template else None, "shape": hit}
     return results
@@ -350,9 +350,9 @@ def _grounding_scores(adapter: ClipAdapter, explainer, pairs: list[OneWordWrong]
                 if score == "deletion" or (score == "mass" and normalize != normalizations[0]):
                     continue  # deletion reads no explainer; mass reads the raw rows whatever the normalisation
                 name = f"{score} / {'raw' if score == 'mass' else normalize}"
-                values[name] = [semantic_word_scores(e, masks, score, normalize, reference=reference).float()
-                                for e in sides]
-        own = [word_shares(e, masks, "visual").float() for e in sides]
+                values[name] = [semantic_word_scores(e, masks, score, normalize, reference=reference)[:, 0].float()
+                                for e in sides]  # one slot per image (diagonal pairs)
+        own = [word_shares(e, masks, "visual")[:, 0].float() for e in sides]
         values["changed words' own share"] = [torch.stack([o[b, slots[b]].sum() for b in range(len(chunk))])
                                               for o in own]
         for name, (right, wrong) in values.items():
@@ -373,6 +373,7 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
     and the changed words' own share ("visual"). `counts` lowers the pairs per kind for slow explainers. Explainers
     without text relevance are skipped with the reason; "deletion" reads scores only and has one row."""
     from ..explain import available
+    from ..explain.registry import has
     from ..losses.semantic_words import WORD_SCORES, deletion_word_scores, without_words
 
     scores = tuple(scores or WORD_SCORES)
@@ -400,7 +401,7 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
                                 "score": "deletion", "pairs_per_kind": per_kind, **_rate(*found, kinds)})
     results["seconds"] = {"clip and deletion": time.perf_counter() - started}
     for name in tqdm(explainers, desc="word grounding", unit="explainer"):
-        if not create(name).gives_text_relevance:
+        if not has(name, "text relevance"):
             results["skipped"][name] = "gives no text relevance: no word score is defined"
             continue
         count = min(per_kind, (counts or {}).get(name, per_kind))

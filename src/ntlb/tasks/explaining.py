@@ -17,6 +17,7 @@ from ..errors import NtlbError
 from ..explain import available, create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
+from ..explain.registry import capable
 from ..explain.spec import ExplainerSpec
 from ..io import OutputFolder, save_image_atomic, write_record
 from ..models.adapter import ClipAdapter
@@ -84,7 +85,8 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
     batch's Explanation (for callers that ask more of it). Files an earlier run wrote to `out` are removed first.
     Returns what explanations.json holds."""
     if box is not None and not explainer.gives_interactions:
-        raise NtlbError(f"--box needs the words of each region: use --explainer interactions, not {explainer.name}")
+        raise NtlbError(f"--box needs the words of each region: use --explainer "
+                        f"{' or '.join(capable('token x patch interactions'))}, not {explainer.name}")
     if batch_size < 1:
         raise NtlbError(f"--batch-size {batch_size}: use at least 1 image per batch")
     if not texts:

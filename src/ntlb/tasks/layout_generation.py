@@ -18,6 +18,7 @@ from ..config.layout import METHODS, LayoutConfig  # noqa: F401  (METHODS: the l
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
+from ..explain.registry import require
 from ..explain.relevance import clip_scores
 from ..io import save_image_atomic, write_record
 from ..losses.layout import box_weights, layout_loss
@@ -33,10 +34,8 @@ KIND = "layout"
 
 def layout_explainer(config: LayoutConfig) -> Explainer:
     """The explainer whose maps the Dice loss reads: last image layer, cosine score (paper section 3.4)."""
-    explainer = create(config.explainer, start_layer_image=-1, logit_mode="cosine", create_graph=config.create_graph)
-    if not explainer.gives_image_maps:
-        raise NtlbError(f"explainer '{config.explainer}' gives no image maps: the layout loss needs one that does")
-    return explainer
+    require(config.explainer, "image maps", "the layout loss")
+    return create(config.explainer, start_layer_image=-1, logit_mode="cosine", create_graph=config.create_graph)
 
 
 def augmenter(size: tuple[int, int], masks: bool = True) -> nn.Module:

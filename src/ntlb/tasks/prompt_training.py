@@ -19,9 +19,10 @@ from ..config.prompts import PromptConfig
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
+from ..explain.registry import require
 from ..explain.relevance import clip_scores
 from ..io import load_image
-from ..losses import explainability_scores, explainability_weights
+from ..losses import class_name_loss, explainability_scores, explainability_weights
 from ..models.adapter import ClipAdapter
 from ..models.features import accumulation_dtype, image_features
 from ..models.inputs import ImageFeatures, Prompts
@@ -47,13 +48,12 @@ def train_transform(adapter: ClipAdapter, augment: bool):
     ])
 
 
-def prompt_explainer(config: PromptConfig) -> Explainer:
-    """The explainer whose text relevance feeds the loss (scaled logits, as in the paper)."""
-    explainer = create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled")
-    if not explainer.gives_text_relevance:
-        raise NtlbError(f"explainer '{config.explainer}' gives no text relevance: the class-name loss needs one "
-                        "that does (chefer2021, attention, rollout, gradcam)")
-    return explainer
+def prompt_explainer(config: PromptConfig, max_memory: str | int | None = None) -> Explainer:
+    """The explainer whose text relevance feeds the loss (scaled logits, as in the paper); `max_memory` (the run's
+    budget of one step) also sizes its own gradient chunks."""
+    require(config.explainer, "text relevance", "the class-name loss")
+    return create(config.explainer, start_layer_text=config.start_layer_text, logit_mode="scaled",
+                  max_memory=max_memory)
 
 
 def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.Tensor, labels: torch.Tensor,
@@ -98,8 +98,8 @@ def step_gradients(adapter: ClipAdapter, learner: PromptLearner, pixels: torch.T
             if explain:
                 explanation = explainer(adapter, ImageFeatures(features), Prompts(tokens, embeddings))
                 logits = explanation.logits
-                scores = explainability_scores(explanation.text, tokens.eot, layout.names[piece], config.score)
-                expl = (weights[:, piece].to(scores.dtype) * scores).sum()
+                expl, scores = class_name_loss(explanation, layout.names[piece], labels, config.score,
+                                               weights=weights[:, piece])
             else:
                 encoded = adapter.encode_text(layout.ids[piece], layout.eot[piece], embeddings=embeddings)
                 logits = clip_scores(features, encoded.features, adapter.logit_scale, "scaled")
@@ -173,17 +173,12 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[li
 
 def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner: PromptLearner, images: int,
                       budget: int | None) -> int:
-    """The most class prompts one backward may hold within `budget` bytes (default: half the memory available)."""
-    from dataclasses import replace
+    """The most class prompts one backward may hold within `budget` bytes (default: half the memory available),
+    from the explainer's memory planner."""
+    from ..explain.memory import texts_per_call
 
-    from ..explain.memory import DEFAULT_SHARE, available_memory, measure_costs, plan_tiles
-
-    budget = budget or int(DEFAULT_SHARE * available_memory(adapter.device))
     keep = explainer.keep_from(adapter, "text") if explainer is not None else None
-    costs = replace(measure_costs(adapter, None, keep), image_graph=0.0, image_attention=0.0)
-    classes = len(learner.classnames)
-    plan = plan_tiles(costs, images, classes, learner.layout.ids.shape[1], None, budget)
-    return plan.text_group
+    return texts_per_call(adapter, images, len(learner.classnames), learner.layout.ids.shape[1], keep, budget)
 
 
 def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, config: PromptConfig,
@@ -204,7 +199,7 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
     config.classnames = list(data.classnames)
     shots = data.few_shot(config.shots, config.seed)
     world = current_world(adapter.device)
-    explainer = prompt_explainer(config) if config.expl_weight > 0 else None
+    explainer = prompt_explainer(config, max_memory) if config.expl_weight > 0 else None
     learner = build_learner(adapter, config)
     module = learner
     if world.size > 1:

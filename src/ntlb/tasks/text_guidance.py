@@ -27,9 +27,10 @@ from ..errors import NtlbError
 from ..explain import create
 from ..explain.base import Explainer
 from ..explain.explanation import Explanation
+from ..explain.registry import require
 from ..generators import l2_weight, picture_tensor
 from ..io import save_image_atomic, write_record
-from ..losses.semantic_words import content_words, neglected_words, semantic_word_scores, word_token_masks
+from ..losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
 from ..models.adapter import ClipAdapter
 from ..models.inputs import ImageFeatures, prepare_texts
 from ..training import descend
@@ -40,11 +41,8 @@ from .latent_optimisation import optimise, styleclip_lr, to_picture
 def word_explainer(name: str, logit_mode: str) -> Explainer:
     """The explainer of the word term: every text layer, `create_graph=True` (the term's gradient to the image
     runs through the attention gradients)."""
-    explainer = create(name, logit_mode=logit_mode, create_graph=True)
-    if not explainer.gives_text_relevance:
-        raise NtlbError(f"explainer '{name}' gives no text relevance: the semantic-word loss needs one that does "
-                        "(chefer2021, gradcam, lrp, attention, rollout)")
-    return explainer
+    require(name, "text relevance", "the semantic-word loss")
+    return create(name, logit_mode=logit_mode, create_graph=True)
 
 
 def semantic_words(adapter: ClipAdapter, text: str, words: list[str] | None, neglected_only: bool = False,
@@ -155,8 +153,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         features = _features(adapter, images)
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         clip = explanation.logits[:, 0]
-        score = semantic_word_scores(explanation, masks, config.word_score)[:, 0]
-        total = (1 - clip / adapter.logit_scale) - per_picture(lambdas, len(images)) * score  # 1 - cos
+        words = semantic_word_loss(explanation, masks, config.word_score)[:, 0]
+        total = (1 - clip / adapter.logit_scale) + per_picture(lambdas, len(images)) * words  # 1 - cos
         keep = generator.keep_cost(generator.latent, z0) if hasattr(generator, "keep_cost") else \
             l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)  # the generator's own, or l2
         total = total + per_picture(keep, len(images))
@@ -164,7 +162,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
             similar = (F.normalize(features, dim=-1) @ reference.T)[:, 0] if identity is None else \
                 identity(images, original)
             total = total + config.identity_weight * (1 - similar)
-        return total, {"clip": float(clip.detach().mean()), "words": float(score.detach().mean())}
+        return total, {"clip": float(clip.detach().mean()), "words": float(-words.detach().mean())}
 
     settings = {**settings_of(config), "l2": l2, "text": text, "words": chosen, "lambdas": list(config.lambdas())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
@@ -211,8 +209,9 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     weight = config.expl_weight if config.method == "ntlb" else 0.0
 
     def guidance(explanation: Explanation) -> tuple[Tensor, Tensor]:
-        score = semantic_word_scores(explanation, masks, config.word_score, normalize="max")[:, 0]
-        return explanation.logits[:, 0], score
+        """(cosine, semantic-word loss) of each view."""
+        words = semantic_word_loss(explanation, masks, config.word_score, normalize="max")
+        return explanation.logits[:, 0], words[:, 0]
 
     settings = {**settings_of(config), "text": text, "words": chosen}
     generator.latent.data = _best_start(adapter, generator, explainer, tokens, guidance, weight, config)  # seeded
@@ -221,9 +220,9 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         count = config.views if len(images) == 1 else 1  # a sampling generator's pictures are its views
         views = augment(images.repeat_interleave(count, dim=0))
-        cosine, score = guidance(explainer(adapter, ImageFeatures(_features(adapter, views)), tokens))
-        total = (-cosine - weight * score).reshape(len(images), count).mean(dim=1)
-        return total, {"cosine": float(cosine.detach().mean()), "words": float(score.detach().mean())}
+        cosine, words = guidance(explainer(adapter, ImageFeatures(_features(adapter, views)), tokens))
+        total = (-cosine + weight * words).reshape(len(images), count).mean(dim=1)
+        return total, {"cosine": float(cosine.detach().mean()), "words": float(-words.detach().mean())}
 
     with torch.no_grad():
         start = generator()
@@ -260,6 +259,6 @@ def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer
     for start in range(0, len(latents), batch):
         with torch.no_grad():
             features = _features(adapter, generator.image_of(latents[start : start + batch]))
-            cosine, score = guidance(explainer(adapter, ImageFeatures(features), tokens))
-        ranks.append(cosine + weight * score)
+            cosine, words = guidance(explainer(adapter, ImageFeatures(features), tokens))
+        ranks.append(cosine - weight * words)
     return latents[int(torch.cat(ranks).argmax())][None].clone()

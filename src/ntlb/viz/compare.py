@@ -26,7 +26,7 @@ def method_comparison(explanations: dict[str, Explanation], path: str | Path, te
                       pairs: list[tuple[int, int]] | None = None, cell: float = 2.0) -> Path:
     """Save a PNG: for each (image, text) pair a row with the picture and every method's overlay and top words.
 
-    All explanations must cover the same images and texts (pairs "all" or "diagonal" alike).
+    All explanations must cover the same images and texts (any targets alike).
     """
     first = next(iter(explanations.values()))
     if first.originals is None:

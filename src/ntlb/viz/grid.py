@@ -67,6 +67,6 @@ def explanation_grid(explanation: Explanation, path: str | Path, texts: list[str
             top = f"  top: {max(words, key=lambda item: item[1])[0]}" if words else ""
         cells.append((picture, f"{label}\nlogit {explanation.logit(b, t):.2f}  p {float(probabilities[b, column]):.2f}"
                                f"{top}"))
-    columns = 1 if explanation.pairs == "diagonal" else explanation.columns.shape[1]
+    columns = explanation.columns.shape[1]
     title = f"{explanation.method} relevance ({explanation.logit_mode} logits)" + (f" - {note}" if note else "")
     return picture_grid(cells, columns, path, title, per_page)
