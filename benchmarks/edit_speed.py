@@ -20,7 +20,7 @@ from PIL import Image
 
 import ntlb
 from ntlb.generators import create_generator
-from ntlb.tasks.text_guidance import EditConfig, edit
+from ntlb.tasks.guidance.editing import EditConfig, edit
 from ntlb.world import random_scene, render
 from ntlb.world.datasets import scene_seed
 

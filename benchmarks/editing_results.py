@@ -4,7 +4,7 @@ paper's Table 2 user study and of its supplementary compound-noun study.
     python benchmarks/editing_results.py [--scenes 20] [--steps 100] [--prompts 100] [--seeds 0 1] [--jobs 2]
                                          [--generator world-render] [--expl-weight auto] [--quick]
 
-Editing (`ntlb.tasks.text_guidance.edit`, the bundled world CLIP and --generator (world-render, the default, or
+Editing (`ntlb.tasks.guidance.editing.edit`, the bundled world CLIP and --generator (world-render, the default, or
 world-vqgan), the automatic lambda sweep of 0, 0.5, ..., 3.5 in one batched run, or --expl-weight 0 alone): 4 prompt
 families on held-out scenes, as the paper's prompts change one attribute ("purple hair"), add a part ("a beard"),
 change two at once, or one object of two: colour ("a purple circle" for a red circle), shape ("a red star" for a red
@@ -93,7 +93,7 @@ def _edit(job: tuple) -> str:
     from PIL import Image
 
     from ntlb.generators import create_generator
-    from ntlb.tasks.text_guidance import EditConfig, edit
+    from ntlb.tasks.guidance.editing import EditConfig, edit
     from ntlb.world.scene import render
 
     family, index, steps, folder, generator, weight = job
@@ -203,7 +203,7 @@ def _generate(job: tuple) -> str:
     import torch
 
     from ntlb.generators import create_generator
-    from ntlb.tasks.text_guidance import GenerateConfig, generate_from_text
+    from ntlb.tasks.guidance.editing import GenerateConfig, generate_from_text
 
     method, text, seed, steps, folder, generator = job
     torch.set_num_threads(1)
@@ -258,7 +258,7 @@ def _blend(job: tuple) -> str:
     from PIL import Image
 
     from ntlb.generators import create_generator
-    from ntlb.tasks.blending import BlendConfig, blend
+    from ntlb.tasks.guidance.blending import BlendConfig, blend
     from ntlb.world.scene import render
 
     target, sources, steps, folder, generator = job

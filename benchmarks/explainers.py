@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.tasks.explainer_benchmark import (
+from ntlb_research.explainer_benchmark import (
     SETTING_TITLES,
     benchmark_explainers,
     comparison_figure,

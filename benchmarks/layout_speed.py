@@ -17,8 +17,8 @@ import torch
 
 import ntlb
 from ntlb.generators import create_generator
-from ntlb.tasks.layout_generation import LayoutConfig, generate
-from ntlb.tasks.layouts import random_world_layout
+from ntlb.tasks.layouts.generation import LayoutConfig, generate
+from ntlb.tasks.layouts.layout import random_world_layout
 
 
 def steps_per_second(adapter, generator_name: str, options: dict, steps: int, views: int) -> float:

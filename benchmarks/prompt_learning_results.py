@@ -39,9 +39,9 @@ from tqdm import tqdm
 import ntlb
 from ntlb.io import save_figure_atomic, write_json_atomic
 from ntlb.models import text_features
-from ntlb.tasks.folders import class_subset, read_image_folder
-from ntlb.tasks.linear_probe import fit_linear_probe, probe_predict
-from ntlb.tasks.prompt_training import (
+from ntlb.tasks.explaining.folders import class_subset, read_image_folder
+from ntlb.tasks.prompting.linear_probe import fit_linear_probe, probe_predict
+from ntlb.tasks.prompting.training import (
     PromptConfig,
     accuracy,
     class_name_shares,

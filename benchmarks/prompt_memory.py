@@ -25,8 +25,8 @@ def step_worker(classes: int, batch: int, budget: str, device: str, queue) -> No
 
     import ntlb
     from ntlb.explain.memory import measure_costs, parse_memory, plan_tiles
-    from ntlb.tasks.prompt_training import PromptConfig, classes_per_chunk, prompt_explainer, step_gradients
-    from ntlb.tasks.prompts import PromptLearner
+    from ntlb.tasks.prompting.learner import PromptLearner
+    from ntlb.tasks.prompting.training import PromptConfig, classes_per_chunk, prompt_explainer, step_gradients
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

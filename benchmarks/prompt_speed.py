@@ -20,8 +20,8 @@ import ntlb
 from ntlb.explain.reference import _relevance_matrix
 from ntlb.explain.relevance import clip_scores
 from ntlb.losses import explainability_loss, explainability_scores
-from ntlb.tasks.prompt_training import PromptConfig, step_gradients
-from ntlb.tasks.prompts import PromptLearner
+from ntlb.tasks.prompting.learner import PromptLearner
+from ntlb.tasks.prompting.training import PromptConfig, step_gradients
 
 
 def reference_loss(adapter, learner, pixels, labels, config) -> torch.Tensor:

@@ -7,12 +7,12 @@ The editing loss at lambda = 0 is StyleCLIP's `L(z) = 1 - cos(G(z), t) + l2 ||z 
 if the *true edit* -- z*, the VQGAN encoding of the correctly edited world scene (`true_edit`: the scene redrawn with
 the requested colour, shape or size, same place and background) -- has a lower loss than the alternatives the
 optimiser has: the start itself (z0, no edit) and "start + patch", the latent the optimiser ends at (a run of
-`ntlb.tasks.text_guidance.edit` at lambda = 0 with that l2). Per weight this prints, over the editing benchmark's
+`ntlb.tasks.guidance.editing.edit` at lambda = 0 with that l2). Per weight this prints, over the editing benchmark's
 cases (benchmarks/editing_results.py, the first --scenes of each family): how often L(z*) < L(z0), how often
 L(z*) < L(z_patch), and how often the optimiser's own result is a correct edit (the world detector, as the benchmark
 scores it).
 
-The derivation (`ntlb.tasks.vqgan_training.calibrate_l2`, on 128 scenes of the train seed space, none of them a
+The derivation (`ntlb_research.vqgan_training.calibrate_l2`, on 128 scenes of the train seed space, none of them a
 benchmark case): l2 = mean CLIP gain of a scene's own caption over unrelated scenes' / mean squared latent distance
 between unrelated scenes. Also: how many latent cells a one-object change moves (`changed_cells`), and generation's
 start drawn from the bank of encoded world scenes against random codes (`start_table`) and, with --generate,
@@ -71,7 +71,7 @@ def cosines(adapter, generator, latents: torch.Tensor, text: str) -> torch.Tenso
 
 
 def losses(cos: torch.Tensor, latents: torch.Tensor, z0: torch.Tensor, l2: float) -> torch.Tensor:
-    """StyleCLIP's editing loss at lambda = 0 (ntlb.tasks.text_guidance.edit's, identity off)."""
+    """StyleCLIP's editing loss at lambda = 0 (ntlb.tasks.guidance.editing.edit's, identity off)."""
     return 1 - cos + l2 * (latents - z0).pow(2).flatten(1).sum(dim=1)
 
 
@@ -79,7 +79,7 @@ def check_case(adapter, family: str, index: int, weights: list[float], steps: in
     """One benchmark case: the true edit's and the start's loss under each weight, and (with `cache`) the
     optimiser's result under each weight."""
     from ntlb.generators import create_generator
-    from ntlb.tasks.text_guidance import EditConfig, edit
+    from ntlb.tasks.guidance.editing import EditConfig, edit
     from ntlb.world.scene import render
 
     case = edit_case(family, index)
@@ -143,7 +143,7 @@ def start_table(adapter, count: int, candidates: int = 8) -> dict:
 
     from ntlb.generators import create_generator
     from ntlb.models.inputs import prepare_texts
-    from ntlb.tasks.text_guidance import GenerateConfig, _best_start, word_explainer
+    from ntlb.tasks.guidance.editing import GenerateConfig, _best_start, word_explainer
     from ntlb.world.detector import WorldDetector
 
     generator = create_generator("world-vqgan", (SIZE, SIZE))
@@ -176,7 +176,7 @@ def generation_runs(adapter, count: int, steps: int, cache: Path) -> dict:
     from editing_results import prompts
 
     from ntlb.generators import create_generator
-    from ntlb.tasks.text_guidance import GenerateConfig, generate_from_text
+    from ntlb.tasks.guidance.editing import GenerateConfig, generate_from_text
     from ntlb.world.detector import WorldDetector
 
     table = {}
@@ -219,7 +219,7 @@ def summary(records: list[dict]) -> dict:
 def main() -> None:
     import ntlb
     from ntlb.generators import create_generator
-    from ntlb.tasks.vqgan_training import calibrate_l2
+    from ntlb_research.vqgan_training import calibrate_l2
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=5, help="cases per editing family")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.tasks.explainer_benchmark import word_grounding, word_grounding_table
+from ntlb_research.explainer_benchmark import word_grounding, word_grounding_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

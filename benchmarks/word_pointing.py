@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ntlb
 from ntlb.io import write_json_atomic
-from ntlb.tasks.explainer_benchmark import word_pointing, word_pointing_table
+from ntlb_research.explainer_benchmark import word_pointing, word_pointing_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 VARIANT_KEYS = ("variants", "binding", "per_object_captions")

@@ -22,9 +22,9 @@ import torch
 from ntlb.generators import create_generator
 from ntlb.generators.vqgan import BUNDLED, load_vqgan
 from ntlb.io import save_figure_atomic, write_json_atomic
-from ntlb.tasks.vqgan_training import reconstruction_report
 from ntlb.world import random_scene, render
 from ntlb.world.datasets import scene_seed
+from ntlb_research.vqgan_training import reconstruction_report
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -1,6 +1,8 @@
 """The layers of docs/architecture.md, checked on the source: imports point down the layers only, packages of one
-layer do not import each other, and relevance is computed under explain/ alone (no gradient is taken or read
-elsewhere but in the listed optimiser steps). Everything is read as a syntax tree; nothing is written."""
+layer do not import each other, the library never imports the research harness (ntlb_research, which sits on top
+of it; the CLI loads it inside the commands that run it), and relevance is computed under explain/ alone (no
+gradient is taken or read elsewhere but in the listed optimiser steps). Everything is read as a syntax tree;
+nothing is written."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGE = ROOT / "src" / "ntlb"
+SRC = ROOT / "src"
+PACKAGE = SRC / "ntlb"
+RESEARCH = SRC / "ntlb_research"  # the harness on top of the library: benchmark, world trainers
 LAYERS = [  # bottom first; the same list is drawn in docs/architecture.md
     {"errors"},
     {"io", "registry", "distributed"},
@@ -82,20 +86,64 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
 
 
+
+RESEARCH_LOADERS = {"cli"}  # the one layer that may load ntlb_research, and only inside a function (when run)
+RESEARCH_MAY_NOT_IMPORT = {"cli", "app", "__main__"}  # the harness sits on the library and tasks, beside the shells
+
+
+def research_imports(source: str) -> list[tuple[int, bool]]:
+    """(line, at module level) of each import of ntlb_research in a module's source."""
+    tree = ast.parse(source)
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else
+                 [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+        if any(n == "ntlb_research" or n.startswith("ntlb_research.") for n in names):
+            found.append((node.lineno, id(node) in top))
+    return sorted(found)
+
+
+def test_the_library_never_imports_the_research_harness():
+    """ntlb does not import ntlb_research, but for the CLI's commands that run it (imported inside them, so the
+    library and `ntlb --help` never load it); ntlb_research imports the library, not the shells over it."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        for line, at_top in research_imports(path.read_text()):
+            if own not in RESEARCH_LOADERS or at_top:
+                wrong.append(f"src/ntlb/{path.relative_to(PACKAGE).as_posix()}:{line} imports ntlb_research")
+    for path in sorted(RESEARCH.rglob("*.py")):
+        wrong += [f"src/{path.relative_to(SRC).as_posix()} imports {module}"
+                  for module in _imports(path.read_text(), _module(path))
+                  if _unit(module) in RESEARCH_MAY_NOT_IMPORT]
+    assert not wrong, "imports across the library / research line:\n" + "\n".join(wrong)
+    assert research_imports((PACKAGE / "cli" / "benchmark.py").read_text()), "the guard reads nothing"
+
+
+def test_the_checker_sees_the_research_harness_imported():
+    """The rule can fail: an import of ntlb_research at module level, and one inside a function, are both seen
+    (checked on a string)."""
+    source = "import ntlb_research.world_training\ndef run():\n    from ntlb_research.explainer_benchmark import x\n"
+    assert research_imports(source) == [(1, True), (3, False)]
+    assert _imports("from ntlb.cli import main\n", "ntlb_research.probe") == ["ntlb.cli"]
+
 # Gradients outside explain/: one place takes them, the optimiser step of ntlb.training (`descend`, which calls
 # `backward`); the long runs hand their steps to TrainingRun.loop and those steps call it. The steps that may call it
-# are listed by file under src/ntlb and enclosing function (not by line), each with why; a gradient taken or read
+# are listed by file under src/ and enclosing function (not by line), each with why; a gradient taken or read
 # anywhere else, or the optimiser step called from anywhere else, fails the guard.
-OPTIMISER_STEP = ("training.py", "backward")
+OPTIMISER_STEP = ("ntlb/training.py", "backward")
 STEP_HELPERS = {"descend", "backward"}  # ntlb.training's optimiser step
 OPTIMISER_STEPS = {
-    ("tasks/latent_optimisation.py", "optimise.step"): "the latent-optimisation step (layout, edit, generate, blend)",
-    ("tasks/prompt_training.py", "step_gradients"): "the prompt learner's step (CE + lambda * explanation loss), "
-                                                    "one backward per class chunk",
-    ("tasks/vqgan_training.py", "train_world_vqgan.step"): "the world VQGAN's generator and discriminator steps",
-    ("world/train.py", "train.step"): "the world CLIP's training step",
-    ("tasks/text_guidance.py", "invert"): "inverting an image into a latent, for generators without an encoder",
-    ("tasks/linear_probe.py", "fit_linear_probe.closure"): "the linear-probe baseline's L-BFGS closure",
+    ("ntlb/tasks/guidance/optimisation.py", "optimise.step"): "the latent-optimisation step (layout, edit, generate, "
+                                                             "blend)",
+    ("ntlb/tasks/prompting/training.py", "step_gradients"): "the prompt learner's step (CE + lambda * explanation "
+                                                          "loss), one backward per class chunk",
+    ("ntlb_research/vqgan_training.py", "train_world_vqgan.step"): "the world VQGAN's generator and discriminator "
+                                                                   "steps",
+    ("ntlb_research/world_training.py", "train.step"): "the world CLIP's training step",
+    ("ntlb/tasks/guidance/editing.py", "invert"): "inverting an image into a latent, for generators without an encoder",
+    ("ntlb/tasks/prompting/linear_probe.py", "fit_linear_probe.closure"): "the linear-probe baseline's L-BFGS closure",
 }
 TRANSFORMS = {"grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "linearize"}
 RELEVANCE_HELPERS = {"propagate_row", "attention_gradients"}  # explain/'s own gradient helpers
@@ -197,11 +245,11 @@ def _allowed(path: str, function: str, what: str = ".backward()") -> bool:
 def test_relevance_is_computed_under_explain_only():
     """No gradient is taken or read outside explain/ but in the optimiser steps listed above."""
     outside = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE).as_posix()
-        if relative.startswith("explain/"):
+    for path in sorted([*PACKAGE.rglob("*.py"), *RESEARCH.rglob("*.py")]):
+        relative = path.relative_to(SRC).as_posix()
+        if relative.startswith("ntlb/explain/"):
             continue
-        outside += [f"src/ntlb/{relative}:{line}: {what} in {function}"
+        outside += [f"src/{relative}:{line}: {what} in {function}"
                     for line, function, what in gradient_uses(path.read_text())
                     if not _allowed(relative, function, what)]
     assert not outside, "gradients outside explain/ and the optimiser steps:\n" + "\n".join(outside)
@@ -211,11 +259,11 @@ def test_every_listed_optimiser_step_takes_a_gradient():
     """The allow-list holds no stale entry: each named function still calls the optimiser step, which still takes
     the gradient."""
     for (path, function), _ in OPTIMISER_STEPS.items():
-        uses = gradient_uses((PACKAGE / path).read_text())
+        uses = gradient_uses((SRC / path).read_text())
         assert any(where == function and _is_optimiser_step(what.removesuffix("()")) for _, where, what in uses), \
             (path, function)
     path, function = OPTIMISER_STEP
-    uses = gradient_uses((PACKAGE / path).read_text())
+    uses = gradient_uses((SRC / path).read_text())
     assert (function, ".backward()") in {(where, what) for _, where, what in uses}
 
 
@@ -243,8 +291,8 @@ def test_the_gradient_checker_sees_a_backward_and_a_grad_read():
         (9, "relevance", "torch.func.vjp()"), (10, "relevance", "torch.func.jacrev()"),
         (11, "relevance", "torch.autograd.functional.hessian()"), (12, "relevance", "propagate_row()"),
         (12, "relevance", "torch.autograd.grad()")]
-    assert not _allowed("losses/semantic_words.py", "relevance")
-    assert not _allowed("tasks/latent_optimisation.py", "optimise.step", ".backward()")  # only through descend
+    assert not _allowed("ntlb/losses/semantic_words.py", "relevance")
+    assert not _allowed("ntlb/tasks/guidance/optimisation.py", "optimise.step", ".backward()")  # only through descend
 
 
 def test_the_checker_sees_the_optimiser_step_called_outside_the_listed_steps():
@@ -258,8 +306,8 @@ def test_the_checker_sees_the_optimiser_step_called_outside_the_listed_steps():
     )
     uses = gradient_uses(source)
     assert uses == [(4, "nudge", "training.descend()"), (5, "nudge", "ntlb.training.backward()")]
-    assert not any(_allowed("losses/semantic_words.py", function, what) for _, function, what in uses)
-    assert _allowed("world/train.py", "train.step", "training.descend()")
+    assert not any(_allowed("ntlb/losses/semantic_words.py", function, what) for _, function, what in uses)
+    assert _allowed("ntlb_research/world_training.py", "train.step", "training.descend()")
 
 
 def test_the_checker_sees_a_wrong_import():

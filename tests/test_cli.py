@@ -125,7 +125,7 @@ def test_benchmark_explainers_writes_tables(tmp_path):
     data = json.loads((tmp_path / "explainers.json").read_text())
     assert set(data["methods"]) == {"chefer2021", "attention", "random (control)"}
     from ntlb.metrics import mask_energy, pointing_game
-    from ntlb.tasks.explainer_benchmark import named_object_pairs
+    from ntlb_research.explainer_benchmark import named_object_pairs
 
     pairs = named_object_pairs(2, 2)  # the benchmark's 2-object scenes, explained directly
     with torch.no_grad():

@@ -141,7 +141,7 @@ def test_the_app_leaves_start_layers_and_decay_to_their_defaults(world_model):
 
 
 def test_prompt_training_resumes_under_another_memory_budget(tmp_path, capsys, monkeypatch):
-    import ntlb.tasks.prompt_training as training
+    import ntlb.tasks.prompting.training as training
     from ntlb.world.datasets import export_classification
 
     data = export_classification(tmp_path / "data", task="shape", split="train", per_class=1, size=32)

@@ -16,8 +16,8 @@ import torch
 
 import ntlb
 from ntlb.cli import main
-from ntlb.tasks.dataset_explanation import DatasetSettings, explain_dataset, read_shard
-from ntlb.tasks.folders import read_image_folder
+from ntlb.tasks.explaining.dataset import DatasetSettings, explain_dataset, read_shard
+from ntlb.tasks.explaining.folders import read_image_folder
 from ntlb.world.datasets import export_classification
 
 CLASSES = ["circle", "star", "square", "cross", "diamond", "triangle"]
@@ -72,7 +72,7 @@ def test_many_classes_take_the_cached_features_path(folder, model, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_with_nothing_lost(folder, model, tmp_path, monkeypatch, capsys):
-    import ntlb.tasks.dataset_explanation as runner
+    import ntlb.tasks.explaining.dataset as runner
 
     settings = DatasetSettings(str(folder), CLASSES[:3], shard_size=4)
     straight = explain_dataset(model, settings, tmp_path / "a", batch_size=4, workers=0, progress=False)
@@ -106,7 +106,7 @@ def test_an_interrupted_shard_keeps_its_images_and_the_rerun_explains_only_the_r
                                                                                     monkeypatch, capsys):
     """One shard bigger than the dataset (as the default 1024 is for a small one): Ctrl-C in its third batch keeps
     the first two batches, and the rerun explains only the last one, to the same shard as an uninterrupted run."""
-    import ntlb.tasks.dataset_explanation as runner
+    import ntlb.tasks.explaining.dataset as runner
 
     settings = DatasetSettings(str(folder), CLASSES[:3])
     straight = explain_dataset(model, settings, tmp_path / "a", batch_size=4, workers=0, progress=False)

@@ -12,9 +12,9 @@ import torch
 import torch.multiprocessing as mp
 
 import ntlb
-from ntlb.tasks.folders import read_image_folder
-from ntlb.tasks.prompt_training import PromptConfig, train_prompts
-from ntlb.tasks.prompts import PromptLearner
+from ntlb.tasks.explaining.folders import read_image_folder
+from ntlb.tasks.prompting.learner import PromptLearner
+from ntlb.tasks.prompting.training import PromptConfig, train_prompts
 from ntlb.world.datasets import export_classification
 
 CONFIG = {"n_ctx": 2, "epochs": 1, "shots": 2, "batch_size": 4, "expl_weight": 1.0, "seed": 3, "warmup_epochs": 0,
@@ -60,7 +60,7 @@ def test_two_processes_train_the_prompts_of_one(shots, tmp_path):
 
 def _explain(rank: int, world: int, port: int, data: str, out: str) -> None:
     from ntlb.distributed import current_world
-    from ntlb.tasks.dataset_explanation import DatasetSettings, explain_dataset
+    from ntlb.tasks.explaining.dataset import DatasetSettings, explain_dataset
 
     as_process(rank, world, port)
     settings = DatasetSettings(data, ["circle", "star", "square"], "a photo of a {}.", top_k=2, shard_size=5)
@@ -70,7 +70,7 @@ def _explain(rank: int, world: int, port: int, data: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_write_the_shards_of_one(shots, tmp_path):
-    from ntlb.tasks.dataset_explanation import DatasetSettings, explain_dataset, read_shard
+    from ntlb.tasks.explaining.dataset import DatasetSettings, explain_dataset, read_shard
 
     settings = DatasetSettings(str(shots), ["circle", "star", "square"], "a photo of a {}.", top_k=2, shard_size=5)
     threads = torch.get_num_threads()

@@ -436,8 +436,8 @@ def test_capabilities_are_asked_of_the_registry():
     """What an explainer gives is a flag of its class; the runners' refusals list the registered ones that have it,
     the same list for the class-name loss and the semantic-word loss."""
     from ntlb.explain.registry import capable, has, require
-    from ntlb.tasks.prompt_training import PromptConfig, prompt_explainer
-    from ntlb.tasks.text_guidance import word_explainer
+    from ntlb.tasks.guidance.editing import word_explainer
+    from ntlb.tasks.prompting.training import PromptConfig, prompt_explainer
 
     texts = {"attention", "chefer2021", "gradcam", "interactions", "lrp", "rollout"}
     assert set(capable("text relevance")) == texts and has("gem", "image maps") and not has("gem", "text relevance")

@@ -87,7 +87,7 @@ def shapes(tmp_path_factory):
 
 
 def test_an_interrupted_prompts_run_is_kept_apart_and_eval_refuses_it(shapes, tmp_path, capsys, monkeypatch):
-    import ntlb.tasks.prompt_training as training
+    import ntlb.tasks.prompting.training as training
 
     real, calls = training.step_gradients, {"n": 0, "stop": 1}
 

@@ -259,8 +259,8 @@ def test_prompt_learning_takes_the_interactions_through_the_same_explainer_optio
     from conftest import EXAMPLE
     from PIL import Image
 
-    from ntlb.tasks.prompt_training import PromptConfig, step_gradients
-    from ntlb.tasks.prompts import PromptLearner
+    from ntlb.tasks.prompting.learner import PromptLearner
+    from ntlb.tasks.prompting.training import PromptConfig, step_gradients
 
     picture = world_model.preprocess(Image.open(EXAMPLE).convert("RGB")).double()  # a red circle, a blue square
     pixels, labels = torch.stack([picture, picture.flip(-1)]), torch.tensor([0, 1])

@@ -17,8 +17,8 @@ from ntlb.generators import FourierImage, ModuleGenerator, create_generator
 from ntlb.generators.pixels import _COLOUR
 from ntlb.losses import box_weights, dice, layout_loss, soft_relevance_mask
 from ntlb.models import TextFeatures, text_features
-from ntlb.tasks.layout_generation import LayoutConfig, augmenter, generate, layout_explainer
-from ntlb.tasks.layouts import Layout
+from ntlb.tasks.layouts.generation import LayoutConfig, augmenter, generate, layout_explainer
+from ntlb.tasks.layouts.layout import Layout
 from ntlb.training import TrainingRun
 
 
@@ -150,7 +150,7 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
     from ntlb.cli import main
 
     layout = Layout(64, 64, [(2, 2, 30, 30)], ["a photo of a red circle"])
-    from ntlb.tasks.layouts import write_layout
+    from ntlb.tasks.layouts.layout import write_layout
 
     path = write_layout(layout, tmp_path / "layout.json")
     out = tmp_path / "run"
@@ -183,7 +183,7 @@ def test_layout_cli_generates_and_evaluates(tmp_path, capsys):
 
 
 def test_summary_rows_average_runs_and_score_detections():
-    from ntlb.tasks.layout_generation import summarize_runs
+    from ntlb.tasks.layouts.generation import summarize_runs
 
     def run(method, f1, detections, dice="paper"):
         objects = [{"box": [0, 0, 20, 20], "label": "red circle"}, {"box": [30, 30, 60, 60], "label": "blue star"}]

@@ -13,7 +13,14 @@ from ntlb.errors import NtlbError
 from ntlb.losses import box_weights, dice, soft_relevance_mask
 from ntlb.metrics.boxes import otsu_box_scores, precision_recall_f1
 from ntlb.metrics.detection import detection_scores
-from ntlb.tasks.layouts import Layout, coco_layout, largest_boxes_under, random_world_layout, read_layout, write_layout
+from ntlb.tasks.layouts.layout import (
+    Layout,
+    coco_layout,
+    largest_boxes_under,
+    random_world_layout,
+    read_layout,
+    write_layout,
+)
 from ntlb.world.detector import WorldDetector
 
 COCO = SHARED / "data" / "coco100" / "instances_val2017.json"

@@ -32,7 +32,7 @@ def test_tiles_give_the_numbers_of_one_call(world_model, method, pairs):
 
 def test_tiles_of_prompt_embeddings_and_feature_inputs(world_model):
     from ntlb.models import ImageFeatures, TextFeatures
-    from ntlb.tasks.prompts import PromptLearner
+    from ntlb.tasks.prompting.learner import PromptLearner
 
     learner = PromptLearner(world_model, ["red circle", "blue star", "dog"], n_ctx=3).double()
     pixels = random_pixels(world_model, 3)
@@ -108,8 +108,8 @@ def test_chunks_shrink_when_free_memory_drops_between_calls(world_model, monkeyp
 def test_the_trainers_budget_reaches_the_planner_and_its_explainer(world_model):
     """The prompt trainer's class chunks come from the planner (texts_per_call) and its --max-memory also sizes
     the explainer's own gradient chunks."""
-    from ntlb.tasks.prompt_training import PromptConfig, classes_per_chunk, prompt_explainer
-    from ntlb.tasks.prompts import PromptLearner
+    from ntlb.tasks.prompting.learner import PromptLearner
+    from ntlb.tasks.prompting.training import PromptConfig, classes_per_chunk, prompt_explainer
 
     learner = PromptLearner(world_model, ["red circle", "blue star", "dog", "green square"], n_ctx=2)
     explainer = prompt_explainer(PromptConfig(), "3MB")

@@ -109,7 +109,7 @@ def test_trained_pair_maps_find_the_shared_object():
     """On the bundled world model, scenes that share one object (placed elsewhere): chefer2021's maps point at the
     shared object on both sides in 62% of 24 held-out pairs (the object covers 6% of the image)."""
     from ntlb.metrics import pointing_game
-    from ntlb.tasks.explainer_benchmark import shared_object_pairs
+    from ntlb_research.explainer_benchmark import shared_object_pairs
 
     pairs = shared_object_pairs(24)
     with torch.no_grad():
@@ -124,7 +124,7 @@ def test_explain_pair_command_writes_both_maps(tmp_path, capsys):
     from PIL import Image
 
     from ntlb.cli import main
-    from ntlb.tasks.explainer_benchmark import shared_object_pairs
+    from ntlb_research.explainer_benchmark import shared_object_pairs
 
     pair = shared_object_pairs(1)[0]
     first, second = tmp_path / "a.png", tmp_path / "b.png"

@@ -17,8 +17,9 @@ from ntlb.explain.reference import _relevance_matrix
 from ntlb.explain.relevance import clip_scores
 from ntlb.losses import class_name_loss, explainability_loss, explainability_scores
 from ntlb.models import ImageFeatures, image_features, text_features
-from ntlb.tasks.folders import class_subset, read_image_folder
-from ntlb.tasks.prompt_training import (
+from ntlb.tasks.explaining.folders import class_subset, read_image_folder
+from ntlb.tasks.prompting.learner import PromptLearner, prompt_layout
+from ntlb.tasks.prompting.training import (
     PromptConfig,
     class_name_shares,
     evaluate,
@@ -26,7 +27,6 @@ from ntlb.tasks.prompt_training import (
     step_gradients,
     train_prompts,
 )
-from ntlb.tasks.prompts import PromptLearner, prompt_layout
 from ntlb.training import TrainingRun
 from ntlb.world.datasets import export_classification
 
@@ -321,7 +321,7 @@ def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
 
 
 def test_linear_probe_separates_and_respects_a_subset():
-    from ntlb.tasks.linear_probe import fit_linear_probe, probe_predict
+    from ntlb.tasks.prompting.linear_probe import fit_linear_probe, probe_predict
 
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0], [-0.9, -0.1]])
     labels = torch.tensor([0, 0, 1, 1, 2, 2])

@@ -15,11 +15,13 @@ from conftest import EXAMPLE, ROOT
 from ntlb.cli import main
 from ntlb.io import HEADER, ntlb_version, write_record
 
-PACKAGE = ROOT / "src" / "ntlb"
+SRC = ROOT / "src"
+PACKAGE = SRC / "ntlb"
 # JSON written by the application layers that is not a runner's result, each with why
 NOT_RECORDS = {
-    ("tasks/layouts.py", "write_layout"): "a layout file: the user's input format, read back by `layout generate`",
-    ("tasks/dataset_explanation.py", "_claim"): "the settings a resumed dataset run must match, compared whole",
+    ("tasks/layouts/layout.py", "write_layout"): "a layout file: the user's input format, read back by "
+                                                 "`layout generate`",
+    ("tasks/explaining/dataset.py", "_claim"): "the settings a resumed dataset run must match, compared whole",
 }
 
 
@@ -44,21 +46,21 @@ def _calls(path: Path, names: set[str]) -> list[tuple[str, str]]:
 
 
 def test_every_runner_writes_its_json_through_the_record_writer():
-    """No JSON is written by hand in tasks/, cli/ or app/ but the listed non-results; the runners that write results
-    all call write_record (a new runner's `json.dump` or `write_json_atomic` fails here)."""
+    """No JSON is written by hand in tasks/, cli/, app/ or ntlb_research but the listed non-results; the runners
+    that write results all call write_record (a new runner's `json.dump` or `write_json_atomic` fails here)."""
     by_hand, writers = [], set()
-    for folder in ("tasks", "cli", "app"):
-        for path in sorted((PACKAGE / folder).rglob("*.py")):
-            relative = path.relative_to(PACKAGE).as_posix()
+    for folder in (PACKAGE / "tasks", PACKAGE / "cli", PACKAGE / "app", SRC / "ntlb_research"):
+        for path in sorted(folder.rglob("*.py")):
+            relative = path.relative_to(SRC).as_posix().removeprefix("ntlb/")
             for function, name in _calls(path, {"write_json_atomic", "dump", "dumps", "write_record"}):
                 if name == "write_record":
                     writers.add(relative)
                 elif name == "write_json_atomic" and (relative, function) not in NOT_RECORDS or name == "dump":
                     by_hand.append(f"{relative}: {name} in {function}")
     assert not by_hand, "JSON results written without the record header:\n" + "\n".join(by_hand)
-    assert writers == {"tasks/explaining.py", "tasks/prompt_explain.py", "tasks/prompt_training.py",
-                       "tasks/text_guidance.py", "tasks/blending.py", "tasks/layout_generation.py",
-                       "tasks/dataset_explanation.py", "tasks/explainer_benchmark.py"}
+    assert writers == {"tasks/explaining/files.py", "tasks/prompting/explaining.py", "tasks/prompting/training.py",
+                       "tasks/guidance/editing.py", "tasks/guidance/blending.py", "tasks/layouts/generation.py",
+                       "tasks/explaining/dataset.py", "ntlb_research/explainer_benchmark.py"}
 
 
 @dataclass
@@ -89,7 +91,7 @@ def test_every_runners_json_carries_the_header(tmp_path):
     from PIL import Image
 
     from ntlb.models.loading import bundled_models
-    from ntlb.tasks.layouts import Layout, write_layout
+    from ntlb.tasks.layouts.layout import Layout, write_layout
     from ntlb.world.datasets import export_classification
     from ntlb.world.scene import random_scene, render
 

@@ -19,7 +19,7 @@ from ntlb.explain.targets import AllPairs
 from ntlb.generators import create_generator
 from ntlb.losses.semantic_words import content_words, semantic_word_scores, word_token_masks
 from ntlb.models.inputs import ImageFeatures
-from ntlb.tasks.text_guidance import EditConfig, edit, word_explainer
+from ntlb.tasks.guidance.editing import EditConfig, edit, word_explainer
 from ntlb.world import random_scene, render
 
 TINY_VQGAN = dict(steps=1, batch_size=2, size=32, ch=32, ch_mult=[1, 2], z_channels=8, embed_dim=4, n_embed=16)
@@ -92,7 +92,7 @@ def test_the_stop_word_list_is_spacys():
 @pytest.fixture(scope="module")
 def small_vqgan(tmp_path_factory):
     """A tiny VQGAN with an encoder, trained one step and exported (taming config + safetensors)."""
-    from ntlb.tasks.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan
+    from ntlb_research.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan
 
     folder = tmp_path_factory.mktemp("vqgan")
     checkpoint = train_world_vqgan(folder, VQGANTrainConfig(**TINY_VQGAN), progress=False)
@@ -261,7 +261,7 @@ def test_generation_candidates_come_from_the_generators_bank(world):
     """`_best_start` ranks `candidates` latents drawn by `sample_latent` (world-vqgan: encoded world scenes): the
     start it returns is the best-ranked of exactly those."""
     from ntlb.models.inputs import prepare_texts
-    from ntlb.tasks.text_guidance import GenerateConfig, _best_start
+    from ntlb.tasks.guidance.editing import GenerateConfig, _best_start
 
     generator = create_generator("world-vqgan", (64, 64))
     config = GenerateConfig(candidates=4, seed=2)

@@ -95,7 +95,7 @@ def test_prompt_training_inputs(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_run_says_how_to_resume_and_the_rerun_says_it_resumed(capsys, tmp_path, monkeypatch):
-    import ntlb.tasks.layout_generation as generation
+    import ntlb.tasks.layouts.generation as generation
 
     real = generation.step_loss
     calls = {"n": 0}

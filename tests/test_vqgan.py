@@ -111,7 +111,7 @@ def test_world_vqgan_starts_from_its_bank_of_encoded_world_scenes(tmp_path):
     """The bundled bank is the encodings of the train seed space's first scenes (recomputed here for four), and
     the generator's start (`sample_latent`, what generation's candidates are) is a bank entry, not random codes."""
     from ntlb.generators.vqgan import BUNDLED, BUNDLED_BANK, load_vqgan
-    from ntlb.tasks.vqgan_training import export_latent_bank, world_scene_codes
+    from ntlb_research.vqgan_training import export_latent_bank, world_scene_codes
 
     generator = create_generator("world-vqgan", (64, 64), seed=5)
     assert generator.bank.shape == (256, 16, 16)
@@ -145,7 +145,7 @@ def test_world_vqgan_l2_is_derived_from_its_latent():
     import ntlb
     from ntlb.generators import STYLECLIP_L2, l2_weight
     from ntlb.generators.vqgan import WORLD_VQGAN_L2
-    from ntlb.tasks.vqgan_training import calibrate_l2
+    from ntlb_research.vqgan_training import calibrate_l2
 
     generator = create_generator("world-vqgan", (64, 64))
     assert l2_weight(generator) == WORLD_VQGAN_L2 and l2_weight(create_generator("pixels", (8, 8))) == STYLECLIP_L2

@@ -127,8 +127,8 @@ def test_grounded_scores_have_the_gradient_finite_differences_give(hf_small):
 def test_one_word_wrong_pairs_are_false_the_way_they_say():
     import numpy as np
 
-    from ntlb.tasks.explainer_benchmark import _made_false
     from ntlb.world import random_scene
+    from ntlb_research.explainer_benchmark import _made_false
 
     scene = next(s for s in (random_scene(seed, 2) for seed in range(50))
                  if s.objects[0].colour != s.objects[1].colour and s.objects[0].shape != s.objects[1].shape)
@@ -153,7 +153,7 @@ def test_one_word_wrong_pairs_are_false_the_way_they_say():
 
 
 def test_word_grounding_rows_equal_a_direct_count(world):
-    from ntlb.tasks.explainer_benchmark import one_word_wrong_pairs, word_grounding
+    from ntlb_research.explainer_benchmark import one_word_wrong_pairs, word_grounding
 
     results = word_grounding(world, ["chefer2021", "decomposition"], per_kind=2, logit_modes=("scaled",),
                              normalizations=("visual",), scores=("paper", "deletion"), references=1)
@@ -176,7 +176,7 @@ def test_word_grounding_rows_equal_a_direct_count(world):
 
 def test_reference_shares_are_the_mean_over_the_pictures(world):
     from ntlb.losses.semantic_words import reference_word_shares, word_shares
-    from ntlb.tasks.explainer_benchmark import reference_pictures
+    from ntlb_research.explainer_benchmark import reference_pictures
 
     texts = [TEXT, "a green star and a pink cross"]
     masks = word_token_masks(world.tokenizer(texts), [WORDS, ["green", "star", "pink", "cross"]])

@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import check_straight_through
 
-import ntlb.tasks.vqgan_training as training
+import ntlb_research.vqgan_training as training
 from ntlb.errors import Interrupted, NtlbError
 from ntlb.generators import create_generator
 from ntlb.generators.vqgan import BUNDLED, load_vqgan
-from ntlb.tasks.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan, weighted_l1
 from ntlb.world import random_scene, render
 from ntlb.world.detector import WorldDetector
+from ntlb_research.vqgan_training import VQGANTrainConfig, export_world_vqgan, train_world_vqgan, weighted_l1
 
 TINY = dict(steps=4, batch_size=2, size=32, ch=32, ch_mult=[1, 2], z_channels=8, embed_dim=4, n_embed=16,
             restart_every=2, adversarial_weight=0.1, warmup=1)

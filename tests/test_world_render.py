@@ -11,7 +11,7 @@ from PIL import Image
 from ntlb.errors import NtlbError
 from ntlb.generators import create_generator
 from ntlb.generators.world_render import N_COLOURS, PRESENCE, SHAPES, SLOT, shape_level
-from ntlb.tasks.latent_optimisation import surrogate
+from ntlb.tasks.guidance.optimisation import surrogate
 from ntlb.world.captions import asked_objects, check_world_text
 from ntlb.world.detector import found_objects
 from ntlb.world.scene import COLOURS, Scene, SceneObject, Style, _background, object_masks, render, shape_mask
@@ -161,8 +161,8 @@ def test_edit_pins_what_the_text_does_not_ask_to_change():
 
 
 def test_layout_with_more_boxes_than_slots_is_refused(tmp_path, world_model):
-    from ntlb.tasks.layout_generation import LayoutConfig, run_layout
-    from ntlb.tasks.layouts import Layout
+    from ntlb.tasks.layouts.generation import LayoutConfig, run_layout
+    from ntlb.tasks.layouts.layout import Layout
 
     layout = Layout(64, 64, [(0, 0, 10, 10), (20, 0, 30, 10), (40, 0, 50, 10)],
                     ["a red circle", "a blue star", "a green square"])
@@ -177,7 +177,7 @@ def test_a_seeded_edit_succeeds(tmp_path):
     one was (box IoU >= 0.5), and the metrics say so."""
     import ntlb
     from ntlb.metrics.boxes import box_iou
-    from ntlb.tasks.text_guidance import EditConfig, edit
+    from ntlb.tasks.guidance.editing import EditConfig, edit
     from ntlb.world.detector import WorldDetector
     from ntlb.world.scene import box_of
 
@@ -201,7 +201,7 @@ def test_a_seeded_edit_succeeds(tmp_path):
 def test_world_render_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, command, pattern):
     from conftest import one_line_error
 
-    from ntlb.tasks.layouts import Layout, write_layout
+    from ntlb.tasks.layouts.layout import Layout, write_layout
 
     scene, photo = tmp_path / "scene.png", tmp_path / "photo.png"
     Image.fromarray(render(_separate_scene(3), 64)[0]).save(scene)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ntlb.training import warmup_cosine
-from ntlb.world.train import contrastive_loss, train
+from ntlb_research.world_training import contrastive_loss, train
 
 
 def test_contrastive_loss_by_hand():

@@ -26,7 +26,7 @@ def explainer_spec(method: str, start_layer_image, start_layer_text, logit_mode:
 def explain(session: Session, image, texts: str, method: str, start_layer_image, start_layer_text,
             logit_mode: str | None):
     """Overlays with captions, highlighted words, probabilities over the texts, the JSON and the files."""
-    from ..tasks.explaining import explain_files
+    from ..tasks.explaining.files import explain_files
 
     try:
         path, lines = session.inputs(image, texts)
@@ -48,7 +48,7 @@ def explain(session: Session, image, texts: str, method: str, start_layer_image,
 
 def compare(session: Session, image, texts: str, methods: list[str], logit_mode: str | None):
     """One figure: the pairs under every chosen explainer."""
-    from ..tasks.explaining import compare_explainers
+    from ..tasks.explaining.files import compare_explainers
 
     try:
         path, lines = session.inputs(image, texts)

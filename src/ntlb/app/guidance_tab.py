@@ -15,7 +15,7 @@ from .widgets import Widgets, number
 
 def _generator(session: Session, seed: int):
     """The model's default generator (world-render for the bundled world model) at its size."""
-    from ..tasks.latent_optimisation import generator_for
+    from ..tasks.guidance.optimisation import generator_for
 
     return generator_for(session.adapter, seed=seed)[1]
 
@@ -31,7 +31,7 @@ def _lambda(value) -> float | None:
 
 def edit(session: Session, image, text: str, words: str, expl_weight: str, steps, seed):
     """The edited picture, the comparison (input, lambda = 0, ntlb) and the metrics."""
-    from ..tasks.text_guidance import edit as run_edit
+    from ..tasks.guidance.editing import edit as run_edit
 
     try:
         path, _ = session.inputs(image, text)
@@ -48,7 +48,7 @@ def edit(session: Session, image, text: str, words: str, expl_weight: str, steps
 
 def generate(session: Session, text: str, method: str, steps, seed):
     """The image and its metrics (words before and after)."""
-    from ..tasks.text_guidance import generate_from_text
+    from ..tasks.guidance.editing import generate_from_text
 
     try:
         if not (text or "").strip():

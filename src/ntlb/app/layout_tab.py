@@ -11,9 +11,9 @@ from .widgets import Widgets, number
 
 def layout(session: Session, world_seed, layout_file, method: str, explainer: str, steps, views, seed):
     """The image, each text's map with its box, the metrics."""
-    from ..tasks.latent_optimisation import default_generator
-    from ..tasks.layout_generation import run_layout
-    from ..tasks.layouts import random_world_layout, read_layout
+    from ..tasks.guidance.optimisation import default_generator
+    from ..tasks.layouts.generation import run_layout
+    from ..tasks.layouts.layout import random_world_layout, read_layout
 
     try:
         if layout_file is not None:

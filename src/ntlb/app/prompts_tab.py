@@ -12,8 +12,8 @@ from .widgets import Widgets
 
 def prompts(session: Session, prompts_file, image, label: str | None):
     """The learned prompt's words and patches for the predicted and the given class."""
-    from ..tasks.prompt_explain import explain_prompt_files
-    from ..tasks.prompt_training import load_learner
+    from ..tasks.prompting.explaining import explain_prompt_files
+    from ..tasks.prompting.training import load_learner
 
     try:
         if prompts_file is None:

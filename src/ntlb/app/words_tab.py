@@ -16,7 +16,7 @@ from .widgets import Widgets, number
 def words(session: Session, image, text: str, steps) -> tuple[dict, list[str], list[tuple[str, str]]]:
     """(state for the other handlers, the text's words, the caption's map and each word's region as captioned
     overlays)."""
-    from ..tasks.explaining import explain_files
+    from ..tasks.explaining.files import explain_files
 
     try:
         path, lines = session.inputs(image, text)

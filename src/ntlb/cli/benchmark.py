@@ -11,7 +11,7 @@ from .fields import add_config, read_config
 
 
 def cmd_explainers(args: argparse.Namespace) -> int:
-    from ..tasks.explainer_benchmark import run_explainer_benchmark
+    from ntlb_research.explainer_benchmark import run_explainer_benchmark
 
     config, model = read_config(BenchmarkConfig, args), read_config(ModelChoice, args)
     methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None

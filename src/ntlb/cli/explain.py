@@ -30,7 +30,7 @@ def _adapter(args: argparse.Namespace, device: str | None = None):
 def _explain_and_print(args: argparse.Namespace, config: ExplainConfig | DemoConfig, images: list,
                        texts: list[str]) -> int:
     from ..explain import create
-    from ..tasks.explaining import explain_files
+    from ..tasks.explaining.files import explain_files
     from ..viz import words_terminal
 
     resources = read_config(ExplainResources, args)
@@ -67,7 +67,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain_concepts(args: argparse.Namespace, config: ExplainConfig, classes: list[str]) -> int:
-    from ..tasks.explaining import explain_concept_files
+    from ..tasks.explaining.files import explain_concept_files
 
     if not classes:
         raise NtlbError("no classes: give --texts FILE (one class name per line) or --text CLASS, repeated")
@@ -88,7 +88,7 @@ def _explain_concepts(args: argparse.Namespace, config: ExplainConfig, classes: 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Render a world scene and explain it with its own captions and a wrong one."""
-    from ..tasks.explaining import demo_inputs
+    from ..tasks.explaining.files import demo_inputs
 
     config = read_config(DemoConfig, args)
     picture, texts = demo_inputs(config.seed, config.out)
@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..tasks.explaining import compare_explainers
+    from ..tasks.explaining.files import compare_explainers
 
     config = read_config(CompareConfig, args)
     methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None
@@ -166,7 +166,7 @@ def add_commands(commands) -> None:
 
 
 def cmd_explain_pair(args: argparse.Namespace) -> int:
-    from ..tasks.explaining import explain_pair_files
+    from ..tasks.explaining.files import explain_pair_files
 
     config = read_config(PairConfig, args)
     resources = read_config(ExplainResources, args)
@@ -192,7 +192,7 @@ def add_pair_command(commands) -> None:
 
 def cmd_explain_dataset(args: argparse.Namespace) -> int:
     from ..distributed import current_world, process_device
-    from ..tasks.dataset_explanation import dataset_units, explain_dataset
+    from ..tasks.explaining.dataset import dataset_units, explain_dataset
 
     inputs = read_config(DatasetInputs, args)
     resources = read_config(DatasetResources, args)

@@ -25,7 +25,7 @@ def _model(args: argparse.Namespace):
 
 
 def _generator(args: argparse.Namespace, adapter, seed: int):
-    from ..tasks.latent_optimisation import generator_for
+    from ..tasks.guidance.optimisation import generator_for
 
     choice = read_config(GeneratorChoice, args)
     size = (choice.size, choice.size) if choice.size else None
@@ -41,8 +41,8 @@ def _snapshots(config):
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from ..io import load_image
-    from ..tasks.explaining import model_notes
-    from ..tasks.text_guidance import edit
+    from ..tasks.explaining.files import model_notes
+    from ..tasks.guidance.editing import edit
     from ..world.detector import found_line
 
     config, inputs = _snapshots(read_config(EditConfig, args)), read_config(EditInputs, args)
@@ -61,8 +61,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..tasks.explaining import model_notes
-    from ..tasks.text_guidance import generate_from_text
+    from ..tasks.explaining.files import model_notes
+    from ..tasks.guidance.editing import generate_from_text
     from ..world.detector import found_line
 
     config, inputs = _snapshots(read_config(GenerateConfig, args)), read_config(GenerateInputs, args)
@@ -79,7 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_blend(args: argparse.Namespace) -> int:
     from ..io import load_image
-    from ..tasks.blending import blend
+    from ..tasks.guidance.blending import blend
 
     config, inputs = _snapshots(read_config(BlendConfig, args)), read_config(BlendInputs, args)
     sources = [load_image(path) for path in inputs.sources]

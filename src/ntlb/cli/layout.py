@@ -13,7 +13,7 @@ from .fields import add_config, read_config
 
 
 def _layout(inputs: LayoutInputs):
-    from ..tasks.layouts import coco_layout, random_world_layout, read_layout
+    from ..tasks.layouts.layout import coco_layout, random_world_layout, read_layout
 
     if sum(x is not None for x in (inputs.layout, inputs.coco, inputs.world_seed)) != 1:
         raise NtlbError("give exactly one layout: --layout FILE, --coco ANN --image-id ID, or --world-seed S")
@@ -28,9 +28,9 @@ def _layout(inputs: LayoutInputs):
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..io import load_image
-    from ..tasks.explaining import model_notes
-    from ..tasks.latent_optimisation import default_generator
-    from ..tasks.layout_generation import run_layout
+    from ..tasks.explaining.files import model_notes
+    from ..tasks.guidance.optimisation import default_generator
+    from ..tasks.layouts.generation import run_layout
 
     inputs, choice, model = read_config(LayoutInputs, args), read_config(GeneratorChoice, args), \
         read_config(ModelChoice, args)
@@ -57,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..tasks.layout_generation import read_runs, summarize_runs, table_markdown
+    from ..tasks.layouts.generation import read_runs, summarize_runs, table_markdown
 
     print(table_markdown(summarize_runs(read_runs(read_config(EvaluateInputs, args).runs))))
     return 0

@@ -13,9 +13,9 @@ from .fields import add_config, read_config
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..distributed import current_world, process_device
-    from ..tasks.explaining import model_notes
-    from ..tasks.folders import read_image_folder
-    from ..tasks.prompt_training import load_learner, train_prompts
+    from ..tasks.explaining.files import model_notes
+    from ..tasks.explaining.folders import read_image_folder
+    from ..tasks.prompting.training import load_learner, train_prompts
 
     model = read_config(ModelChoice, args)
     config = read_config(PromptConfig, args, model=model.model, pretrained=model.pretrained)
@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_prompts(path: str, device: str):
-    from ..tasks.prompt_training import load_learner, read_prompts
+    from ..tasks.prompting.training import load_learner, read_prompts
 
     settings = read_prompts(path)["settings"]
     adapter = load_adapter(settings["model"], settings["pretrained"], device)
@@ -50,8 +50,8 @@ def _load_prompts(path: str, device: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import check_output
-    from ..tasks.explaining import model_notes
-    from ..tasks.prompt_training import evaluate_prompts
+    from ..tasks.explaining.files import model_notes
+    from ..tasks.prompting.training import evaluate_prompts
 
     inputs = read_config(EvalInputs, args)
     out = check_output(inputs.out or Path(inputs.prompts).with_suffix(".eval"))
@@ -65,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ..tasks.prompt_explain import explain_prompt_files
+    from ..tasks.prompting.explaining import explain_prompt_files
     from ..viz import words_terminal
 
     inputs = read_config(PromptExplainInputs, args)

@@ -41,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ..world.train import export_weights, train
+    from ntlb_research.world_training import export_weights, train
 
     config, resources = read_config(WorldTrainConfig, args), read_config(LongRunResources, args)
     checkpoint = train(args.out, **asdict(config), device=resources.device, max_minutes=resources.max_minutes,
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
-    from ..tasks.vqgan_training import export_world_vqgan, train_world_vqgan
+    from ntlb_research.vqgan_training import export_world_vqgan, train_world_vqgan
 
     config, resources = read_config(VQGANTrainConfig, args), read_config(GeneratorTrainResources, args)
     checkpoint = train_world_vqgan(args.out, config, device=resources.device, max_minutes=resources.max_minutes,

@@ -34,7 +34,7 @@ BUNDLED_DIR = Path(__file__).parent
 BUNDLED = {"world-vqgan": (BUNDLED_DIR / "configs" / "world-vqgan.yaml",
                            BUNDLED_DIR / "weights" / "world-vqgan.safetensors")}
 BUNDLED_BANK = {"world-vqgan": BUNDLED_DIR / "weights" / "world-vqgan-bank.safetensors"}
-# The l2 weight of world-vqgan's latent (`ntlb.tasks.vqgan_training.calibrate_l2`, benchmarks/vqgan_l2.py): the mean
+# The l2 weight of world-vqgan's latent (`ntlb_research.vqgan_training.calibrate_l2`, benchmarks/vqgan_l2.py): the mean
 # CLIP gain (in 1 - cos) of a world scene's own caption over an unrelated scene's, 0.49, divided by the mean squared
 # distance between the latents of two unrelated world scenes, 512 (128 scenes of the train seed space): moving to a
 # matching scene costs, on average, what it gains, so an edit nearer than an unrelated scene is a better optimum.
@@ -87,7 +87,8 @@ def vqgan_config_text(params: dict) -> str:
 def read_latent_bank(path: str | Path, codes: int) -> Tensor:
     """The code indices (N, H/f, W/f) of a latent bank file ("codes" in a .safetensors), checked against a codebook
     of `codes` entries."""
-    state = read_checkpoint(path, what="latent bank", fix="write one with ntlb.tasks.vqgan_training.export_latent_bank")
+    state = read_checkpoint(path, what="latent bank",
+                            fix="write one with ntlb_research.vqgan_training.export_latent_bank")
     bank = state.get("codes") if isinstance(state, dict) else None
     if bank is None or bank.ndim != 3 or bank.is_floating_point() or int(bank.min()) < 0 or int(bank.max()) >= codes:
         raise NtlbError(f"{path} holds no code indices (N, H, W) below {codes}: write it with export_latent_bank")

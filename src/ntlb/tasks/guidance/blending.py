@@ -18,18 +18,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..config.guidance import BlendConfig
-from ..errors import NtlbError
-from ..generators import picture_tensor
-from ..io import write_bytes_atomic, write_record
-from ..models.adapter import ClipAdapter
-from .latent_optimisation import optimise, to_picture
-from .text_guidance import _features, _latent_generator, start_latent, world_picture_notes
+from ...config.guidance import BlendConfig
+from ...errors import NtlbError
+from ...generators import picture_tensor
+from ...io import write_bytes_atomic, write_record
+from ...models.adapter import ClipAdapter
+from .editing import _features, _latent_generator, start_latent, world_picture_notes
+from .optimisation import optimise, to_picture
 
 
 def _detected(image: Tensor) -> list[str]:
     """The labels the exact world detector finds in an image (3, H, W) in [0, 1]."""
-    from ..world.detector import WorldDetector
+    from ...world.detector import WorldDetector
 
     return [d.label for d in WorldDetector()(image)]
 
@@ -37,7 +37,7 @@ def _detected(image: Tensor) -> list[str]:
 def blend_figure(sources: list, target, results: Tensor, found: dict, path: str | Path) -> None:
     """blend.png: one labelled row per source (the source, then its result, at the source's aspect), the target
     in the last row; each caption says what the world detector finds."""
-    from ..viz.grid import picture_grid
+    from ...viz.grid import picture_grid
 
     def shown(picture, like) -> Image.Image:
         picture = picture if isinstance(picture, Image.Image) else to_picture(picture[None] if picture.ndim == 3

@@ -12,15 +12,15 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..io import save_image_atomic
-from ..training import TrainingRun, descend
+from ...io import save_image_atomic
+from ...training import TrainingRun, descend
 
 Loss = Callable[[Tensor, int], tuple[Tensor, dict]]
 
 
 def default_generator(adapter, size: tuple[int, int]) -> str:
     """world-render for the bundled world model at 64 pixels (the world's own renderer), else pixels."""
-    from ..models.loading import DEFAULT_MODEL
+    from ...models.loading import DEFAULT_MODEL
 
     bundled = adapter.name == DEFAULT_MODEL and not adapter.random_weights
     return "world-render" if bundled and tuple(size) == (64, 64) else "pixels"
@@ -31,8 +31,8 @@ def generator_for(adapter, name: str | None = None, size: tuple[int, int] | None
     """(name, generator) on the model's device: `name` (default: `default_generator`) at `size` (default: 64 x 64
     with the bundled world model, else the model's input size) -- what the editing, generation and blending
     commands and the app build."""
-    from ..generators import create_generator
-    from ..models.loading import DEFAULT_MODEL
+    from ...generators import create_generator
+    from ...models.loading import DEFAULT_MODEL
 
     size = tuple(size) if size else (64, 64) if adapter.name == DEFAULT_MODEL else tuple(adapter.preprocess_config.size)
     name = name or default_generator(adapter, size)
@@ -69,7 +69,7 @@ def surrogate(generator: nn.Module, value: Tensor) -> tuple[Tensor, float]:
     if log_prob is None:
         return value.sum(), float(value.detach().sum())
     if value.ndim != 1 or value.numel() != log_prob.numel():
-        from ..errors import NtlbError
+        from ...errors import NtlbError
 
         raise NtlbError(f"a sampling generator needs the loss of each of its {log_prob.numel()} pictures, got shape "
                         f"{tuple(value.shape)}")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import NtlbError
-from ..io import load_image
+from ...errors import NtlbError
+from ...io import load_image
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 SYNSET = re.compile(r"^n\d{8}$")

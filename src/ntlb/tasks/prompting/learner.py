@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config.prompts import POSITIONS
-from ..errors import NtlbError
-from ..models.adapter import ClipAdapter, Encoded
-from ..models.inputs import Prompts
-from ..models.tokenizer import TokenizedTexts, Word
+from ...config.prompts import POSITIONS
+from ...errors import NtlbError
+from ...models.adapter import ClipAdapter, Encoded
+from ...models.inputs import Prompts
+from ...models.tokenizer import TokenizedTexts, Word
 
 PLACEHOLDER = "X"  # a token whose embedding is replaced by a learned vector
 

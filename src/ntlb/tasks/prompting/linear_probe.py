@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..training import backward
+from ...training import backward
 
 
 def fit_linear_probe(features: Tensor, labels: Tensor, classes: int, weight_decay: float = 1e-3,

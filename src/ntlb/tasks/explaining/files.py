@@ -13,20 +13,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import NtlbError
-from ..explain import available, create
-from ..explain.base import Explainer
-from ..explain.explanation import Explanation
-from ..explain.registry import capable
-from ..explain.spec import ExplainerSpec
-from ..io import OutputFolder, save_image_atomic, write_record
-from ..models.adapter import ClipAdapter
-from ..models.inputs import prepare_texts
-from ..models.loading import DEFAULT_MODEL
-from ..viz import captioned, method_comparison, overlay, picture_grid
-from ..viz.report import write_report
-from ..world import COLOURS, describe, random_scene, relate, render
-from ..world.detector import looks_like_world_scene
+from ...errors import NtlbError
+from ...explain import available, create
+from ...explain.base import Explainer
+from ...explain.explanation import Explanation
+from ...explain.registry import capable
+from ...explain.spec import ExplainerSpec
+from ...io import OutputFolder, save_image_atomic, write_record
+from ...models.adapter import ClipAdapter
+from ...models.inputs import prepare_texts
+from ...models.loading import DEFAULT_MODEL
+from ...viz import captioned, method_comparison, overlay, picture_grid
+from ...viz.report import write_report
+from ...world import COLOURS, describe, random_scene, relate, render
+from ...world.detector import looks_like_world_scene
 
 
 def _slug(text: str, limit: int = 32) -> str:
@@ -197,7 +197,7 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
     """Explain the similarity of `query` with each of `others` (retrieval, near duplicates): maps on both images
     of each pair, written as pairs.png (rows: pairs) and pairs.json (similarity and both patch maps). `method`: an
     explainer name or spec (its options and `options` go to it)."""
-    from ..explain.pairs import explain_pair
+    from ...explain.pairs import explain_pair
 
     spec = ExplainerSpec.of(method)
     method, options = spec.name, {**spec.given(), **options}
@@ -231,7 +231,7 @@ def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], cl
     """Explain each image's zero-shot class by its top concepts: concepts.png (per image, the predicted class and
     one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps).
     `method`: an explainer name or spec (its options and `options` go to it)."""
-    from ..explain.concepts import explain_with_concepts
+    from ...explain.concepts import explain_with_concepts
 
     spec = ExplainerSpec.of(method)
     method, options = spec.name, {**spec.given(), **options}

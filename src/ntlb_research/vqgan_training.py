@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..config.world import VQGANTrainConfig
-from ..errors import NtlbError
-from ..generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
-from ..io import save_figure_atomic, write_bytes_atomic, write_text_atomic
-from ..training import TrainingRun, descend, read_checkpoint, warmup_cosine
-from ..world.datasets import WorldScenes
+from ntlb.config.world import VQGANTrainConfig
+from ntlb.errors import NtlbError
+from ntlb.generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
+from ntlb.io import save_figure_atomic, write_bytes_atomic, write_text_atomic
+from ntlb.training import TrainingRun, descend, read_checkpoint, warmup_cosine
+from ntlb.world.datasets import WorldScenes
 
 KIND = "world-vqgan"
 
@@ -84,7 +84,7 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
     torch.manual_seed(0)
     model = VQGAN(config.params(), beta=config.beta)
     if config.init is not None:  # continue an earlier model on a fresh schedule
-        from ..models.loading import read_state_dict
+        from ntlb.models.loading import read_state_dict
 
         start = read_checkpoint(config.init, KIND)["model"] if str(config.init).endswith(".pt") else \
             read_state_dict(config.init)
@@ -155,7 +155,7 @@ def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "
     what `--generator vqgan --vqgan-config --vqgan-checkpoint` (or taming's VQModel) reads."""
     from safetensors.torch import save
 
-    from ..generators.vqgan import load_vqgan
+    from ntlb.generators.vqgan import load_vqgan
 
     state = read_checkpoint(checkpoint, KIND)
     settings = VQGANTrainConfig(**state["settings"])  # the architecture of the run
@@ -172,8 +172,8 @@ def world_scene_codes(model: VQGAN, count: int, size: int = 64, space: str = "tr
     world's own mix of 1-4 objects): where generation starts from, instead of random codes."""
     import numpy as np
 
-    from ..world.datasets import scene_seed
-    from ..world.scene import random_scene, render
+    from ntlb.world.datasets import scene_seed
+    from ntlb.world.scene import random_scene, render
 
     parameter = next(model.parameters())
     codes = []
@@ -202,8 +202,8 @@ def calibrate_l2(adapter, generator, count: int = 128, space: str = "train") -> 
     StyleGAN's W+, where edits are short moves. Returns {"gain", "distance", "l2", "scenes"}."""
     import numpy as np
 
-    from ..models.inputs import prepare_texts
-    from ..world.datasets import captioned_sample
+    from ntlb.models.inputs import prepare_texts
+    from ntlb.world.datasets import captioned_sample
 
     samples = [captioned_sample(i, space, size=generator.size[0]) for i in range(count)]
     pictures = np.stack([np.asarray(sample.image) for sample in samples])
@@ -231,10 +231,10 @@ def reconstruction_report(model: VQGAN, count: int = 200, size: int = 64, batch_
     import numpy as np
     from tqdm import tqdm
 
-    from ..metrics.boxes import box_iou
-    from ..world.datasets import scene_seed
-    from ..world.detector import WorldDetector
-    from ..world.scene import box_of, random_scene, render
+    from ntlb.metrics.boxes import box_iou
+    from ntlb.world.datasets import scene_seed
+    from ntlb.world.detector import WorldDetector
+    from ntlb.world.scene import box_of, random_scene, render
 
     detector = WorldDetector()
     found = {"original": {"all": [], "small": [], "large": []}, "reconstruction": {"all": [], "small": [], "large": []}}

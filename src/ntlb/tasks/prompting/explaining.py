@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..explain import create
-from ..explain.base import Explainer
-from ..explain.explanation import Explanation
-from ..models.adapter import ClipAdapter
-from ..models.inputs import ImageInput
-from .prompts import PromptLearner
+from ...explain import create
+from ...explain.base import Explainer
+from ...explain.explanation import Explanation
+from ...models.adapter import ClipAdapter
+from ...models.inputs import ImageInput
+from .learner import PromptLearner
 
 
 def explain_prompts(adapter: ClipAdapter, learner: PromptLearner, images: ImageInput, true: list[int | None],
@@ -35,11 +35,11 @@ def explain_prompt_files(adapter: ClipAdapter, learner: PromptLearner, images: l
     """`ntlb prompt explain`: for each image its predicted class and the `label` class, the relevance of the
     prompt's words (v1..vM, the class name, ".") and its patches; captioned overlays, prompt_explanations.json
     and a self-contained report.html that names each class. Returns what the JSON holds."""
-    from ..errors import NtlbError
-    from ..io import OutputFolder, save_image_atomic, write_record
-    from ..viz import captioned, overlay
-    from ..viz.report import write_report
-    from .explaining import model_notes
+    from ...errors import NtlbError
+    from ...io import OutputFolder, save_image_atomic, write_record
+    from ...viz import captioned, overlay
+    from ...viz.report import write_report
+    from ..explaining.files import model_notes
 
     names = learner.classnames
     if label is not None and label not in names:

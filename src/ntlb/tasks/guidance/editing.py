@@ -21,21 +21,21 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..config import settings as settings_of
-from ..config.guidance import EditConfig, GenerateConfig
-from ..errors import NtlbError
-from ..explain import create
-from ..explain.base import Explainer
-from ..explain.explanation import Explanation
-from ..explain.registry import require
-from ..generators import l2_weight, picture_tensor
-from ..io import save_image_atomic, write_record
-from ..losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
-from ..models.adapter import ClipAdapter
-from ..models.inputs import ImageFeatures, prepare_texts
-from ..training import descend
-from ..world.detector import found_objects
-from .latent_optimisation import optimise, styleclip_lr, to_picture
+from ...config import settings as settings_of
+from ...config.guidance import EditConfig, GenerateConfig
+from ...errors import NtlbError
+from ...explain import create
+from ...explain.base import Explainer
+from ...explain.explanation import Explanation
+from ...explain.registry import require
+from ...generators import l2_weight, picture_tensor
+from ...io import save_image_atomic, write_record
+from ...losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
+from ...models.adapter import ClipAdapter
+from ...models.inputs import ImageFeatures, prepare_texts
+from ...training import descend
+from ...world.detector import found_objects
+from .optimisation import optimise, styleclip_lr, to_picture
 
 
 def word_explainer(name: str, logit_mode: str) -> Explainer:
@@ -100,7 +100,7 @@ def start_latent(generator: nn.Module, image: Tensor, invert_steps: int) -> Tens
 def world_picture_notes(generator: nn.Module, pictures: list) -> list[str]:
     """A note for each picture given to a world generator (world-render, world-vqgan) that is not a world scene:
     it will be read as one (world-render's encoder refuses it with an error of its own)."""
-    from ..world.detector import looks_like_world_scene
+    from ...world.detector import looks_like_world_scene
 
     name = getattr(generator, "name", "") or ""
     if not name.startswith("world"):
@@ -128,7 +128,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     (the picture's size), compare.png (input, lambda = 0, the chosen lambda, with their words), metrics.json and
     snapshots/ (one column per lambda). `identity(images, original) -> (N,)` similarities replaces the default
     CLIP image-image cosine. Returns the metrics, with the final images under "images"."""
-    from ..viz.words import words_panel
+    from ...viz.words import words_panel
 
     _latent_generator(generator, "editing")
     if hasattr(generator, "check_text"):
@@ -196,7 +196,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     `candidates` latents by cos (+ lambda x word score for ntlb), then Adam on -cos (- lambda x word score) over
     augmented views, the word score on the cosine score, relevance / sum then / max, max per word, mean over
     words. Resumes; writes image.png, metrics.json (words before and after) and snapshots/."""
-    from .layout_generation import augmenter
+    from ..layouts.generation import augmenter
 
     _latent_generator(generator, "text-to-image guidance")
     if hasattr(generator, "check_text"):

@@ -13,20 +13,20 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import settings as settings_of
-from ..config.layout import METHODS, LayoutConfig  # noqa: F401  (METHODS: the losses, read here by callers)
-from ..errors import NtlbError
-from ..explain import create
-from ..explain.base import Explainer
-from ..explain.registry import require
-from ..explain.relevance import clip_scores
-from ..io import save_image_atomic, write_record
-from ..losses.layout import box_weights, layout_loss
-from ..models.adapter import ClipAdapter
-from ..models.features import text_features
-from ..models.inputs import TextFeatures
-from .latent_optimisation import optimise, to_picture
-from .layouts import Layout
+from ...config import settings as settings_of
+from ...config.layout import METHODS, LayoutConfig  # noqa: F401  (METHODS: the losses, read here by callers)
+from ...errors import NtlbError
+from ...explain import create
+from ...explain.base import Explainer
+from ...explain.registry import require
+from ...explain.relevance import clip_scores
+from ...io import save_image_atomic, write_record
+from ...losses.layout import box_weights, layout_loss
+from ...models.adapter import ClipAdapter
+from ...models.features import text_features
+from ...models.inputs import TextFeatures
+from ..guidance.optimisation import optimise, to_picture
+from .layout import Layout
 
 TABLE_COLUMNS = ("precision", "recall", "f1", "AP", "AR", "AP50")  # paper Table 3
 KIND = "layout"
@@ -108,8 +108,8 @@ def evaluate_image(adapter: ClipAdapter, layout: Layout, image: Tensor, detector
     (cosine score) binarised with Otsu's threshold, precision / recall / F1 against its box, and the cosine score;
     with a detector, its detections too (AP and AR need many images: `ntlb.metrics.detection.detection_scores`).
     The evaluation explainer is fixed, whichever explainer drove the generation."""
-    from ..explain.normalize import upsample
-    from ..metrics.boxes import box_iou, otsu_box_scores
+    from ...explain.normalize import upsample
+    from ...metrics.boxes import box_iou, otsu_box_scores
 
     features = text_features(adapter, layout.texts).to(adapter.dtype)
     explainer = create("chefer2021", start_layer_image=-1, logit_mode="cosine")  # the paper's evaluation maps
@@ -139,9 +139,9 @@ def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: La
     """One layout generation end to end (what `ntlb layout generate` runs): generate (resuming), evaluate, and
     write image.png, maps.png and metrics.json to `out`. Returns the metrics. `init_image`: a picture whose
     encoding the generator's latent starts from."""
-    from ..detectors import create_detector
-    from ..generators import create_generator
-    from ..viz.layout import layout_maps_figure
+    from ...detectors import create_detector
+    from ...generators import create_generator
+    from ...viz.layout import layout_maps_figure
 
     generator_options = generator_options or {}
     module = create_generator(generator, (layout.height, layout.width), seed=config.seed, init_image=init_image,
@@ -169,7 +169,7 @@ def summarize_runs(results: list[dict]) -> dict[str, dict]:
     """Paper Table 3 per method (ntlb with the released Dice in a row of its own) over runs (metrics.json dicts):
     mean Otsu precision / recall / F1 and cosine over runs, and COCO AP / AR / AP50 of all runs' detections
     against their layouts' boxes (where detected)."""
-    from ..metrics.detection import detection_scores
+    from ...metrics.detection import detection_scores
 
     by_method: dict[str, list[dict]] = {}
     for result in results:

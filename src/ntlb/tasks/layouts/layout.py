@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import NtlbError
-from ..io import write_json_atomic
-from ..metrics.detection import Box
+from ...errors import NtlbError
+from ...io import write_json_atomic
+from ...metrics.detection import Box
 
 
 @dataclass
@@ -120,7 +120,7 @@ def coco_layout(annotations: str | Path, image_id: int, share: float = 0.5,
 
 def random_world_layout(seed: int, size: int = 64, objects: int | None = None) -> Layout:
     """1 to 3 non-overlapping boxes with world labels ("a photo of a red circle"), determined by the seed."""
-    from ..world.datasets import class_names
+    from ...world.datasets import class_names
 
     rng = np.random.default_rng(seed)
     count = objects or int(rng.integers(1, 4))

@@ -14,21 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import settings as settings_of
-from ..config.prompts import PromptConfig
-from ..errors import NtlbError
-from ..explain import create
-from ..explain.base import Explainer
-from ..explain.registry import require
-from ..explain.relevance import clip_scores
-from ..io import load_image
-from ..losses import class_name_loss, explainability_scores, explainability_weights
-from ..models.adapter import ClipAdapter
-from ..models.features import accumulation_dtype, image_features
-from ..models.inputs import ImageFeatures, Prompts
-from ..training import TrainingRun, backward, read_checkpoint, warmup_cosine
-from .folders import FolderDataset, ImageFolder, class_subset
-from .prompts import PromptLearner
+from ...config import settings as settings_of
+from ...config.prompts import PromptConfig
+from ...errors import NtlbError
+from ...explain import create
+from ...explain.base import Explainer
+from ...explain.registry import require
+from ...explain.relevance import clip_scores
+from ...io import load_image
+from ...losses import class_name_loss, explainability_scores, explainability_weights
+from ...models.adapter import ClipAdapter
+from ...models.features import accumulation_dtype, image_features
+from ...models.inputs import ImageFeatures, Prompts
+from ...training import TrainingRun, backward, read_checkpoint, warmup_cosine
+from ..explaining.folders import FolderDataset, ImageFolder, class_subset
+from .learner import PromptLearner
 
 KIND = "prompts"
 
@@ -175,7 +175,7 @@ def classes_per_chunk(adapter: ClipAdapter, explainer: Explainer | None, learner
                       budget: int | None) -> int:
     """The most class prompts one backward may hold within `budget` bytes (default: half the memory available),
     from the explainer's memory planner."""
-    from ..explain.memory import texts_per_call
+    from ...explain.memory import texts_per_call
 
     keep = explainer.keep_from(adapter, "text") if explainer is not None else None
     return texts_per_call(adapter, images, len(learner.classnames), learner.layout.ids.shape[1], keep, budget)
@@ -190,8 +190,8 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
     Under torchrun each process takes its share of every global batch and the gradients are all-reduced (DDP);
     the first process writes the checkpoints.
     """
-    from ..distributed import current_world
-    from ..explain.memory import parse_memory
+    from ...distributed import current_world
+    from ...explain.memory import parse_memory
 
     if len(data.classnames) < 2:
         raise NtlbError(f"{data.root} has {len(data.classnames)} class: prompt learning tells classes apart, give "
@@ -244,7 +244,7 @@ def train_prompts(adapter: ClipAdapter, data: ImageFolder, out: str | Path, conf
 
 def _mean_over_processes(totals: dict[str, float], world) -> dict[str, float]:
     """Each process's loss terms are its share of the global batch's: their sum is the batch's."""
-    from ..distributed import sum_over_processes
+    from ...distributed import sum_over_processes
 
     summed = sum_over_processes(torch.tensor(list(totals.values()), dtype=torch.float64), world)
     return dict(zip(totals, summed.tolist()))
@@ -301,8 +301,8 @@ def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list
                      prompts: str | Path = "") -> dict[str, dict]:
     """Accuracy of learned prompts on each image-folder dataset (a dataset may use a subset of the classes); one
     JSON per dataset in `out`, named after its folder. Returns {folder: result}."""
-    from ..io import write_record
-    from .folders import read_image_folder
+    from ...io import write_record
+    from ..explaining.folders import read_image_folder
 
     settings = read_prompts(prompts)["settings"] if prompts else None  # what defines the prompts evaluated
     classifier = prompt_classifier(adapter, learner)

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..errors import NtlbError
-from ..io import save_figure_atomic, write_bytes_atomic
-from ..models.loading import CONFIG_DIR, load_model, read_state_dict
-from ..training import TrainingRun, descend, read_checkpoint, warmup_cosine
-from .datasets import WorldCaptions
+from ntlb.errors import NtlbError
+from ntlb.io import save_figure_atomic, write_bytes_atomic
+from ntlb.models.loading import CONFIG_DIR, load_model, read_state_dict
+from ntlb.training import TrainingRun, descend, read_checkpoint, warmup_cosine
+from ntlb.world.datasets import WorldCaptions
 
 DEFAULT_CONFIG = CONFIG_DIR / "ntlb-world.json"
 

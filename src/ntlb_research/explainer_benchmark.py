@@ -19,19 +19,19 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from ..errors import NtlbError
-from ..explain import create
-from ..explain.explanation import Explanation
-from ..explain.normalize import minmax, upsample
-from ..metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
-from ..metrics.localization import mask_energy, otsu_iou, pointing_game, segmentation_miou
-from ..models.adapter import ClipAdapter
-from ..models.features import image_features as encode_images
-from ..models.features import text_features as encode_texts
-from ..world import describe, random_scene, relate, render
-from ..world.captions import CONTENT_ROLES, Caption
-from ..world.datasets import scene_seed
-from ..world.scene import Scene, random_object
+from ntlb.errors import NtlbError
+from ntlb.explain import create
+from ntlb.explain.explanation import Explanation
+from ntlb.explain.normalize import minmax, upsample
+from ntlb.metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
+from ntlb.metrics.localization import mask_energy, otsu_iou, pointing_game, segmentation_miou
+from ntlb.models.adapter import ClipAdapter
+from ntlb.models.features import image_features as encode_images
+from ntlb.models.features import text_features as encode_texts
+from ntlb.world import describe, random_scene, relate, render
+from ntlb.world.captions import CONTENT_ROLES, Caption
+from ntlb.world.datasets import scene_seed
+from ntlb.world.scene import Scene, random_object
 
 RANDOM = "random (control)"
 
@@ -114,7 +114,7 @@ def _explain_all(adapter: ClipAdapter, method: str, pairs: list[NamedObject], ba
 def _pair_localisation(adapter: ClipAdapter, method: str, pairs: list[SharedObject], batch_size: int,
                        seed: int) -> dict:
     """Image-image similarity of scenes sharing one object: pointing game and energy on both sides."""
-    from ..explain.pairs import explain_pair
+    from ntlb.explain.pairs import explain_pair
 
     maps, masks = [], []
     generator = torch.Generator().manual_seed(seed)
@@ -137,7 +137,7 @@ def _pair_localisation(adapter: ClipAdapter, method: str, pairs: list[SharedObje
 
 def _word_accuracy(adapter: ClipAdapter, pairs: list[NamedObject], rows: list[Tensor]) -> float:
     """Share of pairs whose most relevant word is a content word (colour, shape, size) of the named object."""
-    from ..explain.normalize import normalize_text, word_relevance
+    from ntlb.explain.normalize import normalize_text, word_relevance
 
     hits = []
     for pair, row in zip(pairs, rows):
@@ -259,7 +259,7 @@ def _made_false(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[Scen
     (words 1, 2 are the first object's colour and shape, 5, 6 the second's); None where `kind` cannot apply."""
     from dataclasses import replace
 
-    from ..world.scene import COLOURS, SHAPES
+    from ntlb.world.scene import COLOURS, SHAPES
 
     objects = list(scene.objects)
     if objects[0].colour == objects[1].colour or objects[0].shape == objects[1].shape:
@@ -329,7 +329,7 @@ def _grounding_scores(adapter: ClipAdapter, explainer, pairs: list[OneWordWrong]
                       scores: tuple[str, ...], references: list[Image.Image], batch_size: int) -> dict:
     """Every (normalisation, word score) of one explainer on both pictures of every pair, and the changed words'
     own share ("visual") on both: {name: (right (n,), wrong (n,))}."""
-    from ..losses.semantic_words import mean_word_shares, semantic_word_scores, word_shares, word_token_masks
+    from ntlb.losses.semantic_words import mean_word_shares, semantic_word_scores, word_shares, word_token_masks
 
     found: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
     for start in range(0, len(pairs), batch_size):
@@ -372,9 +372,9 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
     (`one_word_wrong_pairs`: colour wrong, shape wrong, object missing, colours swapped), beside CLIP's own score
     and the changed words' own share ("visual"). `counts` lowers the pairs per kind for slow explainers. Explainers
     without text relevance are skipped with the reason; "deletion" reads scores only and has one row."""
-    from ..explain import available
-    from ..explain.registry import has
-    from ..losses.semantic_words import WORD_SCORES, deletion_word_scores, without_words
+    from ntlb.explain import available
+    from ntlb.explain.registry import has
+    from ntlb.losses.semantic_words import WORD_SCORES, deletion_word_scores, without_words
 
     scores = tuple(scores or WORD_SCORES)
     explainers = list(explainers or available())
@@ -556,7 +556,7 @@ def markdown_table(results: dict, setting: str) -> str:
 
 def comparison_figure(adapter: ClipAdapter, methods: list[str], path, count: int = 12) -> None:
     """The same held-out scenes (half with one object, half with two) under every explainer."""
-    from ..viz import method_comparison
+    from ntlb.viz import method_comparison
 
     pairs = named_object_pairs(count // 2, 1, offset=5 * 10**6) + named_object_pairs(count - count // 2, 2,
                                                                                       offset=5 * 10**6)
@@ -575,8 +575,8 @@ def run_explainer_benchmark(adapter: ClipAdapter, methods: list[str] | None, cou
     > 0, also the word-grounding test on that many pairs per kind (`word_grounding`)."""
     from pathlib import Path
 
-    from ..explain import available
-    from ..io import OutputFolder, write_record, write_text_atomic
+    from ntlb.explain import available
+    from ntlb.io import OutputFolder, write_record, write_text_atomic
 
     methods = list(methods or available())
     unknown = [m for m in methods if m not in available()]

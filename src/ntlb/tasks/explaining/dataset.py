@@ -19,19 +19,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import settings as settings_of
-from ..config.explaining import DatasetSettings
-from ..distributed import World, barrier
-from ..errors import Interrupted, NtlbError
-from ..explain import create
-from ..explain.base import Explainer
-from ..explain.relevance import clip_scores
-from ..explain.targets import AllPairs, Columns, TopK
-from ..io import load_image, write_bytes_atomic, write_json_atomic, write_record
-from ..models.adapter import ClipAdapter
-from ..models.features import text_features
-from ..models.inputs import prepare_texts
-from ..training import interrupted_line, read_checkpoint, resuming_line
+from ...config import settings as settings_of
+from ...config.explaining import DatasetSettings
+from ...distributed import World, barrier
+from ...errors import Interrupted, NtlbError
+from ...explain import create
+from ...explain.base import Explainer
+from ...explain.relevance import clip_scores
+from ...explain.targets import AllPairs, Columns, TopK
+from ...io import load_image, write_bytes_atomic, write_json_atomic, write_record
+from ...models.adapter import ClipAdapter
+from ...models.features import text_features
+from ...models.inputs import prepare_texts
+from ...training import interrupted_line, read_checkpoint, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"

@@ -1,0 +1,1 @@
+"""Layout-guided generation: layout (boxes and their words), generation (the optimisation that follows them)."""
