@@ -13,7 +13,7 @@ of ImageNet-V2, -Sketch, -A, -R; clutter and palette keep 24 of the 48 classes, 
 cue protocol adds test sets with the class's own tint (cue) and with another class's (cue-swapped).
 
 Rows: zero-shot (hand prompt, 80-template ensemble), linear probe, CoOp, and three explainability losses: "ntlb"
-(the default: the released code's score and mean, lambda = --lambda), "ntlb-paper" (Eq. 2's score, Eq. 3's sum,
+(the default: the released code's score and mean, lambda = --expl-weight), "ntlb-paper" (Eq. 2's score, Eq. 3's sum,
 lambda 3), "ntlb-bounded" (Eq. 2's score, the mean over the other classes, lambda 3), and the default loss at the
 paper's ViT-B/16 lambda 1; M = 16 and 4 (the variants at M = 16), unified and CSC. Mean and std over seeds, and
 each loss against CoOp paired by seed. Then accuracy against lambda (Fig. 5, default loss, M = 16,
@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 import ntlb
+from ntlb.cli.common import add_old_name
 from ntlb.io import save_figure_atomic, write_json_atomic
 from ntlb.models import text_features
 from ntlb.tasks.explaining.folders import class_subset, read_image_folder
@@ -63,7 +64,7 @@ PROTOCOLS = {
             "epochs": [50, 50, 50]},
 }
 PAPER_LAMBDA = 1.0  # the paper's lambda for ViT-B/16, the library default before 0.1: a row of its own at M = 16
-LOSSES = {  # label: (score, reduction, lambda; None = --lambda)
+LOSSES = {  # label: (score, reduction, lambda; None = --expl-weight)
     "CoOp": ("coop", "released", 0.0),
     "ntlb": ("coop", "released", None),
     "ntlb-paper": ("paper", "paper", 3.0),
@@ -274,10 +275,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, nargs="+", default=None,
                         help="one per --shots value, or one (default: the protocol's)")
-    parser.add_argument("--lambda", dest="weight", type=float, default=PromptConfig.expl_weight,
+    parser.add_argument("--expl-weight", type=float, default=PromptConfig.expl_weight,
                         help="the default loss's lambda (default: the library's, %(default)s)")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0],
-                        help="for Fig. 5")
+    parser.add_argument("--expl-weights", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0],
+                        help="the lambdas of Fig. 5")
+    add_old_name(parser, "--lambda", "--expl-weight", type=float)
+    add_old_name(parser, "--lambdas", "--expl-weights", type=float, nargs="+")
     parser.add_argument("--per-class-test", type=int, default=10)
     parser.add_argument("--variant-shots", type=int, nargs="+", default=None,
                         help="shot counts for the ntlb-paper, ntlb-bounded and lambda-1 rows (default: every --shots)")
@@ -299,7 +302,7 @@ def main() -> None:
     tests = protocol["tests"]
     epochs_given = args.epochs or protocol["epochs"]
     if args.quick:
-        args.shots, args.seeds, epochs_given, args.lambdas = [1], [0], [5], [0, 3]
+        args.shots, args.seeds, epochs_given, args.expl_weights = [1], [0], [5], [0, 3]
     if len(epochs_given) == 1:
         epochs_given = epochs_given * len(args.shots)
     if len(epochs_given) != len(args.shots):
@@ -309,7 +312,7 @@ def main() -> None:
     paths = export_data(Path(args.cache), protocol, args.per_class_test, max(args.shots))
 
     def weight(label: str) -> float:
-        return args.weight if LOSSES[label][2] is None else LOSSES[label][2]
+        return args.expl_weight if LOSSES[label][2] is None else LOSSES[label][2]
 
     table = [Run(label, n_ctx, weight(label), csc, shots, seed, epochs[shots])
              for shots in args.shots for seed in args.seeds for n_ctx in (16, 4) for csc in (False, True)
@@ -323,7 +326,7 @@ def main() -> None:
     first = min(args.shots)
     sweep_csc = args.protocol == "cue"  # where CoOp over-fits
     sensitivity_runs = {w: [Run("CoOp" if w == 0 else "ntlb", 16, w, sweep_csc, first, seed, epochs[first])
-                            for seed in args.seeds] for w in args.lambdas}
+                            for seed in args.seeds] for w in args.expl_weights}
     end_runs = [Run(label, 16, weight(label), csc, first, seed, epochs[first], position="end")
                 for label in ("CoOp", "ntlb") for csc in (False, True) for seed in args.seeds]
     train_all(table + paper_lambda_runs + [r for runs in sensitivity_runs.values() for r in runs] + end_runs, cache,

@@ -53,11 +53,11 @@ class _OldName(argparse.Action):
 
 
 def add_old_name(parser: argparse.ArgumentParser, old: str, new: str, choices=None, type=None,
-                 dest: str | None = None) -> None:
+                 dest: str | None = None, nargs: int | str | None = None) -> None:
     """Keep `old` working as a hidden alias of the option `new` (one flag name per meaning, old command lines
     still run)."""
     dest = dest or new.lstrip("-").replace("-", "_")
-    parser.add_argument(old, dest=dest, action=_OldName, metavar=new, choices=choices, type=type,
+    parser.add_argument(old, dest=dest, action=_OldName, metavar=new, choices=choices, type=type, nargs=nargs,
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
