@@ -173,11 +173,12 @@ def edit_table(cases: dict, steps: int, cache: Path) -> tuple[dict, dict]:
         original = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
         metrics = json.loads((folder / "metrics.json").read_text())
         images = _final_images(folder)
-        lambdas = [row["lambda"] for row in metrics["lambdas"]]
+        lambdas = [row["expl_weight"] for row in metrics["expl_weights"]]
         scores = [score_edit(case, images[i], original, masks) for i in range(len(lambdas))]
         records.append({"family": family, "index": index, "text": case["text"], "lambdas": lambdas,
-                        "chosen": metrics["chosen_lambda"], "scores": scores,
-                        "words_before": metrics["before"]["words"], "clip": [r["clip"] for r in metrics["lambdas"]]})
+                        "chosen": metrics["chosen_expl_weight"], "scores": scores,
+                        "words_before": metrics["before"]["words"],
+                        "clip": [r["clip"] for r in metrics["expl_weights"]]})
     rows = {}
     for row, pick in (("lambda = 0 (StyleCLIP)", lambda r: 0.0), ("ntlb, automatic lambda", lambda r: r["chosen"]),
                       ("ntlb, lambda = 1", lambda r: 1.0)):
@@ -318,11 +319,11 @@ def examples_figure(cases: dict, path: Path) -> None:
         case = edit_case(family, index)
         metrics = json.loads((folder / "metrics.json").read_text())
         images = _final_images(folder)
-        lambdas = [r["lambda"] for r in metrics["lambdas"]]
-        chosen = lambdas.index(metrics["chosen_lambda"])
+        lambdas = [r["expl_weight"] for r in metrics["expl_weights"]]
+        chosen = lambdas.index(metrics["chosen_expl_weight"])
         panels = [(render(case["scene"], SIZE)[0], f"input\n'{case['text']}'"),
                   (images[0].permute(1, 2, 0).numpy(), "lambda = 0 (StyleCLIP)"),
-                  (images[chosen].permute(1, 2, 0).numpy(), f"ntlb (auto lambda = {metrics['chosen_lambda']:g})")]
+                  (images[chosen].permute(1, 2, 0).numpy(), f"ntlb (auto lambda = {metrics['chosen_expl_weight']:g})")]
         for column, (picture, title) in enumerate(panels):
             axes[row][column].imshow(picture)
             axes[row][column].set_title(title, fontsize=7)

@@ -71,7 +71,7 @@ def test_edit_and_generate_tabs(running):
     _, client = running
     edited, compared, metrics = client.predict(handle_file(str(EXAMPLE)), "a purple circle", "", "1", 2, 0,
                                                api_name="/edit")
-    assert metrics["semantic_words"] == ["purple", "circle"] and metrics["chosen_lambda"] == 1.0
+    assert metrics["semantic_words"] == ["purple", "circle"] and metrics["chosen_expl_weight"] == 1.0
     assert edited.endswith("edited.png") and compared.endswith("compare.png")
     with pytest.raises(Exception, match="'star' is not a word of 'a red circle'") as error:
         client.predict(handle_file(str(EXAMPLE)), "a red circle", "star", "auto", 2, 0, api_name="/edit")

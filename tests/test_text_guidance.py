@@ -136,13 +136,13 @@ def test_batched_lambda_sweep_equals_separate_runs(tmp_path, small_vqgan):
         config = EditConfig(steps=3, expl_weight=weight, identity_weight=0.5, snapshot_every=3)
         results[name] = edit(model, generator, picture, "a purple circle", tmp_path / name, config, progress=False)
     sweep, one = results["sweep"], results["one"]
-    assert [row["lambda"] for row in sweep["lambdas"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert [row["expl_weight"] for row in sweep["expl_weights"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     assert not torch.allclose(sweep["images"][0], sweep["images"][3])  # lambda changed the run
     torch.testing.assert_close(one["images"][0], sweep["images"][0], rtol=0, atol=1e-9)
     torch.testing.assert_close(one["images"][1], sweep["images"][3], rtol=0, atol=1e-9)
-    assert one["chosen_lambda"] == 1.5 and not one["automatic"]
-    best = max(sweep["lambdas"], key=lambda row: row["clip"])
-    assert sweep["chosen_lambda"] == best["lambda"]
+    assert one["chosen_expl_weight"] == 1.5 and not one["automatic"]
+    best = max(sweep["expl_weights"], key=lambda row: row["clip"])
+    assert sweep["chosen_expl_weight"] == best["expl_weight"]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_edit_command_on_the_bundled_world(tmp_path, scene_file, capsys):
     out = tmp_path / "edit"
     assert main(["edit", str(scene_file), "--text", "a purple circle", "--steps", "2", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["semantic_words"] == ["purple", "circle"] and len(metrics["lambdas"]) == 8
+    assert metrics["semantic_words"] == ["purple", "circle"] and len(metrics["expl_weights"]) == 8
     assert metrics["settings"]["steps"] == 2 and metrics["automatic"]
     assert Image.open(out / "edited.png").size == Image.open(scene_file).size
     assert (out / "compare.png").is_file() and (out / "snapshots" / "step_00002.png").is_file()
@@ -210,7 +210,8 @@ def test_edit_with_a_users_torchscript_generator(tmp_path, scene_file):
                  "--generator", "module", "--module", str(path), "--latent-shape", "4,8,8", "--signed",
                  "--size", "32", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [row["lambda"] for row in metrics["lambdas"]] == [0.0, 1.0] and metrics["chosen_lambda"] == 1.0
+    assert [row["expl_weight"] for row in metrics["expl_weights"]] == [0.0, 1.0]
+    assert metrics["chosen_expl_weight"] == 1.0
 
 
 @pytest.mark.slow

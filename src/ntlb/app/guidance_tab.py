@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config.guidance import EditConfig, EditInputs, GenerateConfig, GenerateInputs, parse_lambda
+from ..config.guidance import EditConfig, EditInputs, GenerateConfig, GenerateInputs, parse_expl_weight
 from ..errors import NtlbError
 from .common import Session
 from .widgets import Widgets, number
@@ -20,11 +20,11 @@ def _generator(session: Session, seed: int):
     return generator_for(session.adapter, seed=seed)[1]
 
 
-def _lambda(value) -> float | None:
+def _expl_weight(value) -> float | None:
     """The typed lambda: empty or 'auto' is the sweep; a one-line error in the page's words (not Python's)."""
     text = str(value if value is not None else "").strip()
     try:
-        return parse_lambda(text or "auto")
+        return parse_expl_weight(text or "auto")
     except Exception:
         raise NtlbError(f"lambda '{value}': write 'auto' or a number such as 1.5") from None
 
@@ -35,7 +35,7 @@ def edit(session: Session, image, text: str, words: str, expl_weight: str, steps
 
     try:
         path, _ = session.inputs(image, text)
-        config = EditConfig(steps=number(steps), expl_weight=_lambda(expl_weight), seed=number(seed),
+        config = EditConfig(steps=number(steps), expl_weight=_expl_weight(expl_weight), seed=number(seed),
                             snapshot_every=max(1, number(steps)))
         out = Path(path).parent / "edit"
         metrics = run_edit(session.adapter, _generator(session, config.seed), Image.open(path), text.strip(), out,

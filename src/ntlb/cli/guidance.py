@@ -53,9 +53,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     metrics = edit(adapter, generator, picture, inputs.text, inputs.out, config, inputs.words, inputs.neglected_only)
     print_notes(metrics["notes"])
     print(found_line(metrics["world_detector"]))
-    scores = ", ".join(f"{row['lambda']:g}: {row['clip']:.2f}" for row in metrics["lambdas"])
+    scores = ", ".join(f"{row['expl_weight']:g}: {row['clip']:.2f}" for row in metrics["expl_weights"])
     print(f"semantic words {metrics['semantic_words']}; CLIP score by lambda {scores}; chose lambda "
-          f"{metrics['chosen_lambda']:g} (CLIP {metrics['before']['clip']:.2f} -> {metrics['after']['clip']:.2f}); "
+          f"{metrics['chosen_expl_weight']:g} (CLIP {metrics['before']['clip']:.2f} -> "
+          f"{metrics['after']['clip']:.2f}); "
           f"wrote {inputs.out}/edited.png, compare.png, metrics.json")
     return 0
 

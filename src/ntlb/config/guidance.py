@@ -28,7 +28,7 @@ def generator_names() -> Choices:
     return library_names("generators", "GENERATORS")
 
 
-def parse_lambda(value: str) -> float | None:
+def parse_expl_weight(value: str) -> float | None:
     """'auto' (None: the paper's sweep) or a number."""
     if value == "auto":
         return None
@@ -84,7 +84,7 @@ class EditConfig:
     identity_weight: float = option(0.0, "weight of 1 - CLIP image-image cosine to the input (0: off, as "
                                          "StyleCLIP's default)")
     expl_weight: float | None = option(None, "lambda of the word term: 'auto' (the paper's sweep) or a number",
-                                       parse=parse_lambda, default_help="auto",
+                                       parse=parse_expl_weight, default_help="auto",
                                        app={"widget": "text", "label": "lambda of the word term (empty or "
                                                                        "'auto': the paper's sweep)"})
     word_score: str = option("paper", WORD_SCORE, choices=word_scores())
@@ -102,7 +102,7 @@ class EditConfig:
         if (self.l2 is not None and self.l2 < 0) or self.identity_weight < 0:
             raise NtlbError("--l2 and --identity-weight must be >= 0")
 
-    def lambdas(self) -> tuple[float, ...]:
+    def expl_weights(self) -> tuple[float, ...]:
         """The explainability weights run side by side: the sweep, or lambda = 0 beside the one given."""
         if self.expl_weight is None:
             return LAMBDAS

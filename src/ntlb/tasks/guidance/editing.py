@@ -140,7 +140,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     chosen = semantic_words(adapter, text, words, neglected_only, original, config.explainer)
     tokens = prepare_texts(adapter, [text])
     masks = word_token_masks(tokens, [chosen])
-    lambdas = torch.tensor(config.lambdas(), device=adapter.device)
+    lambdas = torch.tensor(config.expl_weights(), device=adapter.device)
     z0 = start_latent(generator, original, config.invert_steps)
     slots = generator.pin_for_edit(z0, text) if hasattr(generator, "pin_for_edit") else None
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
@@ -164,7 +164,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
             total = total + config.identity_weight * (1 - similar)
         return total, {"clip": float(clip.detach().mean()), "words": float(-words.detach().mean())}
 
-    settings = {**settings_of(config), "l2": l2, "text": text, "words": chosen, "lambdas": list(config.lambdas())}
+    settings = {**settings_of(config), "l2": l2, "text": text, "words": chosen,
+                "expl_weights": list(config.expl_weights())}
     images, history = optimise(generator, loss, out, "edit", settings, config.steps, config.lr, config.seed,
                                config.snapshot_every, lambda step: styleclip_lr(step, config.steps, config.lr),
                                desc=f"editing ({len(lambdas)} lambda)", progress=progress)
@@ -181,10 +182,11 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
                  for title, image, report, mark in panels], out / "compare.png")
     save_image_atomic(out / "edited.png", edited.resize(target_size, Image.BICUBIC))
     metrics = {"text": text, "semantic_words": chosen, "word_score": config.word_score, "world_detector": found[1],
-               "world_detector_lambda_0": found[0], "slots": slots, "notes": notes,
-               "chosen_lambda": float(lambdas[best]), "automatic": config.expl_weight is None,
+               "world_detector_expl_weight_0": found[0], "slots": slots, "notes": notes,
+               "chosen_expl_weight": float(lambdas[best]), "automatic": config.expl_weight is None,
                "before": before, "after": after[best],
-               "lambdas": [{"lambda": float(value), **report} for value, report in zip(lambdas.tolist(), after)],
+               "expl_weights": [{"expl_weight": float(value), **report}
+                                for value, report in zip(lambdas.tolist(), after)],
                "final_loss": history[-1]["loss"] if history else None}
     metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
