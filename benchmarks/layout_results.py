@@ -1,15 +1,16 @@
 """Paper Table 3 and Fig. 4 on the world: objects placed in boxes by ntlb's Dice loss against the masked baselines.
 
-    python benchmarks/layout_results.py [--generator world-vqgan|pixels] [--layouts 50] [--seeds 0 1 2 3]
+    python benchmarks/layout_results.py [--generator world-render|world-vqgan|pixels] [--layouts 50] [--seeds 0 1 2 3]
                                        [--steps 200] [--views 2] [--decay 1.5] [--jobs 2] [--quick]
 
-Random world layouts (1-3 boxes, "a photo of a {colour} {shape}") generated with the bundled world VQGAN (or the
-weights-free "pixels" generator) and the bundled world model, by each method, through `run_layout` (what
-`ntlb layout generate` runs; one run per folder under --cache; finished runs are not redone). Table 3: Otsu
-precision / recall / F1 of each object's relevance map against its box, and COCO AP / AR / AP50 of the world's
-exact detector against the layout. Writes docs/results-layout.json and docs/results-layout-examples.png (or the
--pixels ones), and prints the markdown table. Then reads the layouts of ../shared/data/coco100 (the paper's 50%
-filter) and checks the metrics on its real boxes.
+Random world layouts (1-3 boxes, "a photo of a {colour} {shape}") generated with the world's differentiable
+renderer ("world-render", the default; its start is a random world scene by seed, which knows nothing of the
+layout), the bundled world VQGAN or the weights-free "pixels" generator, and the bundled world model, by each
+method, through `run_layout` (what `ntlb layout generate` runs; one run per folder under --cache; finished runs
+are not redone). Table 3: Otsu precision / recall / F1 of each object's relevance map against its box, and COCO
+AP / AR / AP50 of the world's exact detector against the layout. Writes docs/results-layout-world-render.json and
+its -examples.png (world-vqgan: docs/results-layout.json, pixels: -pixels), and prints the markdown table. Then
+reads the layouts of ../shared/data/coco100 (the paper's 50% filter) and checks the metrics on its real boxes.
 """
 
 from __future__ import annotations
@@ -163,20 +164,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--views", type=int, default=2, help="augmented views per step")
-    parser.add_argument("--generator", default="world-vqgan", choices=["world-vqgan", "pixels"])
+    parser.add_argument("--generator", default="world-render", choices=["world-render", "world-vqgan", "pixels"])
     parser.add_argument("--decay", type=float, default=1.5, help="spectrum decay of the pixels generator")
     parser.add_argument("--released-seeds", type=int, nargs="*", default=[0],
                         help="seeds of an extra ntlb row with the released code's Dice (none: skip it)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "layout-results"))
     parser.add_argument("--out", default=None,
-                        help="results JSON (default: docs/results-layout.json; -pixels.json for the pixels generator)")
+                        help="results JSON (default: docs/results-layout-world-render.json; results-layout.json for "
+                             "world-vqgan, -pixels.json for pixels)")
     parser.add_argument("--figure", default=None, help="examples figure (default: beside --out, -examples.png)")
     parser.add_argument("--quick", action="store_true", help="2 layouts, 1 seed, 10 steps: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.layouts, args.seeds, args.released_seeds, args.steps = 2, [0], [0], 10
-    suffix = "" if args.generator == "world-vqgan" else "-pixels"
+    suffix = {"world-render": "-world-render", "world-vqgan": "", "pixels": "-pixels"}[args.generator]
     args.out = args.out or str(ROOT / "docs" / f"results-layout{suffix}.json")
     args.figure = args.figure or str(ROOT / "docs" / f"results-layout{suffix}-examples.png")
     detail = f"decay{args.decay}" if args.generator == "pixels" else args.generator
