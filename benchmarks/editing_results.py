@@ -18,7 +18,8 @@ outside the edited object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the aut
 the subset where the automatic rule picked lambda != 0 (as the paper reports), all read from the same sweep.
 
 Multi-word generation (`generate_from_text`): two-object prompts "a {colour} {shape} and a {colour} {shape}" from
-random latents, CLIP alone against ntlb; share of images where the detector finds both objects, and each word's
+random latents, CLIP alone against ntlb (--generation-rows: the default word score or a chosen one, at lambda 1 or
+3; generation has no automatic lambda); share of images where the detector finds both objects, and each word's
 relevance. Essence transfer (`blend`): a target's colour onto sources of other shapes; share where the detector
 sees the target's colour with the source's shape.
 
@@ -200,19 +201,36 @@ def _summary(records: list[dict], pick) -> dict:
     return out
 
 
+GENERATION_ROWS = {  # row: (method, word score (None: the default), lambda); generation has no automatic lambda
+    "clip": ("clip", None, 0.0), "ntlb": ("ntlb", None, 1.0),
+    **{f"{score}-{weight:g}": ("ntlb", score, weight) for score in ("paper", "deletion") for weight in (1.0, 3.0)}}
+
+
 def _generate(job: tuple) -> str:
     import torch
 
     from ntlb.generators import create_generator
     from ntlb.tasks.guidance.editing import GenerateConfig, generate_from_text
 
-    method, text, seed, steps, folder, generator = job
+    row, text, seed, steps, folder, generator = job
+    method, score, weight = GENERATION_ROWS[row]
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
-        config = GenerateConfig(method=method, steps=steps, seed=seed, views=2, candidates=8, snapshot_every=steps)
+        config = GenerateConfig(method=method, steps=steps, seed=seed, views=2, candidates=8, snapshot_every=steps,
+                                expl_weight=weight, **({"word_score": score} if score else {}))
         generate_from_text(_world(), create_generator(generator, (SIZE, SIZE), seed=seed), text, folder, config,
                            progress=False)
     return folder
+
+
+def _row_folder(row: str) -> str:
+    """The cache folder of a generation row, named by its word score (the default's may change)."""
+    method, score, weight = GENERATION_ROWS[row]
+    if method == "clip":
+        return "clip"
+    from ntlb.config.guidance import WORD_SCORE_DEFAULT
+
+    return f"{score or WORD_SCORE_DEFAULT}-{weight:g}"
 
 
 def prompts(count: int) -> list[tuple[str, list[str]]]:
@@ -232,7 +250,7 @@ def generation_table(runs: dict) -> dict:
     from ntlb.world.detector import WorldDetector
 
     table = {}
-    for method in ("clip", "ntlb"):
+    for method in dict.fromkeys(kind for kind, *_ in runs):
         both, any_one, words_before, words_after = [], [], [], []
         for (kind, _text, labels, seed), folder in runs.items():
             if kind != method:
@@ -359,7 +377,7 @@ def generation_figure(runs: dict, path: Path, count: int = 4) -> None:
     texts = list(dict.fromkeys(text for (_, text, _, seed) in runs if seed == min(s for *_, s in runs)))[:count]
     for text in texts:
         row = []
-        for method in ("clip", "ntlb"):
+        for method in dict.fromkeys(kind for kind, *_ in runs):
             folder = next(f for (m, t, _, s), f in runs.items() if m == method and t == text)
             image = np.asarray(Image.open(folder / "image.png"))
             detections = WorldDetector()(image.astype(np.float32))
@@ -398,6 +416,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="generation seeds")
     parser.add_argument("--targets", type=int, default=10, help="essence-transfer targets (4 sources each)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--generation-rows", nargs="+", default=["clip", "ntlb"], choices=list(GENERATION_ROWS),
+                        help="generation settings: clip (lambda = 0), ntlb (the default word score, lambda = 1), "
+                             "or a word score and lambda (paper-1, deletion-3, ...)")
     parser.add_argument("--parts", nargs="+", default=["edit", "generate", "blend"])
     parser.add_argument("--cache", default=str(ROOT / "runs" / "editing-results"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing.json"))
@@ -427,9 +448,9 @@ def main() -> None:
                      for v in families.values()]
             print(f"| {row} | " + " | ".join(cells) + " |")
     if "generate" in args.parts:
-        runs = {(method, text, tuple(labels), seed): cache / "generate" / method / f"prompt{i}-seed{seed}"
+        runs = {(row, text, tuple(labels), seed): cache / "generate" / _row_folder(row) / f"prompt{i}-seed{seed}"
                 for i, (text, labels) in enumerate(prompts(args.prompts)) for seed in args.seeds
-                for method in ("clip", "ntlb")}
+                for row in args.generation_rows}
         _pool(_generate, [(m, t, s, args.steps, str(f), args.generator) for (m, t, _, s), f in runs.items()],
               args.jobs, "generations")
         results["generation"] = generation_table(runs)

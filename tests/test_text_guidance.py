@@ -268,8 +268,12 @@ def test_generation_candidates_come_from_the_generators_bank(world):
     config = GenerateConfig(candidates=4, seed=2)
     tokens = prepare_texts(world, ["a red circle and a blue square"])
     explainer = word_explainer("chefer2021", "cosine")
-    start = _best_start(world, generator, explainer, tokens, lambda e: (e.logits[:, 0], e.logits[:, 0] * 0), 0.0,
-                        config)
+
+    def guidance(features):
+        logits = explainer(world, ImageFeatures(features), tokens).logits[:, 0]
+        return logits, logits * 0
+
+    start = _best_start(world, generator, guidance, 0.0, config)
     drawn = torch.cat([generator.sample_latent(2 * 10007 + c) for c in range(4)])
     with torch.no_grad():
         features = world.encode_image(world.normalize(generator.image_of(drawn))).features

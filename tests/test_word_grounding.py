@@ -176,7 +176,7 @@ def test_word_grounding_rows_equal_a_direct_count(world):
 
 def test_reference_shares_are_the_mean_over_the_pictures(world):
     from ntlb.losses.semantic_words import reference_word_shares, word_shares
-    from ntlb_research.explainer_benchmark import reference_pictures
+    from ntlb.world.datasets import reference_pictures
 
     texts = [TEXT, "a green star and a pink cross"]
     masks = word_token_masks(world.tokenizer(texts), [WORDS, ["green", "star", "pink", "cross"]])
@@ -189,11 +189,50 @@ def test_reference_shares_are_the_mean_over_the_pictures(world):
     assert mean.shape == (2, 4) and bool((mean > 0).all())
 
 
-def test_editing_says_which_word_scores_it_cannot_pass_inputs_to():
+def test_editing_and_generation_take_every_word_score_and_default_to_deletion():
     from ntlb.config.guidance import EditConfig, GenerateConfig
 
-    with pytest.raises(NtlbError, match="word score 'deletion' needs the scores of the text without each word"):
-        EditConfig(word_score="deletion")
-    with pytest.raises(NtlbError, match="word score 'contrast' needs"):
-        GenerateConfig(word_score="contrast")
-    assert EditConfig(word_score="softmin").word_score == "softmin"
+    assert EditConfig().word_score == GenerateConfig().word_score == "deletion"  # the grounding test's winner
+    assert EditConfig(word_score="contrast").word_score == "contrast"
+    assert GenerateConfig(word_score="paper").word_score == "paper"
+    with pytest.raises(NtlbError, match="unknown word score 'median'"):
+        EditConfig(word_score="median")
+
+
+@pytest.mark.parametrize("logit_mode, normalize", [("scaled", "visual"), ("cosine", "max")])  # edit, generate
+def test_guidance_word_term_equals_a_direct_recomputation_and_finite_differences(hf_small, logit_mode, normalize):
+    """The word term of the edit and generation loops (`WordTerm`: the shortened texts' features or the reference
+    shares computed once) against the score recomputed from its definition, and its gradient to the image features
+    against finite differences (float64, a random 3-layer CLIP, chefer2021 with create_graph as the loops run it)."""
+    import torch.nn.functional as F
+
+    from ntlb.losses.semantic_words import word_shares
+    from ntlb.models.features import text_features
+    from ntlb.models.inputs import ImageFeatures
+    from ntlb.tasks.guidance.editing import WordTerm, word_explainer
+    from ntlb.world.datasets import reference_pictures
+
+    tokens = hf_small.tokenizer([TEXT])
+    masks = word_token_masks(tokens, [WORDS])
+    features = hf_small.encode_image(random_pixels(hf_small, 2)).features.detach()
+    explainer = word_explainer("chefer2021", logit_mode)
+    for variant in ("deletion", "contrast", "paper"):
+        term = WordTerm(hf_small, TEXT, WORDS, variant, normalize, "chefer2021", logit_mode)
+
+        def loss(f, term=term):
+            return term(explainer(hf_small, ImageFeatures(f), tokens), f)
+
+        value = loss(features)
+        assert value.shape == (2, 1)
+        if variant == "deletion":  # cosine units in either logit mode
+            texts = [TEXT] + without_words([TEXT], [WORDS], hf_small.tokenizer)[0][1:]
+            cosine = F.normalize(features, dim=-1) @ text_features(hf_small, texts).T  # (2, 5)
+            direct = [_soft_min((row[0] - row[1:]).tolist(), DELETION_TEMPERATURE) for row in cosine]
+        else:
+            with torch.no_grad():
+                on_references = create("chefer2021", logit_mode=logit_mode)(hf_small, reference_pictures(), [TEXT])
+                explanation = explainer(hf_small, ImageFeatures(features), tokens)
+            reference = word_shares(on_references, masks, normalize).mean(dim=0) if variant == "contrast" else None
+            direct = semantic_word_scores(explanation, masks, variant, normalize, reference=reference)[:, 0].tolist()
+        assert (-value[:, 0]).tolist() == pytest.approx(direct, rel=1e-6, abs=1e-9)
+        assert matches_finite_differences(loss, features)

@@ -30,7 +30,7 @@ from ntlb.models.features import image_features as encode_images
 from ntlb.models.features import text_features as encode_texts
 from ntlb.world import describe, random_scene, relate, render
 from ntlb.world.captions import CONTENT_ROLES, Caption
-from ntlb.world.datasets import scene_seed
+from ntlb.world.datasets import reference_pictures, scene_seed
 from ntlb.world.scene import Scene, random_object
 
 RANDOM = "random (control)"
@@ -308,14 +308,7 @@ def one_word_wrong_pairs(per_kind: int, offset: int = 8 * 10**6, size: int = 64,
     return pairs
 
 
-REFERENCE_OFFSET = 9_900_000  # the reference scenes of the "contrast" word score (not among the tested pairs)
 SELECTION_OFFSET = 9 * 10**6  # the seeds the new scores' temperatures were chosen on; the reported runs use 8e6
-
-
-def reference_pictures(count: int = 8, size: int = 64) -> list[Image.Image]:
-    """The fixed two-object world scenes the "contrast" word score compares a text's word shares against."""
-    return [Image.fromarray(render(random_scene(scene_seed("multi-test", REFERENCE_OFFSET + k), 2), size)[0])
-            for k in range(count)]
 
 
 def _rate(right: Tensor, wrong: Tensor, kinds: list[str]) -> dict:

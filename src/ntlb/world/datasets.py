@@ -194,3 +194,12 @@ def render_scenes(out: str | Path, seed: int = 0, count: int = 12, objects: int 
         })
     write_text_atomic(out / "scenes.json", json.dumps(records, indent=1) + "\n")
     return records
+
+
+REFERENCE_OFFSET = 9_900_000  # the reference scenes of the "contrast" word score (not among the tested pairs)
+
+
+def reference_pictures(count: int = 8, size: int = 64) -> list[Image.Image]:
+    """The fixed two-object world scenes the "contrast" word score compares a text's word shares against."""
+    return [Image.fromarray(render(random_scene(scene_seed("multi-test", REFERENCE_OFFSET + k), 2), size)[0])
+            for k in range(count)]

@@ -1,8 +1,10 @@
 """Text-guided image editing with the semantic-word loss (paper section 3.3, Eq. 3; SPEC 5) and multi-word
 text-to-image guidance (the supplementary's compound nouns, FuseDream's explainability term; SPEC 5b).
 
-Editing is StyleCLIP's latent optimisation started from the picture's latent, plus -lambda x the mean relevance of
-the semantic words: `L = (1 - CLIP(G(z), t) / 100) + l2 ||z - z0||^2 + id (1 - identity) - lambda mean_s R(s)`.
+Editing is StyleCLIP's latent optimisation started from the picture's latent, plus -lambda x a word score of the
+semantic words (the paper's: their mean relevance; the default, "deletion": a soft minimum over the words of what
+each adds to the cosine, which sees a missing word; losses/semantic_words.py):
+`L = (1 - CLIP(G(z), t) / 100) + l2 ||z - z0||^2 + id (1 - identity) - lambda score(S)`.
 StyleCLIP divides the scaled score by 100 because OpenAI's CLIP has logit scale 100, so the term is 1 - cos; ntlb
 divides by the model's own logit scale, so the term is 1 - cos for every CLIP (the bundled world model's is ~25).
 The automatic lambda (the paper's rule) runs lambda = 0, 0.5, ..., 3.5 and keeps the result CLIP scores highest;
@@ -14,6 +16,7 @@ takes their features, with `create_graph=True` so that the word term has a gradi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,10 +31,19 @@ from ...explain import create
 from ...explain.base import Explainer
 from ...explain.explanation import Explanation
 from ...explain.registry import require
+from ...explain.relevance import clip_scores
 from ...generators import l2_weight, picture_tensor
 from ...io import save_image_atomic, write_record
-from ...losses.semantic_words import content_words, neglected_words, semantic_word_loss, word_token_masks
+from ...losses.semantic_words import (
+    content_words,
+    neglected_words,
+    reference_word_shares,
+    semantic_word_loss,
+    without_words,
+    word_token_masks,
+)
 from ...models.adapter import ClipAdapter
+from ...models.features import text_features
 from ...models.inputs import ImageFeatures, prepare_texts
 from ...training import descend
 from ...world.detector import found_objects
@@ -61,6 +73,38 @@ def semantic_words(adapter: ClipAdapter, text: str, words: list[str] | None, neg
         if not chosen:
             raise NtlbError(f"no word of {text!r} is neglected (all >= 0.7 of the top word): drop --neglected-only")
     return chosen
+
+
+class WordTerm:
+    """The semantic-word loss of one text as the guidance loops use it, with the inputs a grounded score needs
+    beyond one explanation, computed once: "contrast", the words' shares on fixed reference world scenes;
+    "deletion", the text features of the text without each word (each step then scores the images against them,
+    one matrix product, and appends those scores to the explanation's logits)."""
+
+    def __init__(self, adapter: ClipAdapter, text: str, words: list[str], variant: str, normalize: str,
+                 explainer: str, logit_mode: str) -> None:
+        tokens = prepare_texts(adapter, [text])
+        self.adapter, self.variant, self.normalize = adapter, variant, normalize
+        self.masks = word_token_masks(tokens, [words])
+        self.reference = self.dropped = self.shortened = None
+        if variant == "contrast":
+            from ...world.datasets import reference_pictures
+
+            self.reference = reference_word_shares(create(explainer, logit_mode=logit_mode), adapter,
+                                                   reference_pictures(), [text], self.masks, normalize)
+        if variant == "deletion":
+            texts, self.dropped = without_words([text], [words], adapter.tokenizer)
+            with torch.no_grad():
+                self.shortened = text_features(adapter, texts[1:]).detach()
+
+    def __call__(self, explanation: Explanation, features: Tensor) -> Tensor:
+        """-score (B, K) of an explanation of the text (column 0) for images whose features are `features`."""
+        if self.shortened is not None:
+            extra = clip_scores(features, self.shortened.to(features), self.adapter.logit_scale,
+                                explanation.logit_mode, self.adapter.logit_bias)
+            explanation = replace(explanation, logits=torch.cat([explanation.logits, extra], dim=1))
+        return semantic_word_loss(explanation, self.masks, self.variant, self.normalize, self.reference,
+                                  self.dropped)
 
 
 def _features(adapter: ClipAdapter, images: Tensor) -> Tensor:
@@ -139,12 +183,12 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     original = picture_tensor(picture, size).to(adapter.device, next(generator.parameters()).dtype)
     chosen = semantic_words(adapter, text, words, neglected_only, original, config.explainer)
     tokens = prepare_texts(adapter, [text])
-    masks = word_token_masks(tokens, [chosen])
     lambdas = torch.tensor(config.expl_weights(), device=adapter.device)
     z0 = start_latent(generator, original, config.invert_steps)
     slots = generator.pin_for_edit(z0, text) if hasattr(generator, "pin_for_edit") else None
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
     explainer = word_explainer(config.explainer, "scaled")
+    term = WordTerm(adapter, text, chosen, config.word_score, "visual", config.explainer, "scaled")
     l2 = l2_weight(generator) if config.l2 is None else config.l2
     with torch.no_grad():
         reference = F.normalize(_features(adapter, original), dim=-1)
@@ -153,7 +197,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
         features = _features(adapter, images)
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         clip = explanation.logits[:, 0]
-        words = semantic_word_loss(explanation, masks, config.word_score)[:, 0]
+        words = term(explanation, features)[:, 0]
         total = (1 - clip / adapter.logit_scale) + per_picture(lambdas, len(images)) * words  # 1 - cos
         keep = generator.keep_cost(generator.latent, z0) if hasattr(generator, "keep_cost") else \
             l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)  # the generator's own, or l2
@@ -206,23 +250,23 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     out = Path(out)
     tokens = prepare_texts(adapter, [text])
     chosen = semantic_words(adapter, text, words)
-    masks = word_token_masks(tokens, [chosen])
     explainer = word_explainer(config.explainer, "cosine")
     weight = config.expl_weight if config.method == "ntlb" else 0.0
+    term = WordTerm(adapter, text, chosen, config.word_score, "max", config.explainer, "cosine")
 
-    def guidance(explanation: Explanation) -> tuple[Tensor, Tensor]:
-        """(cosine, semantic-word loss) of each view."""
-        words = semantic_word_loss(explanation, masks, config.word_score, normalize="max")
-        return explanation.logits[:, 0], words[:, 0]
+    def guidance(features: Tensor) -> tuple[Tensor, Tensor]:
+        """(cosine, semantic-word loss) of each view's features."""
+        explanation = explainer(adapter, ImageFeatures(features), tokens)
+        return explanation.logits[:, 0], term(explanation, features)[:, 0]
 
     settings = {**settings_of(config), "text": text, "words": chosen}
-    generator.latent.data = _best_start(adapter, generator, explainer, tokens, guidance, weight, config)  # seeded
+    generator.latent.data = _best_start(adapter, generator, guidance, weight, config)  # seeded
     augment = augmenter(tuple(generator.size), masks=False)
 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         count = config.views if len(images) == 1 else 1  # a sampling generator's pictures are its views
         views = augment(images.repeat_interleave(count, dim=0))
-        cosine, words = guidance(explainer(adapter, ImageFeatures(_features(adapter, views)), tokens))
+        cosine, words = guidance(_features(adapter, views))
         total = (-cosine + weight * words).reshape(len(images), count).mean(dim=1)
         return total, {"cosine": float(cosine.detach().mean()), "words": float(-words.detach().mean())}
 
@@ -246,8 +290,8 @@ def _found_short(report: dict) -> str:
                    if names)
 
 
-def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer, tokens, guidance, weight: float,
-                config: GenerateConfig, batch: int = 8) -> Tensor:
+def _best_start(adapter: ClipAdapter, generator: nn.Module, guidance, weight: float, config: GenerateConfig,
+                batch: int = 8) -> Tensor:
     """The start latent (of `candidates`, by seed) whose image ranks best by cos + weight x word score (FuseDream's
     ranking of its initial basis, drawn from its GAN's samples): drawn by the generator's `sample_latent` (world-vqgan:
     encoded world scenes), else its `random_latent`."""
@@ -261,6 +305,6 @@ def _best_start(adapter: ClipAdapter, generator: nn.Module, explainer: Explainer
     for start in range(0, len(latents), batch):
         with torch.no_grad():
             features = _features(adapter, generator.image_of(latents[start : start + batch]))
-            cosine, words = guidance(explainer(adapter, ImageFeatures(features), tokens))
+            cosine, words = guidance(features)
         ranks.append(cosine - weight * words)
     return latents[int(torch.cat(ranks).argmax())][None].clone()
