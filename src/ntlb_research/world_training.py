@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ntlb.config.world import WorldTrainConfig  # the one declaration of the command's settings
 from ntlb.errors import NtlbError
 from ntlb.io import save_figure_atomic, write_bytes_atomic
 from ntlb.models.loading import CONFIG_DIR, load_model, read_state_dict
@@ -50,7 +51,8 @@ def plot_losses(losses: list[float], path: Path) -> None:
     save_figure_atomic(fig, path)
 
 
-def train(out: str | Path, steps: int = 3000, batch_size: int = 128, lr: float = 5e-4, warmup: int = 150,
+def train(out: str | Path, steps: int = WorldTrainConfig.steps, batch_size: int = WorldTrainConfig.batch_size,
+          lr: float = WorldTrainConfig.lr, warmup: int = 150,
           weight_decay: float = 0.05, checkpoint_every: int = 100, device: str = "cpu",
           config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None,
           init: str | Path | None = None, progress: bool = True) -> Path:
