@@ -118,6 +118,23 @@ def relative_error(fast: torch.Tensor, slow: torch.Tensor) -> float:
     return float((fast - slow).detach().abs().max() / slow.detach().abs().max())
 
 
+def interrupt_prompt_training(monkeypatch, at_call: int) -> dict:
+    """Make prompt training's `at_call`-th gradient step raise KeyboardInterrupt (Ctrl-C), the others run as usual.
+    Returns the counter: `calls.update(n=0, stop=k)` moves the interruption (stop 0: none)."""
+    import ntlb.tasks.prompting.training as training
+
+    real, calls = training.step_gradients, {"n": 0, "stop": at_call}
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "step_gradients", interrupt)
+    return calls
+
+
 def one_line_error(capsys, arguments: list[str], pattern: str, code: int = 2) -> str:
     """The command fails with `code` and one line on stderr (after any progress bar) that matches `pattern`."""
     from ntlb.cli import main

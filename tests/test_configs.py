@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import interrupt_prompt_training, one_line_error
 
 from ntlb.cli import build_parser, main
 from ntlb.cli.fields import dest_of, read_spec
@@ -141,19 +141,10 @@ def test_the_app_leaves_start_layers_and_decay_to_their_defaults(world_model):
 
 
 def test_prompt_training_resumes_under_another_memory_budget(tmp_path, capsys, monkeypatch):
-    import ntlb.tasks.prompting.training as training
     from ntlb.world.datasets import export_classification
 
     data = export_classification(tmp_path / "data", task="shape", split="train", per_class=1, size=32)
-    real, calls = training.step_gradients, {"n": 0, "stop": 2}
-
-    def interrupt(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == calls["stop"]:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "step_gradients", interrupt)
+    calls = interrupt_prompt_training(monkeypatch, at_call=2)
     prompts = tmp_path / "p.pt"
     train = ["prompt", "train", "--data", str(data), "--ctx", "2", "--epochs", "2", "--out", str(prompts)]
     one_line_error(capsys, [*train, "--max-memory", "1GB"], r"interrupted during epoch 2/2 \(1 epoch done\)",

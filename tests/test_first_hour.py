@@ -7,7 +7,7 @@ import argparse
 import re
 
 import pytest
-from conftest import EXAMPLE
+from conftest import EXAMPLE, interrupt_prompt_training
 from conftest import one_line_error as _error
 
 from ntlb.cli import build_parser, main
@@ -87,17 +87,7 @@ def shapes(tmp_path_factory):
 
 
 def test_an_interrupted_prompts_run_is_kept_apart_and_eval_refuses_it(shapes, tmp_path, capsys, monkeypatch):
-    import ntlb.tasks.prompting.training as training
-
-    real, calls = training.step_gradients, {"n": 0, "stop": 1}
-
-    def interrupt(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == calls["stop"]:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "step_gradients", interrupt)
+    calls = interrupt_prompt_training(monkeypatch, at_call=1)
     prompts = tmp_path / "p.pt"
     train = ["prompt", "train", "--data", str(shapes), "--ctx", "2", "--epochs", "3", "--expl-weight", "0",
              "--out", str(prompts)]
