@@ -244,10 +244,10 @@ def test_large_runs_get_paged_grids(tmp_path, monkeypatch):
     2 images x 3 texts make two pages of one row each without drawing 72 overlays)."""
     import functools
 
-    from ntlb.tasks import explaining
+    from ntlb.tasks.explaining import files
     from ntlb.viz import picture_grid
 
-    monkeypatch.setattr(explaining, "picture_grid", functools.partial(picture_grid, per_page=2))
+    monkeypatch.setattr(files, "picture_grid", functools.partial(picture_grid, per_page=2))
     arguments = ["explain", str(EXAMPLE), str(EXAMPLE), "--quiet", "--out", str(tmp_path)]
     for text in ("a red circle", "a blue star", "a green square"):
         arguments += ["--text", text]
