@@ -14,8 +14,6 @@ from ..explain.spec import ExplainerSpec
 from .common import Session
 from .widgets import Widgets, field_of, number
 
-OPTIONS = ("start_layer_image", "start_layer_text", "logit_mode")
-
 
 def explainer_spec(method: str, start_layer_image, start_layer_text, logit_mode: str | None) -> ExplainerSpec:
     """The spec of the tab's widgets: an empty start layer or score is the method's own."""

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import ModelChoice
 from ..config.world import BenchmarkConfig
-from .common import add_command, add_model_arguments, load_adapter
+from .common import add_command, add_model_arguments, load_adapter, name_list
 from .fields import add_config, read_config
 
 
@@ -14,7 +14,7 @@ def cmd_explainers(args: argparse.Namespace) -> int:
     from ntlb_research.explainer_benchmark import run_explainer_benchmark
 
     config, model = read_config(BenchmarkConfig, args), read_config(ModelChoice, args)
-    methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None
+    methods = name_list(config.explainers)
     adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
     results = run_explainer_benchmark(adapter, methods, config.count, config.out, grounding=config.grounding)
     print(results["tables"])

@@ -94,6 +94,11 @@ def print_notes(notes: list[str]) -> None:
         print(f"note: {note}")
 
 
+def name_list(names: str | None) -> list[str] | None:
+    """A comma-separated list of names (`--explainers a,b`) as a list; None when not given."""
+    return [name.strip() for name in names.split(",") if name.strip()] if names else None
+
+
 def read_lines(path: str, what: str) -> list[str]:
     """The non-empty lines of a list file (classes, concepts, templates), or a one-line error naming the fix."""
     from pathlib import Path

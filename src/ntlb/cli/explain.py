@@ -17,7 +17,7 @@ from ..config.explaining import (
     PairConfig,
 )
 from ..errors import NtlbError
-from .common import add_command, load_adapter, print_notes, read_lines
+from .common import add_command, load_adapter, name_list, print_notes, read_lines
 from .fields import add_config, read_config
 
 
@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..tasks.explaining.files import compare_explainers
 
     config = read_config(CompareConfig, args)
-    methods = [m.strip() for m in config.explainers.split(",") if m.strip()] if config.explainers else None
+    methods = name_list(config.explainers)
     adapter = _adapter(args)
     data = compare_explainers(adapter, config.images, config.text, methods, config.out, config.logit_mode)
     for method, reason in data["skipped"].items():
