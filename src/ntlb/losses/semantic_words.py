@@ -106,9 +106,7 @@ def semantic_word_scores(explanation: Explanation, masks: Tensor, variant: str =
         per_word = (rows[..., None, :] * pair_masks).sum(dim=-1).clamp(min=0)
         return per_word.sum(dim=-1) / chosen.sum(dim=-1).clamp_min(1)
     if variant == "paper":
-        per_word = rows[..., None, :].masked_fill(~pair_masks, float("-inf")).amax(dim=-1)
-        per_word = per_word.masked_fill(~chosen, 0.0)
-        return per_word.sum(dim=-1) / chosen.sum(dim=-1).clamp_min(1)
+        return word_shares(explanation, masks, normalize).sum(dim=-1) / chosen.sum(dim=-1).clamp_min(1)
     weights = pair_masks.any(dim=-2).to(rows.dtype)  # 1 on the semantic words' tokens, 0 on the other words'
     spans = explanation.tokens.ids.new_zeros(explanation.tokens.ids.shape, dtype=torch.bool)
     for t, words in enumerate(explanation.tokens.words):

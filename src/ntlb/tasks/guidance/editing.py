@@ -132,7 +132,7 @@ def start_latent(generator: nn.Module, image: Tensor, invert_steps: int) -> Tens
     """z0: the generator's encoding of the image, or an optimised inversion where it has no encoder (a generator
     that reads only some pictures, world-render, refuses the others first: `check_picture`)."""
     if hasattr(generator, "check_picture"):
-        generator.check_picture(image)
+        return generator.encode(image)  # its encoder checks the picture first, and its refusal is the answer
     try:
         return generator.encode(image)
     except NtlbError:
@@ -254,8 +254,15 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     weight = config.expl_weight if config.method == "ntlb" else 0.0
     term = WordTerm(adapter, text, chosen, config.word_score, "max", config.explainer, "cosine")
 
+    if not weight:  # CLIP alone: no explanation is needed, only the text's embedding
+        with torch.no_grad():
+            text_embedding = adapter.encode_text(tokens.ids, tokens.eot).features
+
     def guidance(features: Tensor) -> tuple[Tensor, Tensor]:
-        """(cosine, semantic-word loss) of each view's features."""
+        """(cosine, semantic-word loss) of each view's features (the loss 0 when its weight is 0)."""
+        if not weight:
+            cosine = clip_scores(features, text_embedding, adapter.logit_scale, "cosine")[:, 0]
+            return cosine, torch.zeros_like(cosine)
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         return explanation.logits[:, 0], term(explanation, features)[:, 0]
 
