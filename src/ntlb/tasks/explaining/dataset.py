@@ -188,13 +188,18 @@ def write_shard(path: Path, tensors: dict) -> None:
     write_bytes_atomic(path, data)
 
 
-def read_shard(path: str | Path) -> dict:
-    """A shard's tensors (through the one checkpoint reader) and its image keys ("keys")."""
+def shard_keys(path: str | Path) -> list:
+    """A shard's image keys, from its metadata alone (no tensor is read)."""
     from safetensors import safe_open
 
-    tensors = read_checkpoint(path, what="dataset shard", fix="rerun the command that wrote it with a new --out")
     with safe_open(str(path), "pt") as file:
-        tensors["keys"] = json.loads(file.metadata()["keys"])
+        return json.loads(file.metadata()["keys"])
+
+
+def read_shard(path: str | Path) -> dict:
+    """A shard's tensors (through the one checkpoint reader) and its image keys ("keys")."""
+    tensors = read_checkpoint(path, what="dataset shard", fix="rerun the command that wrote it with a new --out")
+    tensors["keys"] = shard_keys(path)
     return tensors
 
 
@@ -274,7 +279,7 @@ def _index(out: Path, settings: DatasetSettings, units: list[Unit]) -> dict:
     shards = []
     for unit in units:
         path = shard_path(out, unit.index)
-        count = len(read_shard(path)["keys"])
+        count = len(shard_keys(path))  # the index needs only how many images each shard holds
         shards.append({"file": str(path.relative_to(out)), "images": count})
     return {"texts": [settings.template.format(t) for t in settings.texts], "shards": shards,
             "images": sum(s["images"] for s in shards),

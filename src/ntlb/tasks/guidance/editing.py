@@ -119,7 +119,7 @@ def word_report(adapter: ClipAdapter, images: Tensor, text: str, explainer: str 
             for b in range(images.shape[0])]
 
 
-def invert(generator: nn.Module, image: Tensor, steps: int = 300, lr: float = 0.05) -> Tensor:
+def invert(generator: nn.Module, image: Tensor, steps: int, lr: float = 0.05) -> Tensor:
     """A latent whose image matches `image` (L1), by optimisation: for generators without an encoder."""
     latent = generator.latent.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
