@@ -126,6 +126,42 @@ def test_word_term_reaches_the_image_only_through_the_second_order_graph():
 
 
 @pytest.mark.slow
+def test_deletion_term_runs_without_the_explainer_and_equals_its_path(tmp_path, monkeypatch):
+    """The "deletion" word score reads no relevance: a seeded world-render edit (float64, two lambdas) scores it
+    from the image features alone, never calls the word explainer, and gives the same per-step losses, final
+    latent and word scores as the path through the explainer (to float64 round-off)."""
+    from ntlb.tasks.guidance import editing
+
+    model = ntlb.load_model(dtype=torch.float64)
+    picture = Image.fromarray(render(random_scene(2 * 10**8 + 3, 1), 64)[0])
+    calls = []
+
+    def counting(*args, **kwargs):
+        explainer = word_explainer(*args, **kwargs)
+        return lambda *a, **k: calls.append(1) or explainer(*a, **k)
+
+    monkeypatch.setattr(editing, "word_explainer", counting)
+    runs = {}
+    for path, explains in (("features", False), ("explainer", True)):
+        monkeypatch.setattr(editing.WordTerm, "explains", property(lambda self, e=explains: e))
+        generator = create_generator("world-render", (64, 64), samples=2).double()
+        config = EditConfig(steps=3, expl_weight=2.0, snapshot_every=3)
+        result = edit(model, generator, picture, "a purple circle", tmp_path / path, config, progress=False)
+        history = torch.load(tmp_path / path / "checkpoint.pt", weights_only=False)["history"]
+        runs[path] = (result, history, generator.latent.detach().clone(), len(calls))
+    (fast, fast_history, fast_latent, fast_calls), (slow, slow_history, slow_latent, slow_calls) = \
+        runs["features"], runs["explainer"]
+    assert fast_calls == 0 and slow_calls == 3
+    assert [h["loss"] for h in fast_history] == pytest.approx([h["loss"] for h in slow_history], rel=1e-10)
+    assert [h["words"] for h in fast_history] == pytest.approx([h["words"] for h in slow_history], rel=1e-10)
+    assert abs(fast_history[0]["words"]) > 1e-3 and fast_history[0]["loss"] != fast_history[-1]["loss"]
+    # Adam divides by the gradient's size: round-off in gradients of ~1e-12 moves a latent by ~1e-10
+    torch.testing.assert_close(fast_latent, slow_latent, rtol=0, atol=1e-8)
+    assert [r["clip"] for r in fast["expl_weights"]] == pytest.approx([r["clip"] for r in slow["expl_weights"]])
+    assert float((fast_latent[1] - fast_latent[0]).abs().max()) > 1e-3  # the term moved the lambda = 2 latent
+
+
+@pytest.mark.slow
 def test_batched_lambda_sweep_equals_separate_runs(tmp_path, small_vqgan):
     config_path, weights = small_vqgan
     model = ntlb.load_model("ntlb-world", dtype=torch.float64)

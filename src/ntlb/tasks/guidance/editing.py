@@ -11,7 +11,9 @@ The automatic lambda (the paper's rule) runs lambda = 0, 0.5, ..., 3.5 and keeps
 the runs are independent, so they go as one optimisation over a batch of latents (one image encoding and one
 explainer call per step for all of them). The word term needs only the image's features (text attention does not
 see the image; the score reaches it through the features), so each step encodes the images once and the explainer
-takes their features, with `create_graph=True` so that the word term has a gradient to the image.
+takes their features, with `create_graph=True` so that the word term has a gradient to the image. A word score
+that reads no relevance (the default, "deletion") runs no explainer at all: the text's score and the scores of the
+text without each word come from the same features and the texts' features, one matrix product (`WordTerm.scores`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ...generators import l2_weight, picture_tensor
 from ...io import save_image_atomic, write_record
 from ...losses.semantic_words import (
     content_words,
+    deletion_word_scores,
     neglected_words,
     reference_word_shares,
     semantic_word_loss,
@@ -79,14 +82,15 @@ class WordTerm:
     """The semantic-word loss of one text as the guidance loops use it, with the inputs a grounded score needs
     beyond one explanation, computed once: "contrast", the words' shares on fixed reference world scenes;
     "deletion", the text features of the text without each word (each step then scores the images against them,
-    one matrix product, and appends those scores to the explanation's logits)."""
+    one matrix product). A score that reads no relevance ("deletion": `explains` is False) needs no explainer at
+    all: `scores` gives the text's score and the word term from the image features alone."""
 
     def __init__(self, adapter: ClipAdapter, text: str, words: list[str], variant: str, normalize: str,
                  explainer: str, logit_mode: str) -> None:
         tokens = prepare_texts(adapter, [text])
-        self.adapter, self.variant, self.normalize = adapter, variant, normalize
+        self.adapter, self.variant, self.normalize, self.logit_mode = adapter, variant, normalize, logit_mode
         self.masks = word_token_masks(tokens, [words])
-        self.reference = self.dropped = self.shortened = None
+        self.reference = self.dropped = self.texts = None
         if variant == "contrast":
             from ...world.datasets import reference_pictures
 
@@ -95,16 +99,36 @@ class WordTerm:
         if variant == "deletion":
             texts, self.dropped = without_words([text], [words], adapter.tokenizer)
             with torch.no_grad():
-                self.shortened = text_features(adapter, texts[1:]).detach()
+                self.texts = text_features(adapter, texts).detach()  # the text, then the text without each word
+
+    @property
+    def explains(self) -> bool:
+        """Whether the score reads an explanation's relevance (every score but "deletion")."""
+        return self.variant != "deletion"
+
+    def _logits(self, features: Tensor, texts: Tensor) -> Tensor:
+        return clip_scores(features, texts.to(features), self.adapter.logit_scale, self.logit_mode,
+                           self.adapter.logit_bias)
 
     def __call__(self, explanation: Explanation, features: Tensor) -> Tensor:
         """-score (B, K) of an explanation of the text (column 0) for images whose features are `features`."""
-        if self.shortened is not None:
-            extra = clip_scores(features, self.shortened.to(features), self.adapter.logit_scale,
-                                explanation.logit_mode, self.adapter.logit_bias)
+        if self.texts is not None:
+            extra = self._logits(features, self.texts[1:])
             explanation = replace(explanation, logits=torch.cat([explanation.logits, extra], dim=1))
         return semantic_word_loss(explanation, self.masks, self.variant, self.normalize, self.reference,
                                   self.dropped)
+
+    def scores(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """(the text's score (B,) in the term's logit mode, -word score (B,)) of images whose features are
+        `features`, without an explainer: for a term that does not `explains` (one matrix product)."""
+        if self.explains:
+            raise NtlbError(f"the '{self.variant}' word score reads relevance: it needs an explanation")
+        logits = self._logits(features, self.texts)  # (B, 1 + W)
+        cosine = logits / self.adapter.logit_scale if self.logit_mode == "scaled" else logits
+        slots = self.dropped[0].to(logits.device)
+        chosen = self.masks[0].to(logits.device).any(dim=-1) & (slots >= 0)
+        words = deletion_word_scores(cosine[:, 0], cosine[:, slots.clamp_min(0)], chosen)
+        return logits[:, 0], -words
 
 
 def _features(adapter: ClipAdapter, images: Tensor) -> Tensor:
@@ -195,9 +219,11 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         features = _features(adapter, images)
-        explanation = explainer(adapter, ImageFeatures(features), tokens)
-        clip = explanation.logits[:, 0]
-        words = term(explanation, features)[:, 0]
+        if term.explains:
+            explanation = explainer(adapter, ImageFeatures(features), tokens)
+            clip, words = explanation.logits[:, 0], term(explanation, features)[:, 0]
+        else:  # a score from the features alone: no explainer, no second-order graph
+            clip, words = term.scores(features)
         total = (1 - clip / adapter.logit_scale) + per_picture(lambdas, len(images)) * words  # 1 - cos
         keep = generator.keep_cost(generator.latent, z0) if hasattr(generator, "keep_cost") else \
             l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)  # the generator's own, or l2
@@ -263,6 +289,8 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
         if not weight:
             cosine = clip_scores(features, text_embedding, adapter.logit_scale, "cosine")[:, 0]
             return cosine, torch.zeros_like(cosine)
+        if not term.explains:  # a score from the features alone: no explainer
+            return term.scores(features)
         explanation = explainer(adapter, ImageFeatures(features), tokens)
         return explanation.logits[:, 0], term(explanation, features)[:, 0]
 
