@@ -2,10 +2,12 @@
 paper's Table 2 user study and of its supplementary compound-noun study.
 
     python benchmarks/editing_results.py [--scenes 20] [--steps 100] [--prompts 100] [--seeds 0 1] [--jobs 2]
-                                         [--generator world-render] [--expl-weight auto] [--quick]
+                                         [--generator world-render] [--expl-weight auto] [--sweep-samples 2]
+                                         [--quick]
 
 Editing (`ntlb.tasks.guidance.editing.edit`, the bundled world CLIP and --generator (world-render, the default, or
-world-vqgan), the automatic lambda sweep of 0, 0.5, ..., 3.5 in one batched run, or --expl-weight 0 alone): 4 prompt
+world-vqgan), the automatic lambda sweep of 0, 0.5, ..., 3.5 in one batched run (world-render drawing
+--sweep-samples pictures per lambda and step, 0: its own 8, the full sweep), or --expl-weight 0 alone): 4 prompt
 families on held-out scenes, as the paper's prompts change one attribute ("purple hair"), add a part ("a beard"),
 change two at once, or one object of two: colour ("a purple circle" for a red circle), shape ("a red star" for a red
 circle), two attributes ("a large blue circle" for a small red one), one object of a two-object scene ("a red circle
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ntlb.config.guidance import SWEEP_SAMPLES
 from ntlb.io import save_figure_atomic, write_json_atomic
 from ntlb.world.scene import COLOURS, SHAPES, Scene, SceneObject
 
@@ -97,13 +100,14 @@ def _edit(job: tuple) -> str:
     from ntlb.tasks.guidance.editing import EditConfig, edit
     from ntlb.world.scene import render
 
-    family, index, steps, folder, generator, weight = job
+    family, index, steps, folder, generator, weight, sweep_samples = job
     torch.set_num_threads(1)
     if not (Path(folder) / "metrics.json").is_file():
         case = edit_case(family, index)
         picture = Image.fromarray(render(case["scene"], SIZE)[0])
         result = edit(_world(), create_generator(generator, (SIZE, SIZE)), picture, case["text"], folder,
-                      EditConfig(steps=steps, snapshot_every=steps, expl_weight=weight), progress=False)
+                      EditConfig(steps=steps, snapshot_every=steps, expl_weight=weight, sweep_samples=sweep_samples),
+                      progress=False)
         _save_images(result["images"], Path(folder) / "images.pt")
     return folder
 
@@ -424,6 +428,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing.json"))
     parser.add_argument("--generator", default="world-render", help="world-render (default) or world-vqgan")
     parser.add_argument("--expl-weight", default="auto", help="'auto' (the sweep) or one lambda, run beside 0")
+    parser.add_argument("--sweep-samples", type=int, default=SWEEP_SAMPLES,
+                        help="world-render's pictures per lambda and step in the automatic sweep (0: its own 8, the "
+                             "full sweep)")
     parser.add_argument("--quick", action="store_true", help="2 scenes, 2 prompts, 1 seed, 1 target, 4 steps")
     args = parser.parse_args()
     if args.quick:
@@ -432,10 +439,12 @@ def main() -> None:
     cache = Path(args.cache) / args.generator / f"steps{args.steps}"
     results = {"settings": vars(args)}
     if "edit" in args.parts:
-        cases = {(family, i): cache / f"edit-{args.expl_weight}" / f"{family.replace(' ', '-')}-{i}"
+        runs = f"edit-{args.expl_weight}" + (f"-samples{args.sweep_samples}" if weight is None and args.sweep_samples
+                                            else "")  # the full sweep keeps the folder of the runs before the option
+        cases = {(family, i): cache / runs / f"{family.replace(' ', '-')}-{i}"
                  for family in FAMILIES for i in range(args.scenes)}
-        _pool(_edit, [(f, i, args.steps, str(folder), args.generator, weight) for (f, i), folder in cases.items()],
-              args.jobs, "edits")
+        _pool(_edit, [(f, i, args.steps, str(folder), args.generator, weight, args.sweep_samples)
+                      for (f, i), folder in cases.items()], args.jobs, "edits")
         rows, details = edit_table(cases, args.steps, cache)
         results["editing"] = rows
         results["editing_runs"] = details

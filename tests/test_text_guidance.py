@@ -161,6 +161,25 @@ def test_deletion_term_runs_without_the_explainer_and_equals_its_path(tmp_path, 
     assert float((fast_latent[1] - fast_latent[0]).abs().max()) > 1e-3  # the term moved the lambda = 2 latent
 
 
+def test_the_sweep_draws_sweep_samples_pictures_per_lambda(tmp_path, monkeypatch, world):
+    """world-render's automatic sweep draws `sweep_samples` pictures per lambda and step (8 lambdas x 2 = 16 by
+    default, 64 with 0: the generator's own 8); a fixed lambda keeps the generator's 8; 1 or less is refused."""
+    from ntlb.tasks.guidance import editing
+
+    seen = []
+    real = editing._features
+    monkeypatch.setattr(editing, "_features", lambda adapter, images: seen.append(len(images)) or real(adapter, images))
+    picture = Image.fromarray(render(random_scene(2 * 10**8 + 3, 1), 64)[0])
+    for name, options in (("default", {}), ("full", {"sweep_samples": 0}), ("fixed", {"expl_weight": 1.0})):
+        seen.clear()
+        edit(world, create_generator("world-render", (64, 64)), picture, "a purple circle", tmp_path / name,
+             EditConfig(steps=1, snapshot_every=1, **options), progress=False)
+        assert seen == [1, {"default": 16, "full": 64, "fixed": 16}[name]], name  # the input, then the step
+    for bad in (1, -1):
+        with pytest.raises(NtlbError, match="--sweep-samples"):
+            EditConfig(sweep_samples=bad)
+
+
 @pytest.mark.slow
 def test_batched_lambda_sweep_equals_separate_runs(tmp_path, small_vqgan):
     config_path, weights = small_vqgan

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)  # the paper's sweep
 GUIDANCE = ("ntlb", "clip")
+# world-render's pictures per lambda and step in the automatic sweep: 2 of its 8, so the 8 lambdas draw 16 pictures
+# a step against one run's 8 (the sweep <= 3x one run; docs/results-editing.md, section on world-render)
+SWEEP_SAMPLES = 2
 
 
 def word_scores() -> Choices:
@@ -86,6 +89,8 @@ class EditConfig:
                                        parse=parse_expl_weight, default_help="auto",
                                        app={"widget": "text", "label": "lambda of the word term (empty or "
                                                                        "'auto': the paper's sweep)"})
+    sweep_samples: int = option(SWEEP_SAMPLES, "pictures a sampling generator (world-render) draws per lambda and "
+                                "step in the automatic sweep; 0: the generator's own (8), the full sweep")
     word_score: str = option(WORD_SCORE_DEFAULT, WORD_SCORE, choices=word_scores())
     explainer: ExplainerSpec = explainer_option(help=WORD_EXPLAINER)
     seed: int = option(0, SEED)
@@ -98,6 +103,9 @@ class EditConfig:
         _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
         if self.expl_weight is not None and self.expl_weight < 0:
             raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
+        if self.sweep_samples < 0 or self.sweep_samples == 1:
+            raise NtlbError(f"--sweep-samples {self.sweep_samples}: use 0 (the generator's own) or at least 2 (the "
+                            "score-function baseline is the other samples' mean)")
         if (self.l2 is not None and self.l2 < 0) or self.identity_weight < 0:
             raise NtlbError("--l2 and --identity-weight must be >= 0")
 

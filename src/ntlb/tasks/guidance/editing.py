@@ -209,6 +209,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
     tokens = prepare_texts(adapter, [text])
     lambdas = torch.tensor(config.expl_weights(), device=adapter.device)
     z0 = start_latent(generator, original, config.invert_steps)
+    if config.expl_weight is None and config.sweep_samples and hasattr(generator, "samples"):
+        generator.samples = config.sweep_samples  # the sweep's cheaper estimate (EditConfig.sweep_samples)
     slots = generator.pin_for_edit(z0, text) if hasattr(generator, "pin_for_edit") else None
     generator.latent = nn.Parameter(z0.repeat(len(lambdas), *[1] * (z0.ndim - 1)))
     explainer = word_explainer(config.explainer, "scaled")
