@@ -10,11 +10,12 @@ divides by the model's own logit scale, so the term is 1 - cos for every CLIP (t
 The automatic lambda (the paper's rule) runs lambda = 0, 0.5, ..., 3.5 and keeps the result CLIP scores highest;
 the runs are independent, so they go as one optimisation over a batch of latents (one image encoding and one
 explainer call per step for all of them); a sampling generator (world-render) draws `EditConfig.sweep_samples`
-pictures per lambda in the sweep (2 of its 8: the sweep then costs about 2x one run, not 7x; 0 keeps its own). The word term needs only the image's features (text attention does not
-see the image; the score reaches it through the features), so each step encodes the images once and the explainer
-takes their features, with `create_graph=True` so that the word term has a gradient to the image. A word score
-that reads no relevance (the default, "deletion") runs no explainer at all: the text's score and the scores of the
-text without each word come from the same features and the texts' features, one matrix product (`WordTerm.scores`).
+pictures per lambda in the sweep (2 of its 8: the sweep then costs about 2x one run, not 7x; 0 keeps its own).
+The word term needs only the image's features (text attention does not see the image; the score reaches it through
+the features), so each step encodes the images once and the explainer takes their features, with
+`create_graph=True` so that the word term has a gradient to the image. A word score that reads no relevance (the
+default, "deletion") runs no explainer at all: the text's score and the scores of the text without each word come
+from the same features and the texts' features, one matrix product (`WordTerm.scores`).
 """
 
 from __future__ import annotations
