@@ -389,7 +389,7 @@ class WorldRender(nn.Module):
                 if not changed:
                     break
         self.latent.data.copy_(latent)
-        self.refined = {"passes": passes, "copies": copies, "seed": seed,
+        self.refined = {"refine": self.refine, "passes": passes, "copies": copies, "seed": seed,
                         "latents": [{"changes": changes[b], "loss_before": round(float(before[b]), 6),
                                      "loss_after": round(float(current[b]), 6)} for b in range(count)]}
         return self.refined
