@@ -151,7 +151,7 @@ def test_deletion_term_runs_without_the_explainer_and_equals_its_path(tmp_path, 
         runs[path] = (result, history, generator.latent.detach().clone(), len(calls))
     (fast, fast_history, fast_latent, fast_calls), (slow, slow_history, slow_latent, slow_calls) = \
         runs["features"], runs["explainer"]
-    assert fast_calls == 0 and slow_calls == 3
+    assert fast_calls == 0 and slow_calls >= 3  # one call a step (and the refinement's, where it runs)
     assert [h["loss"] for h in fast_history] == pytest.approx([h["loss"] for h in slow_history], rel=1e-10)
     assert [h["words"] for h in fast_history] == pytest.approx([h["words"] for h in slow_history], rel=1e-10)
     assert abs(fast_history[0]["words"]) > 1e-3 and fast_history[0]["loss"] != fast_history[-1]["loss"]
@@ -174,7 +174,7 @@ def test_the_sweep_draws_sweep_samples_pictures_per_lambda(tmp_path, monkeypatch
         seen.clear()
         edit(world, create_generator("world-render", (64, 64)), picture, "a purple circle", tmp_path / name,
              EditConfig(steps=1, snapshot_every=1, **options), progress=False)
-        assert seen == [1, {"default": 16, "full": 64, "fixed": 16}[name]], name  # the input, then the step
+        assert seen[:2] == [1, {"default": 16, "full": 64, "fixed": 16}[name]], name  # the input, then the step
     for bad in (1, -1):
         with pytest.raises(NtlbError, match="--sweep-samples"):
             EditConfig(sweep_samples=bad)
