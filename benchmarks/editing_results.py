@@ -3,6 +3,7 @@ paper's Table 2 user study and of its supplementary compound-noun study.
 
     python benchmarks/editing_results.py [--scenes 20] [--steps 100] [--prompts 100] [--seeds 0 1] [--jobs 2]
                                          [--generator world-render] [--expl-weight auto] [--quick]
+                                         [--families ...] [--word-scores paper deletion] [--figure-tag TAG]
 
 Editing (`ntlb.tasks.guidance.editing.edit`, the bundled world CLIP and --generator (world-render, the default, or
 world-vqgan), the automatic lambda sweep of 0, 0.5, ..., 3.5 in one batched run, or --expl-weight 0 alone): 4 prompt
@@ -14,8 +15,13 @@ object(s) (colour and shape; size from the box where named). Identity: what the 
 (the edited object's box IoU >= 0.5 with its original, or its centre within 6 px when the size changes; the other
 object still found in place; counted only where the requested object is found), the share where the edited object is
 still found as it was (old colour and shape, box IoU >= 0.5: the edit did not take), and the mean pixel change
-outside the edited object's box. Rows: lambda = 0 (StyleCLIP), ntlb with the automatic lambda, ntlb lambda = 1, and
-the subset where the automatic rule picked lambda != 0 (as the paper reports), all read from the same sweep.
+outside the edited object's box. Three more families where CLIP alone may fail on the world's own pictures: one
+object of three changed (the text names all three), two objects whose colours the text swaps (the pairs the bundled
+CLIP confuses most, SWAP_PAIRS; `--swap-pairs` prints how they were chosen) and one small object whose size, colour
+and shape all change. Rows: lambda = 0 (StyleCLIP), then per word score (--word-scores, one sweep each) ntlb with the
+automatic lambda, ntlb lambda = 1, and the subset where the automatic rule picked lambda != 0 (as the paper reports),
+all read from the same sweep (--expl-weight N: lambda = 0 and N of one run), and the cases each row edits correctly
+where lambda = 0 does not (and the reverse), paired by case.
 
 Multi-word generation (`generate_from_text`): two-object prompts "a {colour} {shape} and a {colour} {shape}" from
 random latents, CLIP alone against ntlb (--generation-rows: the default word score or a chosen one, at lambda 1 or
@@ -25,7 +31,8 @@ sees the target's colour with the source's shape.
 
 Runs go through worker processes (one thread each) and are cached per folder under --cache. Writes
 --out (docs/results-editing.json) and beside it results-editing-examples.png, results-generation-examples.png and
-results-blend-examples.png, and prints markdown tables.
+results-blend-examples.png (with --figure-tag TAG: results-editing-examples-TAG.png, ...), and prints markdown
+tables.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ SWAP_PAIRS = (("yellow", "square", "orange", "circle"), ("blue", "cross", "cyan"
               ("yellow", "diamond", "orange", "star"), ("yellow", "star", "orange", "triangle"),
               ("blue", "square", "cyan", "circle"), ("purple", "star", "pink", "cross"),
               ("yellow", "diamond", "orange", "triangle"), ("blue", "triangle", "cyan", "star"))
-SWAP_SELECTION_SEED = 2 * 10**8 + 97_900  # backgrounds of the selection scenes (none is a benchmark scene)
+SWAP_SELECTION_SEED = 2 * 10**8 + 98_000  # backgrounds of the selection scenes (none is a benchmark scene)
 
 
 def _a(words: str) -> str:
@@ -70,7 +77,7 @@ def _a(words: str) -> str:
 
 def _scene_seed(family: str, index: int) -> int:
     """The background seed of a benchmark scene: the four first families from 90,000, the others from 97,000 of the
-    test space (essence transfer uses 95,000-96,999, the colour-swap selection 97,900)."""
+    test space (essence transfer uses 95,000-96,999, the colour-swap selection 98,000-98,001)."""
     position = ALL_FAMILIES.index(family)
     if position < len(FAMILIES):
         return 2 * 10**8 + 90_000 + 1000 * position + index
