@@ -178,6 +178,44 @@ def binding_confusion(world, layouts: int = 2) -> list[tuple]:
     return sorted((float(m), *case) for m, case in zip(margins.tolist(), cases))
 
 
+def partial_scores(world, family: str, index: int) -> dict[str, float]:
+    """The bundled CLIP's scaled score of the case's text on the scene with part of the edit done: for "size +
+    colour + shape" every subset of C (colour), S (shape), Z (size; "-" the start, "CSZ" the true edit); for
+    "colour swap" the start, the true swap and both objects in either colour (the one-object steps between them).
+    Shows whether single changes lead towards the edit (a path the optimiser can follow)."""
+    import dataclasses
+    import itertools
+
+    import torch
+
+    from ntlb.models.features import image_features, text_features
+    from ntlb.world.scene import render
+
+    case = edit_case(family, index)
+    scene, objects = case["scene"], case["scene"].objects
+    variants = {}
+    if family == "size + colour + shape":
+        colour, shape = case["want"][0][0].split()
+        for subset in itertools.product((0, 1), repeat=3):
+            change = {**({"colour": colour} if subset[0] else {}), **({"shape": shape} if subset[1] else {}),
+                      **({"radius": 0.21, "size": "large"} if subset[2] else {})}
+            name = "".join(k for k, used in zip("CSZ", subset) if used) or "-"
+            variants[name] = [dataclasses.replace(objects[0], **change)]
+    elif family == "colour swap":
+        c1, c2 = (label.split()[0] for label, _ in case["want"])
+        for name, (x, y) in (("start", (c2, c1)), ("true", (c1, c2)), (f"both {c1}", (c1, c1)),
+                             (f"both {c2}", (c2, c2))):
+            variants[name] = [dataclasses.replace(objects[0], colour=x), dataclasses.replace(objects[1], colour=y)]
+    else:
+        raise ValueError(f"no partial edits for {family!r}")
+    pictures = torch.stack([torch.from_numpy(render(Scene(v, scene.seed, scene.style), SIZE)[0]).permute(2, 0, 1)
+                            for v in variants.values()]).float() / 255
+    with torch.no_grad():
+        scores = image_features(world, world.normalize(pictures).to(world.dtype)) @ \
+            text_features(world, [case["text"]]).T * world.logit_scale
+    return {name: round(float(v), 2) for name, v in zip(variants, scores[:, 0].tolist())}
+
+
 @functools.cache
 def _world():
     import ntlb
@@ -568,7 +606,15 @@ def main() -> None:
     parser.add_argument("--figure-tag", default="", help="appended to the figures' names (results-*-examples-TAG.png)")
     parser.add_argument("--swap-pairs", action="store_true",
                         help="only print the colour pairs the bundled CLIP confuses most (how SWAP_PAIRS was chosen)")
+    parser.add_argument("--partial", type=int, default=0,
+                        help="only print CLIP's score of partly done edits on this many cases of the colour-swap and "
+                             "size + colour + shape families (`partial_scores`)")
     args = parser.parse_args()
+    if args.partial:
+        for family in ("colour swap", "size + colour + shape"):
+            for index in range(args.partial):
+                print(family, index, edit_case(family, index)["text"], partial_scores(_world(), family, index))
+        return
     if args.swap_pairs:
         for margin, *case in binding_confusion(_world())[:20]:
             print(f"{margin:+.4f}  a {case[0]} {case[1]} and a {case[2]} {case[3]}")
