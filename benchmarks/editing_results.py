@@ -181,7 +181,8 @@ def binding_confusion(world, layouts: int = 2) -> list[tuple]:
 def partial_scores(world, family: str, index: int) -> dict[str, float]:
     """The bundled CLIP's scaled score of the case's text on the scene with part of the edit done: for "size +
     colour + shape" every subset of C (colour), S (shape), Z (size; "-" the start, "CSZ" the true edit); for
-    "colour swap" the start, the true swap and both objects in either colour (the one-object steps between them).
+    "colour swap" the start, the true swap and both objects in either colour (the one-object steps between them);
+    for "three objects" the start and the true edit.
     Shows whether single changes lead towards the edit (a path the optimiser can follow)."""
     import dataclasses
     import itertools
@@ -206,6 +207,11 @@ def partial_scores(world, family: str, index: int) -> dict[str, float]:
         for name, (x, y) in (("start", (c2, c1)), ("true", (c1, c2)), (f"both {c1}", (c1, c1)),
                              (f"both {c2}", (c2, c2))):
             variants[name] = [dataclasses.replace(objects[0], colour=x), dataclasses.replace(objects[1], colour=y)]
+    elif family == "three objects":
+        colour, shape = case["want"][case["edited"]][0].split()
+        edited = list(objects)
+        edited[case["edited"]] = dataclasses.replace(objects[case["edited"]], colour=colour, shape=shape)
+        variants = {"start": list(objects), "true": edited}
     else:
         raise ValueError(f"no partial edits for {family!r}")
     pictures = torch.stack([torch.from_numpy(render(Scene(v, scene.seed, scene.style), SIZE)[0]).permute(2, 0, 1)
@@ -607,11 +613,11 @@ def main() -> None:
     parser.add_argument("--swap-pairs", action="store_true",
                         help="only print the colour pairs the bundled CLIP confuses most (how SWAP_PAIRS was chosen)")
     parser.add_argument("--partial", type=int, default=0,
-                        help="only print CLIP's score of partly done edits on this many cases of the colour-swap and "
-                             "size + colour + shape families (`partial_scores`)")
+                        help="only print CLIP's score of partly done edits on this many cases of each family where "
+                             "CLIP alone may fail (`partial_scores`)")
     args = parser.parse_args()
     if args.partial:
-        for family in ("colour swap", "size + colour + shape"):
+        for family in HARD_FAMILIES:
             for index in range(args.partial):
                 print(family, index, edit_case(family, index)["text"], partial_scores(_world(), family, index))
         return
