@@ -47,6 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ntlb.config.guidance import WORD_SCORE_DEFAULT
+from ntlb.errors import NtlbError
 from ntlb.io import save_figure_atomic, write_json_atomic
 from ntlb.losses.semantic_words import WORD_SCORES
 from ntlb.world.scene import COLOURS, SHAPES, Scene, SceneObject
@@ -239,12 +240,16 @@ def _edit(job: tuple) -> str:
 
     family, index, steps, folder, generator, weight, score = job
     torch.set_num_threads(1)
-    if not (Path(folder) / "metrics.json").is_file():
+    if not (Path(folder) / "metrics.json").is_file() and not (Path(folder) / "refused.json").is_file():
         case = edit_case(family, index)
         picture = Image.fromarray(render(case["scene"], SIZE)[0])
-        result = edit(_world(), create_generator(generator, (SIZE, SIZE)), picture, case["text"], folder,
-                      EditConfig(steps=steps, snapshot_every=steps, expl_weight=weight, word_score=score),
-                      progress=False)
+        try:
+            result = edit(_world(), create_generator(generator, (SIZE, SIZE)), picture, case["text"], folder,
+                          EditConfig(steps=steps, snapshot_every=steps, expl_weight=weight, word_score=score),
+                          progress=False)
+        except NtlbError as error:  # the generator cannot read the scene (world-render's encoder): kept as refused
+            write_json_atomic(Path(folder) / "refused.json", {"error": str(error)})
+            return folder
         _save_images(result["images"], Path(folder) / "images.pt")
     return folder
 
@@ -303,13 +308,16 @@ def score_edit(case: dict, image, original, masks) -> dict:
 
 
 def edit_records(cases: dict) -> list[dict]:
-    """Per edit run (sweep): its case, lambdas, chosen lambda and each lambda's scores."""
+    """Per edit run (sweep): its case, lambdas, chosen lambda and each lambda's scores (cases the generator refused
+    to read are left out: `refused`)."""
     import torch
 
     from ntlb.world.scene import render
 
     records = []
     for (family, index), folder in cases.items():
+        if (folder / "refused.json").is_file():
+            continue
         case = edit_case(family, index)
         picture, masks = render(case["scene"], SIZE)
         original = torch.from_numpy(picture).permute(2, 0, 1).float() / 255
@@ -343,7 +351,9 @@ def edit_table(runs: dict[str, dict], families: tuple[str, ...]) -> tuple[dict, 
         rows[f"{score} auto, where it chose lambda != 0"] = _summary(changed, lambda r: r["chosen"], families)
     agree = {score: sum(a["scores"][a["lambdas"].index(0.0)] == b["scores"][b["lambdas"].index(0.0)]
                         for a, b in zip(first, scored)) for score, scored in records.items()}
-    return rows, {"records": records, "lambda0_agree": agree, "cases": len(first),
+    refused = [f"{family} {index}" for (family, index), folder in next(iter(runs.values())).items()
+               if (folder / "refused.json").is_file()]
+    return rows, {"records": records, "lambda0_agree": agree, "cases": len(first), "refused": refused,
                   "paired": paired_counts(records, families)}
 
 
@@ -498,8 +508,10 @@ def blend_table(cases: list[tuple], folders: list[Path]) -> dict:
 
 
 def examples_figure(cases: dict, families: tuple[str, ...], path: Path, label: str = "ntlb") -> None:
-    """Fig. 3 style: per family one scene (the first where lambda = 0 misses the requested objects, else the first),
-    its lambda = 0 edit and the automatic edit of `cases`' word score, each titled with what the detector found."""
+    """Fig. 3 style: per family one scene (the first where lambda = 0 and ntlb differ in quality, else the first where
+    lambda = 0 misses the requested objects, else the first), its lambda = 0 edit and ntlb's edit (the automatic
+    lambda, or the one lambda of --expl-weight N) with `cases`' word score, each titled with whether the detector
+    finds the edit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,7 +523,12 @@ def examples_figure(cases: dict, families: tuple[str, ...], path: Path, label: s
     fig, axes = plt.subplots(len(families), 3, figsize=(7, 2.4 * len(families)), squeeze=False)
     for row, family in enumerate(families):
         indices = [i for fam, i in cases if fam == family]
-        index = next((i for i in indices if not records[family, i]["scores"][0]["quality"]), indices[0])
+        quality = {i: [s["quality"] for s in records[family, i]["scores"]] if (family, i) in records else [True]
+                   for i in indices}  # (refused cases are never shown)
+        chosen = {i: records[family, i]["lambdas"].index(records[family, i]["chosen"]) for i in indices
+                  if (family, i) in records}
+        index = next((i for i in chosen if quality[i][0] != quality[i][chosen[i]]),
+                     next((i for i in chosen if not quality[i][0]), next(iter(chosen))))
         case, record, folder = edit_case(family, index), records[family, index], cases[family, index]
         images = _final_images(folder)
         chosen = record["lambdas"].index(record["chosen"])
@@ -653,6 +670,7 @@ def main() -> None:
                                               for v in cells.values()) + " |")
         print("\npaired by case against lambda = 0 (wins / losses):", json.dumps(details["paired"]))
         print("lambda = 0 identical across the sweeps:", details["lambda0_agree"], "of", details["cases"])
+        print("refused by the generator (left out):", details["refused"] or "none")
     if "generate" in args.parts:
         runs = {(row, text, tuple(labels), seed): cache / "generate" / _row_folder(row) / f"prompt{i}-seed{seed}"
                 for i, (text, labels) in enumerate(prompts(args.prompts)) for seed in args.seeds
