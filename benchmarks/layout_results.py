@@ -96,8 +96,27 @@ def detector_diagnostics(groups: dict[str, list[tuple[int, int, dict]]]) -> dict
         truth = [[(o["box"], "object") for o in r["objects"]] for _, _, r in runs]
         found = [[(d["box"], "object", d["score"]) for d in r["detections"]] for _, _, r in runs]
         report[folder] = {"detections_per_run": float(np.mean([len(r["detections"]) for _, _, r in runs])),
-                          "class_agnostic": detection_scores(truth, found)}
+                          "class_agnostic": detection_scores(truth, found),
+                          "per_object": per_object_counts([r for _, _, r in runs])}
     return report
+
+
+def per_object_counts(runs: list[dict]) -> dict[str, int]:
+    """Of the layouts' objects, how many have a detection in their box (IoU >= 0.5): any object, one of the asked
+    colour, one of the asked shape, one of both."""
+    from ntlb.metrics.boxes import box_iou
+
+    counts = {"objects": 0, "object": 0, "colour": 0, "shape": 0, "both": 0}
+    for run in runs:
+        for obj in run["objects"]:
+            colour, shape = obj["label"].split()
+            hits = [d["label"].split() for d in run["detections"] if box_iou(d["box"], obj["box"]) >= 0.5]
+            counts["objects"] += 1
+            counts["object"] += bool(hits)
+            counts["colour"] += any(c == colour for c, _ in hits)
+            counts["shape"] += any(s == shape for _, s in hits)
+            counts["both"] += any(c == colour and s == shape for c, s in hits)
+    return counts
 
 
 def examples_figure(cache: Path, layouts: list[int], seed: int, path: Path) -> None:
