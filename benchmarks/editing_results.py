@@ -204,6 +204,8 @@ def _summary(records: list[dict], pick) -> dict:
 GENERATION_ROWS = {  # row: (method, word score (None: the default), lambda); generation has no automatic lambda
     "clip": ("clip", None, 0.0), "ntlb": ("ntlb", None, 1.0),
     **{f"{score}-{weight:g}": ("ntlb", score, weight) for score in ("paper", "deletion") for weight in (1.0, 3.0)}}
+UNREFINED = "-unrefined"  # a row's suffix: world-render without its discrete refinement (refine=0)
+GENERATION_ROWS.update({row + UNREFINED: setting for row, setting in list(GENERATION_ROWS.items())})
 
 
 def _generate(job: tuple) -> str:
@@ -218,19 +220,21 @@ def _generate(job: tuple) -> str:
     if not (Path(folder) / "metrics.json").is_file():
         config = GenerateConfig(method=method, steps=steps, seed=seed, views=2, candidates=8, snapshot_every=steps,
                                 expl_weight=weight, **({"word_score": score} if score else {}))
-        generate_from_text(_world(), create_generator(generator, (SIZE, SIZE), seed=seed), text, folder, config,
-                           progress=False)
+        options = {"refine": 0} if row.endswith(UNREFINED) and generator == "world-render" else {}
+        generate_from_text(_world(), create_generator(generator, (SIZE, SIZE), seed=seed, **options), text, folder,
+                           config, progress=False)
     return folder
 
 
 def _row_folder(row: str) -> str:
     """The cache folder of a generation row, named by its word score (the default's may change)."""
     method, score, weight = GENERATION_ROWS[row]
+    suffix = UNREFINED if row.endswith(UNREFINED) else "-refined"  # world-render's rows (others ignore refine)
     if method == "clip":
-        return "clip"
+        return "clip" + suffix
     from ntlb.config.guidance import WORD_SCORE_DEFAULT
 
-    return f"{score or WORD_SCORE_DEFAULT}-{weight:g}"
+    return f"{score or WORD_SCORE_DEFAULT}-{weight:g}{suffix}"
 
 
 def prompts(count: int) -> list[tuple[str, list[str]]]:
@@ -252,14 +256,19 @@ def generation_table(runs: dict) -> dict:
     table = {}
     for method in dict.fromkeys(kind for kind, *_ in runs):
         both, any_one, words_before, words_after = [], [], [], []
-        for (kind, _text, labels, seed), folder in runs.items():
+        for (kind, text, labels, seed), folder in runs.items():
             if kind != method:
                 continue
             image = np.asarray(Image.open(folder / "image.png"), dtype=np.float32)
-            found = {d.label for d in WorldDetector()(image)}
-            both.append(all(label in found for label in labels))
-            any_one.append(any(label in found for label in labels))
+            detected = [d.label for d in WorldDetector()(image)]
+            both.append(all(label in detected for label in labels))
+            any_one.append(any(label in detected for label in labels))
             metrics = json.loads((folder / "metrics.json").read_text())
+            refined = (metrics.get("refinement") or {}).get("latents", [{}])[0]
+            table.setdefault(f"{method}_runs", []).append(  # per run, for pairing rows by prompt
+                {"text": text, "seed": seed, "both_found": both[-1], "one_found": any_one[-1], "detected": detected,
+                 "refinement_changes": [f"slot {c['slot']} {c['attribute']} {c['from']} -> {c['to']}"
+                                        for c in refined.get("changes", [])]})
             content = set(metrics["semantic_words"])
             words_before.append(np.mean([r for w, r in metrics["before"]["words"] if w in content]))
             words_after.append(np.mean([r for w, r in metrics["after"]["words"] if w in content]))
@@ -269,6 +278,7 @@ def generation_table(runs: dict) -> dict:
                          "content_word_relevance_after": float(np.mean(words_after))}
         by_seed = table.pop(f"{method}_by_seed")
         table[method]["both_found_std_over_seeds"] = float(np.std([np.mean(v) for v in by_seed.values()]))
+        table[method]["runs_detail"] = table.pop(f"{method}_runs")
     return table
 
 
@@ -418,7 +428,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--generation-rows", nargs="+", default=["clip", "ntlb"], choices=list(GENERATION_ROWS),
                         help="generation settings: clip (lambda = 0), ntlb (the default word score, lambda = 1), "
-                             "or a word score and lambda (paper-1, deletion-3, ...)")
+                             "or a word score and lambda (paper-1, deletion-3, ...); with -unrefined, world-render "
+                             "without its discrete refinement")
     parser.add_argument("--parts", nargs="+", default=["edit", "generate", "blend"])
     parser.add_argument("--cache", default=str(ROOT / "runs" / "editing-results"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing.json"))

@@ -29,8 +29,7 @@ def _generator(args: argparse.Namespace, adapter, seed: int):
 
     choice = read_config(GeneratorChoice, args)
     size = (choice.size, choice.size) if choice.size else None
-    return generator_for(adapter, choice.generator, size, seed,
-                         **(choice.options(choice.generator) if choice.generator else {}))
+    return generator_for(adapter, choice.generator, size, seed, choice.options)
 
 
 def _snapshots(config):

@@ -177,6 +177,9 @@ class GeneratorChoice:
     signed: bool = option(False, "--module's images are in [-1, 1], not [0, 1]")
     decay: float = option(1.0, "spectrum decay of the pixels generator: higher gives smoother, flatter colours "
                                "(1.5 suits the world's 64-pixel scenes)")
+    refine: int | None = option(None, "passes of world-render's discrete refinement after the optimisation: a "
+                                      "coordinate search over each object's colour, shape and presence on the "
+                                      "run's own loss (0: off)", default_help="world-render's own")
 
     def options(self, name: str) -> dict:
         """The factory options of the generator `name`."""
@@ -184,6 +187,8 @@ class GeneratorChoice:
             return {"config": self.vqgan_config, "checkpoint": self.vqgan_checkpoint}
         if name == "pixels":
             return {"decay": self.decay}
+        if name == "world-render" and self.refine is not None:
+            return {"refine": self.refine}
         if name == "module":
             shape = tuple(int(v) for v in self.latent_shape.split(",")) if self.latent_shape else None
             return {"path": self.module, "latent_shape": shape, "signed": self.signed}

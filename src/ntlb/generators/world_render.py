@@ -9,11 +9,16 @@ optimisation loop's score-function estimator) and paints them with the renderer'
 and angle get pathwise gradients through soft edges (a sigmoid of each shape rule's level set, half a pixel wide)
 under a straight-through estimator, so the forward picture is the hard rendering. Without gradients it draws the
 most likely scene, one per latent. `encode(image)` reads a world scene with the exact world detector.
+
+The optimisation's last stage (`refine_discrete`, called by `optimise`) is a coordinate search over the discrete
+choices of the most likely scene on the run's own loss: the sampled gradients of colour and shape are noisy, and a
+scene the loss prefers (a shape with the other colour) can lie one choice away from where Adam stops.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,18 +72,23 @@ def shape_level(shape: str, x: Tensor, y: Tensor, r: Tensor, angle: Tensor) -> T
 @GENERATORS.register("world-render")
 class WorldRender(nn.Module):
     """The world's renderer over `slots` object slots, drawing `samples` scenes per latent per step; `keep`
-    weighs the cost of moving or resizing an edited object (`keep_cost`)."""
+    weighs the cost of moving or resizing an edited object (`keep_cost`); `refine` passes of the discrete
+    refinement end each optimisation (`refine_discrete`; 0: off), each option scored on `copies` pictures."""
 
     def __init__(self, size: tuple[int, int] = (64, 64), seed: int = 0, slots: int = 4, samples: int = 8,
-                 keep: float = 0.05):
+                 keep: float = 0.05, refine: int = 2, copies: int = 4):
         super().__init__()
         if size[0] != size[1]:
             raise NtlbError(f"world-render draws square pictures, not {size[1]}x{size[0]}: give --size N")
         if slots < 1 or samples < 2:
             raise NtlbError("world-render needs at least 1 slot and 2 samples per step (the baseline of its "
                             "score-function gradient is the other samples' mean)")
+        if refine < 0 or copies < 1:
+            raise NtlbError(f"world-render refine={refine}, copies={copies}: give refine >= 0 passes (0: off) and "
+                            "copies >= 1")
         self.size = tuple(size)
-        self.slots, self.samples, self.keep = slots, samples, keep
+        self.slots, self.samples, self.keep, self.refine, self.copies = slots, samples, keep, refine, copies
+        self.refined: dict | None = None  # the record of the last `refine_discrete`
         self.register_buffer("palette", torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 255,
                              persistent=False)
         axis = (torch.arange(size[0], dtype=torch.float32) + 0.5) / size[0]  # pixel centres, as the renderer's
@@ -305,3 +315,114 @@ class WorldRender(nn.Module):
         cx0, cy0, _, _ = self.geometry(start.detach())
         present = (start[..., PRESENCE] > 0).float()
         return self.keep * (present * ((cx - cx0) ** 2 + (cy - cy0) ** 2) / 0.05**2).sum(-1)
+
+    # ---- the discrete refinement ---------------------------------------------------------------------------------
+    def refine_discrete(self, evaluate: Callable[[Tensor], Tensor], seed: int) -> dict:
+        """Coordinate search over the most likely scene's discrete choices, per latent, on `evaluate(images)`: the
+        run's own loss of pictures (N, 3, H, W), latent-major, `copies` per latent (a scalar where one latent
+        draws one picture), for the latents held in `self.latent` (which the loss may read). For each slot, one
+        attribute at a time -- for a drawn object its colour (every palette colour) and its shape (every shape),
+        then its presence (on / off) -- every option is scored with the others at their most likely values and
+        the lowest kept where it is strictly lower than the current choice (the latent's logits then make it the
+        most likely); `refine` passes, or fewer when a pass changes nothing. Pinned attributes (`pin_for_edit`)
+        stay. Every evaluation draws the same random numbers (the torch seed `seed` is set before each: common
+        random numbers, so options differ only by what they draw); a loss whose copies score alike (no random
+        draws) is evaluated on one picture per latent. So the search descends one deterministic function and
+        never raises it. Returns (and keeps in `refined`) the record: passes, copies, per latent the changes and
+        the loss before and after."""
+        latent = self.latent.detach().clone()
+        count = len(latent)
+        copies = self.copies
+
+        def score(candidate: Tensor, copies: int) -> Tensor:
+            self.latent.data.copy_(candidate)
+            with torch.no_grad():
+                images = self.image_of(candidate).repeat_interleave(copies, dim=0)
+            torch.manual_seed(seed)
+            with torch.enable_grad():  # an explainer inside the loss may differentiate
+                value = evaluate(images).detach().float()
+            if value.numel() not in (count, count * copies) and not (value.numel() == 1 and count == 1):
+                raise NtlbError(f"the refinement needs one loss per latent or per picture, got shape "
+                                f"{tuple(value.shape)} for {count} latents x {copies} pictures")
+            return value.reshape(count, -1)
+
+        with torch.random.fork_rng(devices=[]):
+            first = score(latent, copies)
+            if copies > 1 and bool((first - first[:, :1]).abs().max() <= 1e-6 * (1 + first.abs().max())):
+                copies = 1  # the loss draws nothing at random: one picture per latent says all
+            current = first.mean(dim=1)
+            before = current.clone()
+            changes: list[list[dict]] = [[] for _ in range(count)]
+            passes = 0
+            for _ in range(self.refine):
+                passes += 1
+                changed = False
+                for slot in range(self.slots):
+                    for attribute in ("colour", "shape", "presence"):
+                        span = _SPANS[attribute]
+                        if bool(self.pinned[slot, span].any()):
+                            continue
+                        slots = latent[:, : self.slots * SLOT].reshape(count, self.slots, SLOT)
+                        drawn = slots[:, slot, PRESENCE] > 0
+                        if attribute != "presence" and not bool(drawn.any()):
+                            continue  # the colour and shape of an empty slot draw nothing
+                        now = drawn.long() if attribute == "presence" else slots[:, slot, span].argmax(-1)
+                        best, best_option = current.clone(), now.clone()
+                        for option in range(span.stop - span.start):
+                            if bool((now == option).all()):
+                                continue
+                            value = score(_choose(latent, self.slots, slot, attribute, option), copies).mean(dim=1)
+                            better = (value < best) & (now != option)
+                            if attribute != "presence":
+                                better &= drawn  # an empty slot's colour and shape change nothing
+                            best = torch.where(better, value, best)
+                            best_option = torch.where(better, torch.full_like(now, option), best_option)
+                        for b in torch.nonzero(best_option != now)[:, 0].tolist():
+                            latent[b] = _choose(latent[b : b + 1], self.slots, slot, attribute,
+                                                int(best_option[b]))[0]
+                            changes[b].append({"slot": slot, "attribute": attribute,
+                                               "from": _option_name(attribute, int(now[b])),
+                                               "to": _option_name(attribute, int(best_option[b])),
+                                               "loss": round(float(best[b]), 6)})
+                            changed = True
+                        current = best
+                if not changed:
+                    break
+        self.latent.data.copy_(latent)
+        self.refined = {"refine": self.refine, "passes": passes, "copies": copies, "seed": seed,
+                        "latents": [{"changes": changes[b], "loss_before": round(float(before[b]), 6),
+                                     "loss_after": round(float(current[b]), 6)} for b in range(count)]}
+        return self.refined
+
+
+_SPANS = {"presence": slice(PRESENCE, PRESENCE + 1), "colour": slice(0, N_COLOURS),
+          "shape": slice(N_COLOURS, CENTRE)}
+
+
+def _option_name(attribute: str, option: int) -> str:
+    return ("off", "on")[option] if attribute == "presence" else \
+        list(COLOURS)[option] if attribute == "colour" else SHAPES[option]
+
+
+def _choose(latent: Tensor, slots: int, slot: int, attribute: str, option: int) -> Tensor:
+    """Latents (B, D) whose most likely `attribute` of `slot` is `option`: presence by the sign of its logit (its
+    size kept), colour and shape by swapping the chosen option's logit with the most likely one's (the confidence
+    kept)."""
+    latent = latent.clone()
+    view = latent[:, : slots * SLOT].reshape(len(latent), slots, SLOT)[:, slot]  # a view: writes reach latent
+    if attribute == "presence":
+        size = view[:, PRESENCE].abs().clamp(min=0.5)
+        view[:, PRESENCE] = size if option else -size
+        return latent
+    span = _SPANS[attribute]
+    logits = view[:, span]
+    top = logits.argmax(-1)
+    rows = torch.arange(len(latent), device=latent.device)
+    chosen, highest = logits[rows, option].clone(), logits[rows, top].clone()
+    logits[rows, top], logits[rows, option] = chosen, highest
+    rest = logits.clone()
+    rest[rows, option] = -torch.inf
+    tied = rest.max(-1).values >= logits[rows, option]  # another option as likely: make the chosen one the top
+    logits[rows, option] = torch.where(tied, rest.max(-1).values + 0.1, logits[rows, option])
+    view[:, span] = logits
+    return latent

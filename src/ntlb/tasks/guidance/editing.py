@@ -231,7 +231,8 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
                "before": before, "after": after[best],
                "expl_weights": [{"expl_weight": float(value), **report}
                                 for value, report in zip(lambdas.tolist(), after)],
-               "final_loss": history[-1]["loss"] if history else None}
+               "final_loss": history[-1]["loss"] if history else None,
+               "refinement": getattr(generator, "refined", None)}  # what the discrete refinement changed, per lambda
     metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 
@@ -284,7 +285,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
     save_image_atomic(out / "image.png", to_picture(images))
     before, after = word_report(adapter, torch.cat([start, images]), text, config.explainer)
     metrics = {"text": text, "method": config.method, "semantic_words": chosen, "before": before, "after": after,
-               "world_detector": found_objects(images[0], text)}
+               "world_detector": found_objects(images[0], text), "refinement": getattr(generator, "refined", None)}
     metrics = write_record(out / "metrics.json", metrics, adapter, settings)
     return {**metrics, "images": images.detach()}
 

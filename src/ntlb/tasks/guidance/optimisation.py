@@ -27,15 +27,17 @@ def default_generator(adapter, size: tuple[int, int]) -> str:
 
 
 def generator_for(adapter, name: str | None = None, size: tuple[int, int] | None = None, seed: int = 0,
-                  **options) -> tuple[str, nn.Module]:
+                  options_of: Callable[[str], dict] | None = None, **options) -> tuple[str, nn.Module]:
     """(name, generator) on the model's device: `name` (default: `default_generator`) at `size` (default: 64 x 64
-    with the bundled world model, else the model's input size) -- what the editing, generation and blending
-    commands and the app build."""
+    with the bundled world model, else the model's input size), with `options_of(name)` (the chosen generator's
+    options: `GeneratorChoice.options`) and `options` -- what the editing, generation and blending commands and the
+    app build."""
     from ...generators import create_generator
     from ...models.loading import DEFAULT_MODEL
 
     size = tuple(size) if size else (64, 64) if adapter.name == DEFAULT_MODEL else tuple(adapter.preprocess_config.size)
     name = name or default_generator(adapter, size)
+    options = {**(options_of(name) if options_of else {}), **options}
     return name, create_generator(name, size, seed=seed, **options).to(adapter.device)
 
 
@@ -84,7 +86,9 @@ def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, setti
              progress: bool = True) -> tuple[Tensor, list[dict]]:
     """Minimise `loss(generator(), step)` -> (value, parts) over the generator's trainable parameters; resumes
     from out/checkpoint.pt (refusing other settings). `value` is a scalar, or one loss per picture (what a sampling
-    generator needs: `surrogate`). Returns the final images and the per-step history."""
+    generator needs: `surrogate`). A generator with discrete choices and `refine` passes ends with its
+    `refine_discrete` on the same loss (world-render: a coordinate search over colours, shapes and presence, seeded
+    so a resumed run ends where an uninterrupted one does). Returns the final images and the per-step history."""
     out = Path(out)
     device = next(generator.parameters()).device
     optimizer = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr)
@@ -114,6 +118,8 @@ def optimise(generator: nn.Module, loss: Loss, out: str | Path, kind: str, setti
     with torch.random.fork_rng(devices=[]):
         run.loop(step, lambda: {"generator": trainable_state(generator), "optimizer": optimizer.state_dict(),
                                 "history": history}, every=snapshot_every, before_save=snapshot)
+    if getattr(generator, "refine", 0):  # the last stage: a discrete generator's search on the same loss (seeded)
+        generator.refine_discrete(lambda images: loss(images, steps)[0], seed * 100003 + steps)
     with torch.no_grad():
         images = generator()
     return images, history

@@ -160,7 +160,7 @@ def run_layout(adapter: ClipAdapter, layout: Layout, out: str | Path, config: La
     record = {"method": config.method, "explainer": str(config.explainer), "generator": generator, **options,
               "init_image": init_image is not None,
               "dice": config.dice, "seed": config.seed, "steps": config.steps, "detector": detector or "none",
-              **metrics}
+              "refinement": getattr(module, "refined", None), **metrics}
     settings = {**settings_of(config), "generator": generator, "generator_options": options, "detector": detector}
     return write_record(out / "metrics.json", record, adapter, settings)
 
