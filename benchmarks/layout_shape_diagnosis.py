@@ -8,7 +8,8 @@ final scene is re-rendered with each of the world's shapes in that object's slot
 colour) and the run's per-picture loss (`step_loss`: the paper's -sum_j lambda_j Dice_j - sum_j CLIP(image, t_j),
 the same augmentations for every shape) is evaluated on `draws` x `views` augmented views. Reported per box: the
 loss of the drawn (wrong) shape and of the asked shape, the rank of the asked shape among the six, and the same for
-the box's own terms (its Dice and its full-image cosine), plus the cosine of the box's text with the picture
+the box's own terms (its Dice and its full-image cosine), the share of single views on which the asked shape's loss
+is the lower (what a search on a few views sees), plus the cosine of the box's text with the picture
 blacked out outside the box (the masked baseline's score; not a term of the paper's loss). If the loss prefers
 the asked shape, the optimiser is what fails; if not, the loss does not see shape.
 """
@@ -73,7 +74,8 @@ def shape_terms(adapter, generator, latent: torch.Tensor, slot: int, layout, con
             losses.append((-(weights.to(d) * d).sum(1) - s.sum(1)).detach())
             dices.append(d.detach())
             cosines.append(s.detach())
-        result[shape] = {"loss": float(torch.cat(losses).mean()), "dice": torch.cat(dices).mean(0).tolist(),
+        result[shape] = {"loss": float(torch.cat(losses).mean()), "view_losses": torch.cat(losses).tolist(),
+                         "dice": torch.cat(dices).mean(0).tolist(),
                          "cosine": torch.cat(cosines).mean(0).tolist(), "masked_cosine": masked_scores.tolist(),
                          "image": image}
     return result
@@ -117,6 +119,9 @@ def diagnose(folder: Path, adapter, draws: int, views: int, iou: float = 0.5) ->
                      "asked_shape_rendered_and_found": any(d.label == obj["label"] and box_iou(d.box, obj["box"])
                                                            >= iou for d in asked),
                      "loss": {s: t["loss"] for s, t in terms.items()},
+                     "asked_wins_views": sum(a < b for a, b in zip(terms[shape]["view_losses"],
+                                                                  terms[drawn]["view_losses"]))
+                     / len(terms[shape]["view_losses"]),
                      "rank_loss": _rank({s: -t["loss"] for s, t in terms.items()}, shape),
                      **{f"rank_{key}": _rank({s: t[key][j] for s, t in terms.items()}, shape)
                         for key in ("dice", "cosine", "masked_cosine")},
@@ -145,7 +150,8 @@ def main() -> None:
         print(f"{row['run']} box {row['box']}: asked {row['asked']}, drawn {row['drawn']}: loss drawn "
               f"{loss[row['drawn'].split()[1]]:.4f} asked {loss[row['asked'].split()[1]]:.4f}; rank of the asked "
               f"shape (of 6) by loss {row['rank_loss']}, box Dice {row['rank_dice']}, cosine {row['rank_cosine']}, "
-              f"masked cosine {row['rank_masked_cosine']}")
+              f"masked cosine {row['rank_masked_cosine']}; the asked shape's loss is lower on "
+              f"{100 * row['asked_wins_views']:.0f}% of the views")
     if rows:
         n = len(rows)
         better = sum(r["loss"][r["asked"].split()[1]] < r["loss"][r["drawn"].split()[1]] for r in rows)
