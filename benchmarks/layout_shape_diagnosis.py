@@ -116,6 +116,7 @@ def diagnose(folder: Path, adapter, draws: int, views: int, iou: float = 0.5) ->
         for value in terms.values():
             value.pop("image", None)
         rows.append({"run": folder.name, "box": j, "asked": obj["label"], "drawn": f"{colour} {drawn}",
+                     "iou": box_iou(wrong[0]["box"], obj["box"]),
                      "asked_shape_rendered_and_found": any(d.label == obj["label"] and box_iou(d.box, obj["box"])
                                                            >= iou for d in asked),
                      "loss": {s: t["loss"] for s, t in terms.items()},
@@ -152,14 +153,25 @@ def main() -> None:
               f"shape (of 6) by loss {row['rank_loss']}, box Dice {row['rank_dice']}, cosine {row['rank_cosine']}, "
               f"masked cosine {row['rank_masked_cosine']}; the asked shape's loss is lower on "
               f"{100 * row['asked_wins_views']:.0f}% of the views")
+    summary = summarize(rows)
     if rows:
-        n = len(rows)
-        better = sum(r["loss"][r["asked"].split()[1]] < r["loss"][r["drawn"].split()[1]] for r in rows)
-        print(f"{n} boxes: the loss prefers the asked shape to the drawn one in {better}; "
-              + ", ".join(f"mean rank by {key[5:]} {sum(r[key] for r in rows) / n:.2f}"
-                          for key in ("rank_loss", "rank_dice", "rank_cosine", "rank_masked_cosine")))
+        print(f"{summary['boxes']} boxes: the loss prefers the asked shape to the drawn one in "
+              f"{summary['loss_prefers_asked']}; " + ", ".join(f"mean rank by {key} {value:.2f}"
+                                                             for key, value in summary["mean_rank"].items()))
     if args.out:
-        write_json_atomic(args.out, {"settings": vars(args), "boxes": rows})
+        write_json_atomic(args.out, {"settings": vars(args), "summary": summary, "boxes": rows})
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Over the boxes: how many, how many in the box at IoU >= 0.5, in how many the loss prefers the asked shape to
+    the drawn one, the mean rank of the asked shape by each term and the mean share of views preferring it."""
+    n = max(len(rows), 1)
+    return {"boxes": len(rows), "iou_at_least_half": sum(r["iou"] >= 0.5 for r in rows),
+            "loss_prefers_asked": sum(r["loss"][r["asked"].split()[1]] < r["loss"][r["drawn"].split()[1]]
+                                      for r in rows),
+            "mean_rank": {key: sum(r[f"rank_{key}"] for r in rows) / n
+                          for key in ("loss", "dice", "cosine", "masked_cosine")},
+            "asked_wins_views": sum(r["asked_wins_views"] for r in rows) / n}
 
 
 if __name__ == "__main__":
