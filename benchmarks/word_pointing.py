@@ -5,7 +5,8 @@ one caption per object explained by chefer2021, on held-out two-object scenes (d
 
 Writes docs/results-word-pointing.json and prints the table. The grounding check (does a word score rank a scene above
 the same scene with one word made false?) is benchmarks/word_grounding.py, for every explainer and word score.
-Why the word maps miss (references, read-outs, layers, where the mass sits): benchmarks/word_pointing_variants.py.
+Why the word maps miss (references, read-outs, layers, where the mass sits) and the maps of what each word adds to
+the score, by any image explainer: benchmarks/word_pointing_variants.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ntlb.io import write_json_atomic
 from ntlb_research.explainer_benchmark import word_pointing, word_pointing_table
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-VARIANT_KEYS = ("variants", "binding", "per_object_captions")
+VARIANT_KEYS = ("variants", "binding", "per_object_captions", "contribution")
 
 
 def main() -> None:

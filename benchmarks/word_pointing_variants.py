@@ -10,7 +10,9 @@ word under principled variants of the interactions (docs/results-explainers.md, 
   The positive part changes no argmax, so it is not a separate read-out here.
 
 Besides pointing (highest point in the own object) it reports whether the word's mean over its own object exceeds
-that over the other object ("own > other", chance 50%), whether the highest point lies on either object, and where
+that over the other object ("own > other", chance 50%), whether the highest point lies on either object, whether the
+map's highest cell (8 x 8 px on the bundled model) holds any pixel of its own object ("peak cell on own": bilinear
+upsampling peaks at a cell's centre, so pointing asks whether the object covers that centre), and where
 the interaction mass sits (the class-token column's share of the sum; the patch terms' |A| by row: <sot>, content
 words, filler words, <eot>). Select on one seed range, report on another:
 
@@ -19,7 +21,17 @@ words, filler words, <eot>). Select on one seed range, report on another:
 
 Merges its results into docs/results-word-pointing.json under "variants" / "offset N"; with --binding N, only
 the binding check (is the true caption above its colour-swapped twin?) under "binding"; with --per-object, only the
-interactions of one caption per object under "per_object_captions".
+interactions of one caption per object under "per_object_captions"; with --contribution METHOD..., only the
+maps of what each word adds to the score (below) under "contribution" / "offset N".
+
+**What a word adds** (--contribution): s(I, T) - s(I, T without the word) = scale <f(I)/|f(I)|, v> with v the
+difference of the two normalised text features, a linear functional of the normalised image feature; an image
+explainer run against the direction v (`TextFeatures`) maps it in one explanation per word. Read-outs per method:
+"contribution" (against v, the score difference itself: the logits rescaled by |v|), "contribution, unit
+direction" (against v / |v|, as `TextFeatures` scores by default; the same map up to scale for explainers linear in
+the score, not for chefer2021, whose rule multiplies gradient-weighted attentions over layers), "difference of
+maps" (max(map(T) - map(T without the word), 0)), "caption map" (map(T), one map for every word) and, the baseline,
+"object's own caption" (the map of "a {colour} {shape}" of the word's object, the same for its two words).
 """
 
 from __future__ import annotations
@@ -97,13 +109,16 @@ def score(maps: dict, words: list, masks: list) -> dict:
                 up = upsample(word_map[None].float(), tuple(masks[i].shape[-2:]))[0]
                 top = up.flatten().argmax()
                 own, other = masks[i][obj].bool(), masks[i][1 - obj].bool()
-                entry = tallies.setdefault(readout, {}).setdefault(role, [[], [], []])
+                cell = own.shape[-1] // word_map.shape[-1]  # one cell of the map's grid, in pixels
+                own_cells = F.max_pool2d(own[None, None].float(), cell)[0, 0].bool()  # cells holding some of it
+                entry = tallies.setdefault(readout, {}).setdefault(role, [[], [], [], []])
                 entry[0].append(bool(own.flatten()[top]))
                 entry[1].append(bool(up[own].mean() > up[other].mean()))
                 entry[2].append(bool((own | other).flatten()[top]))
-    return {readout: {role: {name: 100 * sum(v) / len(v) for name, v in zip(("pointing", "own_gt_other", "on_either"),
-                                                                        entry)} for role, entry in roles.items()}
-            for readout, roles in tallies.items()}
+                entry[3].append(bool(own_cells.flatten()[word_map.flatten().argmax()]))
+    names = ("pointing", "own_gt_other", "on_either", "peak_cell_on_own")
+    return {readout: {role: {name: 100 * sum(v) / len(v) for name, v in zip(names, entry)}
+                      for role, entry in roles.items()} for readout, roles in tallies.items()}
 
 
 def binding(world, offset: int, count: int) -> dict:
@@ -162,6 +177,81 @@ def per_object(world, offset: int, count: int, layers: list[int], steps: int, ru
     return results
 
 
+def contribution(world, offset: int, count: int, methods: list[str]) -> dict:
+    """Pointing of each colour and shape word's map of what it adds to the score (see the module docstring), per
+    explainer and read-out, on the word_pointing scenes from `offset`."""
+    from ntlb.explain import TextFeatures, create
+    from ntlb.losses.semantic_words import without_words
+    from ntlb.models.features import text_features
+
+    scenes = [random_scene(scene_seed("multi-test", offset + i), 2) for i in range(count)]
+    rendered = [render(scene, 64) for scene in scenes]
+    images = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image, _ in rendered])
+    masks = [torch.from_numpy(mask) for _, mask in rendered]
+    captions = [relate(scene, 0, 1, "and") for scene in scenes]
+    words = [[(w.text, w.role, w.obj) for w in caption.words] for caption in captions]
+    content = [[k for k, w in enumerate(ws) if w[1] in ROLES] for ws in words]
+    texts, index = without_words([c.text for c in captions], [[ws[k][0] for k in ks] for ws, ks in
+                                                            zip(words, content)], world.tokenizer)
+    owner = [i for i, ks in enumerate(content) for _ in ks]  # the scene of each shortened text
+    pixels = world.normalize(images).to(world.dtype)
+    with torch.no_grad():
+        features = text_features(world, texts).double()
+    directions = features[owner] - features[index[index >= 0].tolist()]  # v: T minus T without the word
+    norms = directions.norm(dim=-1)
+    objects = [f"a {o.colour} {o.shape}" for scene in scenes for o in scene.objects[:2]]  # one caption per object
+    results: dict = {"scenes": count, "offset": offset}
+    for method in methods:
+        explainer = create(method, chunk_size=None)
+        started = time.perf_counter()
+        with torch.no_grad():
+            full = explainer(world, pixels, [c.text for c in captions], pairs="diagonal").image[:, 0].double()
+            without = explainer(world, pixels[owner], texts[len(captions):], pairs="diagonal").image[:, 0].double()
+            unit = explainer(world, pixels[owner], TextFeatures(directions.to(world.dtype)),
+                             pairs="diagonal").image[:, 0].double()
+            exact = scaled_scores(explainer, norms)(world, pixels[owner], TextFeatures(directions.to(world.dtype)),
+                                                   pairs="diagonal").image[:, 0].double()
+            alone = explainer(world, pixels.repeat_interleave(2, 0), objects, pairs="diagonal").image[:, 0].double()
+        maps: list[dict] = [{} for _ in scenes]
+        row = 0
+        for i, ks in enumerate(content):
+            for name in ("contribution", "contribution, unit direction", "difference of maps", "caption map",
+                         "object's own caption"):
+                maps[i].setdefault(name, {})
+            for k in ks:
+                maps[i]["contribution"][k] = exact[row]
+                maps[i]["contribution, unit direction"][k] = unit[row]
+                maps[i]["difference of maps"][k] = (full[i] - without[row]).clamp(min=0)
+                maps[i]["caption map"][k] = full[i]
+                maps[i]["object's own caption"][k] = alone[2 * i + words[i][k][2]]
+                row += 1
+        results[method] = score(maps, words, masks) | {"seconds": time.perf_counter() - started}
+        for size in ("small", "large"):  # the contribution's pointing by the size of the word's object
+            chosen = [{"contribution": {k: m for k, m in per_word["contribution"].items()
+                                        if scenes[i].objects[words[i][k][2]].size == size}}
+                      for i, per_word in enumerate(maps)]
+            results[method][f"contribution, {size} objects"] = score(chosen, words, masks)["contribution"]
+        print(f"{method}:", json.dumps(results[method]), flush=True)
+    return results
+
+
+def scaled_scores(explainer, scale: torch.Tensor):
+    """A copy of a gradient explainer whose explained score of text column t is multiplied by scale[t]: with
+    `TextFeatures(v)`, which scores against v / |v|, and scale = |v|, the score explained is s <f / |f|, v> itself.
+    (Explainers that score on their own, as decomposition, legrad and occlusion do, keep v / |v|: their maps are
+    linear or min-max scaled in the score, so only the scale differs.)"""
+
+    class Scaled(type(explainer)):
+        def encode(self, adapter, inputs, pairs, differentiable):
+            batch = super().encode(adapter, inputs, pairs, differentiable)
+            batch.logits = batch.logits * scale.to(batch.logits)[None, :]
+            return batch
+
+    scaled = Scaled.__new__(Scaled)
+    scaled.__dict__.update(explainer.__dict__)
+    return scaled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offset", type=int, default=7 * 10**6, help="first scene of the 'multi-test' seed space")
@@ -176,10 +266,17 @@ def main() -> None:
                         help="only the binding check on this many scenes from --offset (forward passes)")
     parser.add_argument("--per-object", action="store_true",
                         help="only one caption per object ('a {colour} {shape}'), --count scenes from --offset")
+    parser.add_argument("--contribution", nargs="+", default=[],
+                        help="only the maps of what each word adds to the score, by these explainers")
     args = parser.parse_args()
     world = ntlb.load_model(device=args.device)
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.exists() else {}
+    if args.contribution:
+        found = contribution(world, args.offset, args.count, args.contribution)
+        existing.setdefault("contribution", {})[f"offset {args.offset}"] = found
+        write_json_atomic(out, existing)
+        return
     if args.binding:
         existing["binding"] = binding(world, args.offset, args.binding)
         print("binding:", existing["binding"])

@@ -16,6 +16,7 @@ from ntlb.cli import build_parser, main
 from ntlb.cli.fields import dest_of, read_spec
 from ntlb.config import default_of
 from ntlb.config.explainer import ExplainerOptions
+from ntlb.errors import NtlbError
 from ntlb.explain import create
 from ntlb.explain.spec import ExplainerSpec
 
@@ -30,26 +31,58 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
             yield from _commands(sub, (*path, name))
 
 
+def _routing(parser: argparse.ArgumentParser) -> set[str]:
+    """The parsed names that say which command runs (command, world_command, ...)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {a.dest for a in subs} | {dest for a in subs for sub in a.choices.values() for dest in _routing(sub)}
+
+
 def _declared(parser: argparse.ArgumentParser) -> dict[str, dataclasses.Field]:
     """Each option's dest -> the config field that declared it."""
     return {dest_of(item): item for _, item in getattr(parser, "config_fields", [])}
 
 
+def _fewest_arguments(path: tuple[str, ...], parser: argparse.ArgumentParser) -> list[str]:
+    """The command line of a command with only what it requires: its positionals, then its required options."""
+    positionals, options = [], []
+    for action in parser._actions:
+        value = "1" if action.type in (int, float) else "x"
+        if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+            positionals.append(value)
+        elif action.required:
+            options += [action.option_strings[0], value]
+    return [*path, *positionals, *options]
+
+
 def test_every_option_of_every_command_is_a_config_field_with_its_default():
-    checked = 0
-    for path, parser in _commands(build_parser()):
-        declared = _declared(parser)
-        for action in parser._actions:
+    """Each option is declared by a config field, and what the command parses when the option is left out is that
+    field's default: nothing else sets a value (a parser's set_defaults, a second field of the same name on one
+    command, a string default converted by the option's type), and the command's configs equal the library's."""
+    from ntlb.cli.fields import read_config
+
+    parser, checked, built = build_parser(), 0, 0
+    for path, command in _commands(parser):
+        declared = _declared(command)
+        for action in command._actions:
             if isinstance(action, argparse._HelpAction) or action.default is argparse.SUPPRESS:
                 continue  # help, and the hidden old spellings (they set the same dest)
             assert action.dest in declared, f"ntlb {' '.join(path)}: {action.dest} is not declared by a config"
-            item = declared[action.dest]
-            expected = item.metadata["explainer"] if "explainer" in item.metadata else default_of(item)
+        parsed = vars(parser.parse_args(_fewest_arguments(path, command)))
+        unknown = set(parsed) - set(declared) - _routing(parser) - {"run", "out_kind"}  # what runs, its --out kind
+        assert not unknown, f"ntlb {' '.join(path)} sets {sorted(unknown)} that no config declares"
+        for config, item in getattr(command, "config_fields", []):
             if item.metadata.get("required") or item.metadata.get("positional"):
                 continue  # no default: the user gives it
-            assert action.default == expected, f"ntlb {' '.join(path)} {action.option_strings}"
+            expected = item.metadata["explainer"] if "explainer" in item.metadata else default_of(item)
+            assert parsed[dest_of(item)] == expected, f"ntlb {' '.join(path)}: {config.__name__}.{item.name}"
             checked += 1
-    assert checked > 150
+        for config in {config for config, item in getattr(command, "config_fields", [])} - {ExplainerOptions}:
+            if all(default_of(item) is not dataclasses.MISSING and not item.metadata.get("positional")
+                   and not item.metadata.get("required") for item in dataclasses.fields(config)):
+                made = read_config(config, argparse.Namespace(**parsed))
+                assert made == config(), f"ntlb {' '.join(path)}: {config.__name__}"
+                built += 1
+    assert checked > 150 and built > 30
 
 
 def test_each_command_builds_its_library_default_config():
@@ -159,3 +192,48 @@ def test_prompt_training_resumes_under_another_memory_budget(tmp_path, capsys, m
     resumed, reference = torch.load(prompts, weights_only=False), torch.load(straight, weights_only=False)
     assert "max_memory" not in resumed["settings"] and resumed["settings"] == reference["settings"]
     assert torch.allclose(resumed["ctx"], reference["ctx"], atol=1e-6)
+
+
+def test_snapshots_are_no_rarer_than_the_steps():
+    """One cadence rule for the commands and the app: every `snapshot_every` steps, but at least once by the end."""
+    from ntlb.config.guidance import BlendConfig, EditConfig, snapshots_within
+    from ntlb.config.layout import LayoutConfig
+
+    assert snapshots_within(EditConfig(steps=300, snapshot_every=50)).snapshot_every == 50
+    assert snapshots_within(EditConfig(steps=20, snapshot_every=50)).snapshot_every == 20
+    assert snapshots_within(BlendConfig(steps=7), every=3).snapshot_every == 3
+    assert snapshots_within(LayoutConfig(steps=60), every=60).snapshot_every == 60  # the app: once, at the end
+    assert snapshots_within(LayoutConfig(steps=60), every=0).snapshot_every == 1
+
+
+@pytest.mark.parametrize("config, field, value, message", [
+    ("guidance.EditConfig", "word_score", "median", "unknown word score 'median': use one of paper, .*deletion"),
+    ("guidance.GenerateConfig", "method", "both", "unknown guidance 'both': use one of ntlb, clip"),
+    ("layout.LayoutConfig", "dice", "other", "unknown dice 'other': use one of paper, released"),
+    ("layout.LayoutConfig", "method", "boxes", r"unknown loss 'boxes': use one of ntlb, masked, masked\+full"),
+    ("prompts.PromptConfig", "reduction", "max", "unknown reduction 'max': use one of released, paper, bounded"),
+])
+def test_a_config_refuses_a_value_outside_its_fields_choices(config, field, value, message):
+    """The choices a field declares (what the flag and the widget offer) are the check of a config made in code."""
+    from importlib import import_module
+
+    module, name = config.split(".")
+    made = getattr(import_module(f"ntlb.config.{module}"), name)
+    item = next(f for f in dataclasses.fields(made) if f.name == field)
+    assert value not in item.metadata["choices"] and all(
+        getattr(made(**{field: choice}), field) == choice for choice in item.metadata["choices"])
+    with pytest.raises(NtlbError, match=f"^{message}$"):
+        made(**{field: value})
+
+
+def test_help_names_the_library_defaults_it_does_not_restate():
+    """Defaults that live in the library (StyleCLIP's l2, the concepts' k and template) are read from it when a
+    help is shown: the help says the library's value."""
+    from ntlb.explain.concepts import CLASS_TEMPLATE, CONCEPTS_K
+    from ntlb.generators import STYLECLIP_L2
+
+    helps = {tuple(path): " ".join(command.format_help().split()) for path, command in _commands(build_parser())}
+    assert f"other generators use StyleCLIP's {STYLECLIP_L2})" in helps["edit",]
+    assert f"at most this many concepts (default: {CONCEPTS_K})" in helps["explain",]
+    assert f"(default: '{CLASS_TEMPLATE}')" in helps["explain",]
+    assert f"(default: '{CLASS_TEMPLATE}' for classes, '{{}}' for texts)" in helps["explain-dataset",]

@@ -296,17 +296,23 @@ def test_training_resumes_exactly(world_model, world_folders, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys):
+def test_prompt_cli_train_eval_explain(world_folders, tmp_path, capsys, monkeypatch):
+    import ntlb.tasks.prompting.training as training
+
     prompts = tmp_path / "p.pt"
     assert main(["prompt", "train", "--data", str(world_folders / "train"), "--shots", "1", "--ctx", "2",
                  "--epochs", "1", "--out", str(prompts)]) == 0
     settings, library = read_prompts(prompts)["settings"], settings_of(PromptConfig())
     for name in ("expl_weight", "score", "reduction", "also_minimize", "explainer", "position", "csc", "lr"):
         assert settings[name] == library[name], name  # the command's defaults are the library's
+    reads, read = [], training.read_checkpoint
+    monkeypatch.setattr(training, "read_checkpoint", lambda path, *a, **k: reads.append(path) or read(path, *a, **k))
     assert main(["prompt", "eval", "--prompts", str(prompts), "--data", str(world_folders / "test"),
                  str(world_folders / "subset")]) == 0
+    assert reads == [str(prompts)]  # the prompts file is read once (model, context vectors, recorded settings)
     results = {path.name: json.loads(path.read_text()) for path in (tmp_path / "p.eval").glob("*.json")}
     assert set(results) == {"test.json", "subset.json"}  # one file per dataset
+    assert all(result["settings"] == settings for result in results.values())
     assert results["test.json"]["classes"] == 6 and results["subset.json"]["classes"] == 2
     image = sorted((world_folders / "test" / "star").iterdir())[0]
     assert main(["prompt", "explain", "--prompts", str(prompts), str(image), "--label", "star",

@@ -260,12 +260,13 @@ def test_true_edit_beats_the_start_under_the_generators_l2(world):
 
 def test_generation_candidates_come_from_the_generators_bank(world):
     """`_best_start` ranks `candidates` latents drawn by `sample_latent` (world-vqgan: encoded world scenes): the
-    start it returns is the best-ranked of exactly those."""
+    start it returns is the best-ranked of exactly those (seed 1: the best is the second of four, clearly ahead, so
+    a start that skipped the ranking, or took the first or last drawn, fails)."""
     from ntlb.models.inputs import prepare_texts
     from ntlb.tasks.guidance.editing import GenerateConfig, _best_start
 
     generator = create_generator("world-vqgan", (64, 64))
-    config = GenerateConfig(candidates=4, seed=2)
+    config = GenerateConfig(candidates=4, seed=1)
     tokens = prepare_texts(world, ["a red circle and a blue square"])
     explainer = word_explainer("chefer2021", "cosine")
 
@@ -274,24 +275,35 @@ def test_generation_candidates_come_from_the_generators_bank(world):
         return logits, logits * 0
 
     start = _best_start(world, generator, guidance, 0.0, config)
-    drawn = torch.cat([generator.sample_latent(2 * 10007 + c) for c in range(4)])
+    drawn = torch.cat([generator.sample_latent(1 * 10007 + c) for c in range(4)])
     with torch.no_grad():
         features = world.encode_image(world.normalize(generator.image_of(drawn))).features
         scores = explainer(world, ImageFeatures(features), tokens).logits[:, 0]
-    torch.testing.assert_close(start, drawn[int(scores.argmax())][None])
+    best = int(scores.argmax())
+    assert best not in (0, 3) and scores[best] > scores.topk(2).values[1] + 0.05  # not first nor last, no near tie
+    torch.testing.assert_close(start, drawn[best][None])
+    assert not torch.equal(start, drawn[:1])
     bank = generator.bank.long()
     assert (generator.vqgan.nearest_codes(start)[0] == bank).flatten(1).all(dim=1).any()
 
 
 def test_edit_l2_default_is_the_generators(tmp_path, world):
-    """EditConfig's l2 None is resolved to the generator's own weight and recorded; a given l2 is kept."""
+    """EditConfig's l2 None is resolved to the generator's own weight, recorded, and is the weight the loss uses.
+    StyleCLIP's schedule gives step 0 a learning rate of 0, so step 1 starts at z0 too, where the l2 term and its
+    gradient are 0: the third step's loss is A + l2 ||z2 - z0||^2 with A and z2 the same for every l2. Runs with l2
+    0 and 0.01 give A and ||z2 - z0||^2, from which the default run's loss is computed by hand."""
     from ntlb.generators.vqgan import WORLD_VQGAN_L2
 
     picture = Image.fromarray(render(random_scene(3, 1), 64)[0])
-    for l2, expected in ((None, WORLD_VQGAN_L2), (0.01, 0.01)):
+    final = {}
+    for l2, expected in ((None, WORLD_VQGAN_L2), (0.0, 0.0), (0.01, 0.01)):
         generator = create_generator("world-vqgan", (64, 64))
-        config = EditConfig(steps=1, expl_weight=0.0, l2=l2, snapshot_every=1, explainer="attention")
+        config = EditConfig(steps=3, expl_weight=0.0, l2=l2, snapshot_every=3, explainer="attention")
         result = edit(world, generator, picture, "a red circle", tmp_path / str(l2), config, progress=False)
         assert result["settings"]["l2"] == expected
+        final[l2] = result["final_loss"]
+    distance = (final[0.01] - final[0.0]) / 0.01  # ||z2 - z0||^2
+    assert distance > 1.0  # the l2 term is large enough to tell the weights apart (StyleCLIP's 0.008 is 8x more)
+    assert final[None] == pytest.approx(final[0.0] + WORLD_VQGAN_L2 * distance, rel=1e-4)
     with pytest.raises(NtlbError, match="--l2 and --identity-weight must be >= 0"):
         EditConfig(l2=-1.0)

@@ -216,12 +216,17 @@ def test_world_render_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys,
 
 
 @pytest.mark.slow
-def test_generate_blend_and_layout_say_what_the_detector_finds(tmp_path, capsys):
+def test_generate_blend_and_layout_say_what_the_detector_finds(tmp_path, capsys, monkeypatch):
     """The default generator with the bundled model is world-render; each command prints and records, per asked
-    object, whether the world detector finds it; blend.png keeps a non-square source's aspect."""
+    object, whether the world detector finds it; blend.png keeps a non-square source's aspect (its cells: the
+    source and its result at 96 x 64, the target at 64 x 64, each labelled with what the detector finds)."""
     import json
 
+    import ntlb.viz.grid as grid
     from ntlb.cli import main
+
+    cells, draw = [], grid.picture_grid
+    monkeypatch.setattr(grid, "picture_grid", lambda shown, *a, **k: cells.extend(shown) or draw(shown, *a, **k))
 
     assert main(["generate", "--text", "a red star and a blue circle", "--steps", "2", "--candidates", "2",
                  "--out", str(tmp_path / "g")]) == 0
@@ -235,7 +240,29 @@ def test_generate_blend_and_layout_say_what_the_detector_finds(tmp_path, capsys)
     found = json.loads((tmp_path / "b" / "metrics.json").read_text())["world_detector"]
     assert sorted(found["target"]) == sorted(f"{o.colour} {o.shape}" for o in _separate_scene(4).objects)
     assert (tmp_path / "b" / "blend.png").is_file()
+    (source_cell, source_label), (result_cell, result_label), (target_cell, target_label) = cells
+    assert source_cell.size == result_cell.size == (96, 64) and target_cell.size == (64, 64)
+    assert np.array_equal(np.asarray(source_cell), np.asarray(Image.open(source).convert("RGB")))
+    assert np.array_equal(np.asarray(target_cell), np.asarray(Image.open(target).convert("RGB")))
+    assert not np.array_equal(np.asarray(result_cell), np.asarray(source_cell))  # the result row shows the result
+    from ntlb.generators import picture_tensor
+    from ntlb.world.detector import WorldDetector
+
+    seen = [d.label for d in WorldDetector()(picture_tensor(Image.open(source).convert("RGB"), (64, 64))[0])]
+    assert found["sources"] == [seen] and seen  # what the source row's label says, recomputed
+    for label, title, labels in ((source_label, "source 1", found["sources"][0]),
+                                 (result_label, "result 1", found["results"][0]), (target_label, "target",
+                                                                                   found["target"])):
+        assert label == f"{title}\nfinds: {', '.join(labels) or '-'}"
     assert main(["layout", "generate", "--world-seed", "3", "--steps", "2", "--views", "1",
                  "--out", str(tmp_path / "l")]) == 0
-    objects = json.loads((tmp_path / "l" / "metrics.json").read_text())["objects"]
-    assert all(isinstance(o["found"], bool) for o in objects) and "detector: " in capsys.readouterr().out
+    layout = json.loads((tmp_path / "l" / "metrics.json").read_text())
+    assert "detector: " in capsys.readouterr().out
+
+    def iou(a, b) -> float:
+        inner = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inner / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inner)
+
+    for row in layout["objects"]:  # found: a detection of its label in its box (IoU >= 0.5), recomputed
+        assert row["found"] is any(d["label"] == row["label"] and iou(d["box"], row["box"]) >= 0.5
+                                   for d in layout["detections"])

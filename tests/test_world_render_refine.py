@@ -61,14 +61,14 @@ def test_refinement_finds_the_known_best_colour_and_never_raises_the_loss():
     record = generator.refine_discrete(loss, seed=3)
     assert _colour(generator, 0, 0) == "cyan" and _colour(generator, 0, 1) == "green"
     assert generator.scenes(generator.latent)[0][0].shape == "circle"  # shape changes nothing here: kept
-    assert record["copies"] == 4  # the loss draws noise: every option is scored on 4 pictures
+    assert record["copies"] == 8  # the loss draws noise: every option is scored on 8 pictures
     change = record["latents"][0]
     assert [(c["slot"], c["attribute"], c["from"], c["to"]) for c in change["changes"]] == \
         [(0, "colour", "red", "cyan")]
 
-    def evaluated(latent):  # the loss as the refinement evaluates it: seeded, 4 copies, their mean
+    def evaluated(latent):  # the loss as the refinement evaluates it: seeded, 8 copies, their mean
         with torch.no_grad():
-            images = generator.image_of(latent).repeat_interleave(4, dim=0)
+            images = generator.image_of(latent).repeat_interleave(8, dim=0)
         torch.manual_seed(3)
         return float(loss(images).mean())
 
@@ -77,6 +77,23 @@ def test_refinement_finds_the_known_best_colour_and_never_raises_the_loss():
     assert change["loss_after"] == pytest.approx(after, abs=1e-5)
     assert after < before - 0.5  # red -> cyan at the first centre: a distance of about 1 less
     assert record["passes"] == 2  # the second pass changed nothing and ended the search
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_a_gain_within_the_noise_of_the_draws_is_not_taken(noise):
+    """A small gain (cyan at the first centre, 0.01 x its distance) under draws that weigh each option differently
+    (zero-mean noise times the pixel's red channel): taken without the noise, left within it."""
+    generator = _generator()
+
+    def loss(images):
+        pixel = _pixel(images, CENTRES[0])
+        return 0.01 * (pixel - PALETTE[list(COLOURS).index("cyan")]).norm(dim=1) \
+            + noise * (torch.rand(len(images)) - 0.5) * pixel[:, 0]
+
+    record = generator.refine_discrete(loss, seed=5)
+    assert _colour(generator, 0, 0) == ("red" if noise else "cyan")
+    assert record["copies"] == (8 if noise else 1)
+    assert len(generator.scenes(generator.latent)[0]) == 2  # nor is switching it off
 
 
 def test_a_deterministic_loss_is_scored_once_per_latent_and_presence_is_searched():

@@ -152,6 +152,16 @@ def interrupted_line(where: str, done: int, unit: str, kept: str = "") -> str:
     return f"interrupted {where} ({saved}): rerun the same command to {again}"
 
 
+def refuse_other_settings(held: dict, wanted: dict, holder: str, new: str) -> None:
+    """Refuse in one line, naming the settings that differ, to go on with a run (`holder`: "<path> holds a ... run")
+    made with other settings than `wanted`: a rerun never silently mixes two configurations (`new`: where else to
+    write, e.g. "a new output path")."""
+    if held != wanted:
+        changed = sorted(k for k in {*held, *wanted} if held.get(k) != wanted.get(k))
+        raise NtlbError(f"{holder} with other settings ({', '.join(changed)}): use {new}, or the same options to "
+                        "resume")
+
+
 class TrainingRun:
     """One long run: its loop (`loop`), checkpoint, progress bar, and resume and interruption lines.
 
@@ -179,11 +189,8 @@ class TrainingRun:
         if source is None or not source.is_file():
             return None
         state = read_checkpoint(source, self.kind, map_location, fix="use a new output path")
-        if state["settings"] != self.settings:
-            changed = sorted(k for k in {*state["settings"], *self.settings}
-                             if state["settings"].get(k) != self.settings.get(k))
-            raise NtlbError(f"{source} holds a {self.kind} run with other settings ({', '.join(changed)}): use a "
-                            "new output path, or the same options to resume")
+        refuse_other_settings(state["settings"], self.settings, f"{source} holds a {self.kind} run",
+                              "a new output path")
         self.saved = self.current = int(state["done"])
         if self.progress:
             if self.saved >= self.total:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
@@ -380,11 +379,11 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
     words = [[w.text for w in p.caption.words if w.role in ("colour", "shape")] for p in pairs]
     started = time.perf_counter()
     with torch.no_grad():
-        features = {side: F.normalize(encode_images(adapter, torch.stack(
-            [adapter.preprocess(getattr(p, side)) for p in pairs]).to(adapter.dtype)).float(), dim=-1)
+        features = {side: encode_images(adapter, torch.stack(  # normalised by the encoders
+            [adapter.preprocess(getattr(p, side)) for p in pairs]).to(adapter.dtype)).float()
             for side in ("right", "wrong")}
         shortened, index = without_words(texts, words, adapter.tokenizer)
-        text = F.normalize(encode_texts(adapter, shortened).float(), dim=-1)
+        text = encode_texts(adapter, shortened).float()
     cosine = {side: (f * text[: len(pairs)]).sum(-1) for side, f in features.items()}
     results["clip"] = _rate(cosine["right"], cosine["wrong"], kinds)
     if "deletion" in scores:

@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ntlb.config.world import VQGANTrainConfig
+from ntlb.config.world import GeneratorTrainResources, VQGANTrainConfig
 from ntlb.errors import NtlbError
 from ntlb.generators.vqgan import VQGAN, VQGAN_EXTRA, vqgan_config_text
-from ntlb.io import save_figure_atomic, write_bytes_atomic, write_text_atomic
+from ntlb.io import write_bytes_atomic, write_text_atomic
 from ntlb.training import TrainingRun, descend, read_checkpoint, warmup_cosine
 from ntlb.world.datasets import WorldScenes
+
+from .outputs import plot_losses, write_fp16_weights
 
 KIND = "world-vqgan"
 
@@ -58,26 +60,9 @@ def _restart_dead_codes(model: VQGAN, usage: torch.Tensor, latents: torch.Tensor
     return len(dead)
 
 
-def plot_generator_losses(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for key in ("l1", "codebook"):
-        values = torch.tensor([h[key] for h in history])
-        window = max(1, len(values) // 50)
-        smooth = values.unfold(0, window, 1).mean(dim=1) if len(values) >= window else values
-        ax.plot(range(window - 1, window - 1 + len(smooth)), smooth.tolist(), label=f"{key} (mean of {window})")
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.legend()
-    save_figure_atomic(fig, path)
-
-
-def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "cpu",
-                      max_minutes: float | None = None, checkpoint_every: int = 250, progress: bool = True) -> Path:
+def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = GeneratorTrainResources.device,
+                      max_minutes: float | None = None,
+                      checkpoint_every: int = GeneratorTrainResources.checkpoint_every, progress: bool = True) -> Path:
     """Train (or resume) the world VQGAN; returns the checkpoint path. Step s always sees scenes s*batch ..
     (s+1)*batch-1 of the clip-train seed space, so a resumed run continues exactly where it stopped."""
     out = Path(out)
@@ -146,14 +131,14 @@ def train_world_vqgan(out: str | Path, config: VQGANTrainConfig, device: str = "
                 "usage": usage, **extra}
 
     run.loop(step, state, every=checkpoint_every, max_minutes=max_minutes, data=batches,
-             before_save=lambda done: plot_generator_losses(history, out / "loss.png"))
+             before_save=lambda done: plot_losses({key: [h[key] for h in history] for key in ("l1", "codebook")},
+                                                  out / "loss.png"))
     return out / "checkpoint.pt"
 
 
 def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "world-vqgan") -> tuple[Path, Path]:
     """The checkpoint's model as (taming YAML config, fp16 safetensors weights) in `folder`: what ntlb ships, and
     what `--generator vqgan --vqgan-config --vqgan-checkpoint` (or taming's VQModel) reads."""
-    from safetensors.torch import save
 
     from ntlb.generators.vqgan import load_vqgan
 
@@ -161,8 +146,7 @@ def export_world_vqgan(checkpoint: str | Path, folder: str | Path, name: str = "
     settings = VQGANTrainConfig(**state["settings"])  # the architecture of the run
     folder = Path(folder)
     config = write_text_atomic(folder / f"{name}.yaml", vqgan_config_text(settings.params()))
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state["model"].items()}
-    weights = write_bytes_atomic(folder / f"{name}.safetensors", save(half))
+    weights = write_fp16_weights(state["model"], folder / f"{name}.safetensors")
     export_latent_bank(load_vqgan(config, weights), folder / f"{name}-bank.safetensors", size=settings.size)
     return config, weights
 

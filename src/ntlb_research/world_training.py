@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ntlb.config.world import WorldTrainConfig  # the one declaration of the command's settings
+from ntlb.config.world import LongRunResources, WorldTrainConfig  # the one declaration of the command's settings
 from ntlb.errors import NtlbError
-from ntlb.io import save_figure_atomic, write_bytes_atomic
-from ntlb.models.loading import CONFIG_DIR, load_model, read_state_dict
+from ntlb.models.loading import CONFIG_DIR, load_model
 from ntlb.training import TrainingRun, descend, read_checkpoint, warmup_cosine
 from ntlb.world.datasets import WorldCaptions
+
+from .outputs import plot_losses, write_fp16_weights
 
 DEFAULT_CONFIG = CONFIG_DIR / "ntlb-world.json"
 
@@ -32,28 +33,10 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
                   + torch.sum(-targets * logits.T.log_softmax(dim=1), dim=1).mean())
 
 
-def plot_losses(losses: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(losses, lw=0.6, alpha=0.5, label="step")
-    window = max(1, len(losses) // 50)
-    if len(losses) >= window:
-        smooth = torch.tensor(losses).unfold(0, window, 1).mean(dim=1)
-        ax.plot(range(window - 1, len(losses)), smooth.tolist(), lw=1.5, label=f"mean of {window}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("contrastive loss")
-    ax.set_yscale("log")
-    ax.legend()
-    save_figure_atomic(fig, path)
-
-
 def train(out: str | Path, steps: int = WorldTrainConfig.steps, batch_size: int = WorldTrainConfig.batch_size,
-          lr: float = WorldTrainConfig.lr, warmup: int = 150,
-          weight_decay: float = 0.05, checkpoint_every: int = 100, device: str = "cpu",
+          lr: float = WorldTrainConfig.lr, warmup: int = WorldTrainConfig.warmup,
+          weight_decay: float = WorldTrainConfig.weight_decay,
+          checkpoint_every: int = LongRunResources.checkpoint_every, device: str = LongRunResources.device,
           config: str | Path = DEFAULT_CONFIG, max_minutes: float | None = None,
           init: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or resume) a CLIP of `config` on world captions; returns the checkpoint path.
@@ -105,16 +88,10 @@ def train(out: str | Path, steps: int = WorldTrainConfig.steps, batch_size: int 
 
     run.loop(step, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses},
              every=checkpoint_every, max_minutes=max_minutes, data=batches,
-             before_save=lambda done: plot_losses(losses, out / "loss.png"))
+             before_save=lambda done: plot_losses({"": losses}, out / "loss.png", "contrastive loss", steps=True))
     return checkpoint
 
 
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """The model weights of a training checkpoint as an fp16 safetensors file (what the package ships)."""
-    from safetensors.torch import save
-
-    state = read_checkpoint(checkpoint, "world-clip")["model"]
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    write_bytes_atomic(path, save(half))
-    read_state_dict(path)  # checks the file reads back and is finite
-    return Path(path)
+    return write_fp16_weights(read_checkpoint(checkpoint, "world-clip")["model"], path)

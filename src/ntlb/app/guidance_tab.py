@@ -7,7 +7,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config.guidance import EditConfig, EditInputs, GenerateConfig, GenerateInputs, parse_expl_weight
+from ..config.guidance import (
+    EditConfig,
+    EditInputs,
+    GenerateConfig,
+    GenerateInputs,
+    parse_expl_weight,
+    snapshots_within,
+)
 from ..errors import NtlbError
 from .common import Session
 from .widgets import Widgets, number
@@ -35,8 +42,8 @@ def edit(session: Session, image, text: str, words: str, expl_weight: str, steps
 
     try:
         path, _ = session.inputs(image, text)
-        config = EditConfig(steps=number(steps), expl_weight=_expl_weight(expl_weight), seed=number(seed),
-                            snapshot_every=max(1, number(steps)))
+        config = snapshots_within(EditConfig(steps=number(steps), expl_weight=_expl_weight(expl_weight),
+                                             seed=number(seed)), every=number(steps))
         out = Path(path).parent / "edit"
         metrics = run_edit(session.adapter, _generator(session, config.seed), Image.open(path), text.strip(), out,
                            config, (words or "").split() or None)
@@ -53,8 +60,8 @@ def generate(session: Session, text: str, method: str, steps, seed):
     try:
         if not (text or "").strip():
             raise NtlbError("no text: write what the image should show")
-        config = GenerateConfig(method=method, steps=number(steps), seed=number(seed),
-                                snapshot_every=max(1, number(steps)))
+        config = snapshots_within(GenerateConfig(method=method, steps=number(steps), seed=number(seed)),
+                                  every=number(steps))
         out = session.folder() / "generate"
         metrics = generate_from_text(session.adapter, _generator(session, config.seed), text.strip(), out, config)
     except NtlbError as error:

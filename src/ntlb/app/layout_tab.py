@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config.guidance import GeneratorChoice
+from ..config.guidance import GeneratorChoice, snapshots_within
 from ..config.layout import LayoutConfig, LayoutInputs
 from ..errors import NtlbError
 from .common import Session
@@ -22,8 +22,8 @@ def layout(session: Session, world_seed, layout_file, method: str, explainer: st
             chosen, detector = random_world_layout(int(world_seed)), "world"
         else:
             raise NtlbError("no layout: give a world seed or upload a layout JSON")
-        config = LayoutConfig(method=method, steps=number(steps), views=number(views), seed=number(seed),
-                              snapshot_every=max(1, number(steps)), explainer=explainer)
+        config = snapshots_within(LayoutConfig(method=method, steps=number(steps), views=number(views),
+                                               seed=number(seed), explainer=explainer), every=number(steps))
         out = session.folder() / "layout"
         generator = default_generator(session.adapter, (chosen.height, chosen.width))
         metrics = run_layout(session.adapter, chosen, out, config, generator, GeneratorChoice().options(generator),

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import socket
 
-from ..config import ModelChoice
 from ..config.world import AppConfig
 from ..errors import NtlbError
-from .common import add_command, add_model_arguments, load_adapter
+from .common import add_command, add_model_arguments, model_adapter
 from .fields import add_config, read_config
 
 
@@ -31,9 +30,9 @@ def check_port(host: str, port: int) -> None:
 def cmd_app(args: argparse.Namespace) -> int:
     from ..app import serve
 
-    config, model = read_config(AppConfig, args), read_config(ModelChoice, args)
+    config = read_config(AppConfig, args)
     check_port(config.host, config.port)
-    adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
+    adapter = model_adapter(args)
     app = serve(adapter, config.host, config.port, config.preload, block=False)
     print(f"ntlb app on http://{config.host}:{config.port} with {adapter.name} (Ctrl-C stops it)")
     app.block_thread()

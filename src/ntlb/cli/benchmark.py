@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ModelChoice
 from ..config.world import BenchmarkConfig
-from .common import add_command, add_model_arguments, load_adapter, name_list
+from .common import add_command, add_model_arguments, model_adapter, name_list
 from .fields import add_config, read_config
 
 
 def cmd_explainers(args: argparse.Namespace) -> int:
     from ntlb_research.explainer_benchmark import run_explainer_benchmark
 
-    config, model = read_config(BenchmarkConfig, args), read_config(ModelChoice, args)
+    config = read_config(BenchmarkConfig, args)
     methods = name_list(config.explainers)
-    adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
+    adapter = model_adapter(args)
     results = run_explainer_benchmark(adapter, methods, config.count, config.out, grounding=config.grounding)
     print(results["tables"])
     print(f"wrote {config.out}/explainers.json, explainers.md, explainers.png")

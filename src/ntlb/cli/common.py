@@ -89,6 +89,17 @@ def load_adapter(model: str | None, pretrained: str | None, device: str, image_s
         return load_model(model, pretrained, device=device, image_size=image_size, tokenizer=tokenizer)
 
 
+def model_adapter(args: argparse.Namespace, device: str | None = None) -> ClipAdapter:
+    """The model a command's options choose (`ModelChoice`; a command without them loads the bundled model), on
+    `device` (default: the command's --device, else `Resources`' default)."""
+    from ..config import ModelChoice, Resources
+    from .fields import read_config
+
+    model = read_config(ModelChoice, args)
+    return load_adapter(model.model, model.pretrained, device or read_config(Resources, args).device,
+                        model.image_size, tokenizer=model.tokenizer)
+
+
 def print_notes(notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import ModelChoice
 from ..config.explaining import (
+    CLASSES_TOP_K,
     CompareConfig,
     DatasetInputs,
     DatasetResources,
@@ -17,14 +18,8 @@ from ..config.explaining import (
     PairConfig,
 )
 from ..errors import NtlbError
-from .common import add_command, load_adapter, name_list, print_notes, read_lines
+from .common import add_command, model_adapter, name_list, print_notes, read_lines
 from .fields import add_config, read_config
-
-
-def _adapter(args: argparse.Namespace, device: str | None = None):
-    model = read_config(ModelChoice, args)
-    return load_adapter(model.model, model.pretrained, device or args.device, model.image_size,
-                        tokenizer=model.tokenizer)
 
 
 def _explain_and_print(args: argparse.Namespace, config: ExplainConfig | DemoConfig, images: list,
@@ -34,7 +29,7 @@ def _explain_and_print(args: argparse.Namespace, config: ExplainConfig | DemoCon
     from ..viz import words_terminal
 
     resources = read_config(ExplainResources, args)
-    adapter = _adapter(args)
+    adapter = model_adapter(args)
     explainer = create(config.explainer, max_memory=resources.max_memory)
     data = explain_files(adapter, images, texts, explainer, config.out, resources.batch_size,
                          box=getattr(config, "box", None))
@@ -73,9 +68,9 @@ def _explain_concepts(args: argparse.Namespace, config: ExplainConfig, classes: 
         raise NtlbError("no classes: give --texts FILE (one class name per line) or --text CLASS, repeated")
     concepts = read_lines(config.concepts, "concept")
     resources = read_config(ExplainResources, args)
-    adapter = _adapter(args)
-    data = explain_concept_files(adapter, config.images, classes, concepts, config.out, k=config.k or 5,
-                                 template=config.template or "a photo of a {}.", method=config.explainer,
+    adapter = model_adapter(args)
+    data = explain_concept_files(adapter, config.images, classes, concepts, config.out, k=config.k,
+                                 template=config.template, method=config.explainer,
                                  max_memory=resources.max_memory)
     for record in data["images"]:
         parts = [f"{c['concept']} {c['contribution'] / record['score']:.0%}" for c in record["concepts"]]
@@ -100,7 +95,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     config = read_config(CompareConfig, args)
     methods = name_list(config.explainers)
-    adapter = _adapter(args)
+    adapter = model_adapter(args)
     data = compare_explainers(adapter, config.images, config.text, methods, config.out, config.logit_mode)
     for method, reason in data["skipped"].items():
         print(f"skipped {method}: {reason}")
@@ -160,7 +155,7 @@ def add_commands(commands) -> None:
                        "Render a two-object world scene and explain it with its captions and a wrong one.")
     add_config(demo, DemoConfig)
     add_config(demo, ExplainResources, skip=("workers", "device"))
-    demo.set_defaults(run=cmd_demo, model=None, pretrained=None, device="cpu", image_size=None, tokenizer=None)
+    demo.set_defaults(run=cmd_demo)
     add_dataset_command(commands)
     add_pair_command(commands)
 
@@ -170,7 +165,7 @@ def cmd_explain_pair(args: argparse.Namespace) -> int:
 
     config = read_config(PairConfig, args)
     resources = read_config(ExplainResources, args)
-    adapter = _adapter(args)
+    adapter = model_adapter(args)
     data = explain_pair_files(adapter, config.images[0], config.images[1:], config.explainer, config.out,
                               max_memory=resources.max_memory)
     for record in data["pairs"]:
@@ -192,6 +187,7 @@ def add_pair_command(commands) -> None:
 
 def cmd_explain_dataset(args: argparse.Namespace) -> int:
     from ..distributed import current_world, process_device
+    from ..explain.concepts import CLASS_TEMPLATE
     from ..tasks.explaining.dataset import dataset_units, explain_dataset
 
     inputs = read_config(DatasetInputs, args)
@@ -202,15 +198,15 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
         raise NtlbError("give either --classes FILE or --text, not both")
     texts, template = list(inputs.text), inputs.template or "{}"
     if inputs.classes:
-        texts, template = read_lines(inputs.classes, "class name"), inputs.template or "a photo of a {}."
+        texts, template = read_lines(inputs.classes, "class name"), inputs.template or CLASS_TEMPLATE
     elif not texts:
         _, names = dataset_units(args.data, args.shard_size)
-        texts, template = names or [], inputs.template or "a photo of a {}."
+        texts, template = names or [], inputs.template or CLASS_TEMPLATE
     top = inputs.top_k if inputs.top_k is not None else \
-        (min(5, len(texts)) if inputs.classes or not inputs.text else None)
+        (min(CLASSES_TOP_K, len(texts)) if inputs.classes or not inputs.text else None)
     settings = read_config(DatasetSettings, args, texts=texts, template=template, top_k=top, model=model.model,
                            pretrained=model.pretrained)
-    adapter = _adapter(args, process_device(resources.device, world))
+    adapter = model_adapter(args, process_device(resources.device, world))
     index = explain_dataset(adapter, settings, inputs.out, world, resources.batch_size, resources.workers,
                             resources.max_memory)
     if world.main:

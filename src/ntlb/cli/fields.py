@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ..config import default_of
+from ..config import LibraryText, default_of
 from ..config.explainer import ExplainerOptions
 from ..errors import NtlbError
 from .common import add_old_name
@@ -40,7 +40,9 @@ def _help(item: dataclasses.Field) -> str:
     text = item.metadata.get("help", "")
     if item.metadata.get("only"):
         text = f"{item.metadata['only']}: {text}"
-    if item.metadata.get("default_help"):
+    if isinstance(item.metadata.get("default_help"), LibraryText):
+        text += " (default: %(default_help)s)"  # the action's default_help, read from the library when shown
+    elif item.metadata.get("default_help"):
         text += f" (default: {item.metadata['default_help']})"
     return text
 
@@ -73,9 +75,10 @@ def _add(parser: argparse.ArgumentParser, item: dataclasses.Field, config: type)
     kwargs = _kwargs(item)
     if item.metadata.get("positional"):
         kwargs.pop("default", None)
-        parser.add_argument(item.name, **kwargs)
+        parser.add_argument(item.name, **kwargs).default_help = None
         return
-    parser.add_argument(flag_of(item), dest=dest_of(item), **kwargs)
+    action = parser.add_argument(flag_of(item), dest=dest_of(item), **kwargs)
+    action.default_help = item.metadata.get("default_help")
     for old in item.metadata.get("old", ()):
         add_old_name(parser, old, flag_of(item), choices=kwargs.get("choices"), type=kwargs.get("type"),
                      dest=dest_of(item))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ModelChoice
 from ..config.guidance import (
     BlendConfig,
     BlendInputs,
@@ -14,14 +13,10 @@ from ..config.guidance import (
     GenerateConfig,
     GenerateInputs,
     GeneratorChoice,
+    snapshots_within,
 )
-from .common import add_command, add_model_arguments, load_adapter, print_notes
+from .common import add_command, add_model_arguments, model_adapter, print_notes
 from .fields import add_config, read_config
-
-
-def _model(args: argparse.Namespace):
-    model = read_config(ModelChoice, args)
-    return load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
 
 
 def _generator(args: argparse.Namespace, adapter, seed: int):
@@ -32,21 +27,15 @@ def _generator(args: argparse.Namespace, adapter, seed: int):
     return generator_for(adapter, choice.generator, size, seed, choice.options)
 
 
-def _snapshots(config):
-    """The config with snapshots no rarer than its steps."""
-    config.snapshot_every = max(1, min(config.snapshot_every, config.steps))
-    return config
-
-
 def cmd_edit(args: argparse.Namespace) -> int:
     from ..io import load_image
     from ..tasks.explaining.files import model_notes
     from ..tasks.guidance.editing import edit
     from ..world.detector import found_line
 
-    config, inputs = _snapshots(read_config(EditConfig, args)), read_config(EditInputs, args)
+    config, inputs = snapshots_within(read_config(EditConfig, args)), read_config(EditInputs, args)
     picture = load_image(inputs.image)
-    adapter = _model(args)
+    adapter = model_adapter(args)
     name, generator = _generator(args, adapter, config.seed)
     print_notes(model_notes(adapter, [picture]) + [f"generator: {name}"])
     metrics = edit(adapter, generator, picture, inputs.text, inputs.out, config, inputs.words, inputs.neglected_only)
@@ -65,8 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..tasks.guidance.editing import generate_from_text
     from ..world.detector import found_line
 
-    config, inputs = _snapshots(read_config(GenerateConfig, args)), read_config(GenerateInputs, args)
-    adapter = _model(args)
+    config, inputs = snapshots_within(read_config(GenerateConfig, args)), read_config(GenerateInputs, args)
+    adapter = model_adapter(args)
     name, generator = _generator(args, adapter, config.seed)
     print_notes(model_notes(adapter) + [f"generator: {name}"])
     metrics = generate_from_text(adapter, generator, inputs.text, inputs.out, config, inputs.words)
@@ -81,10 +70,10 @@ def cmd_blend(args: argparse.Namespace) -> int:
     from ..io import load_image
     from ..tasks.guidance.blending import blend
 
-    config, inputs = _snapshots(read_config(BlendConfig, args)), read_config(BlendInputs, args)
+    config, inputs = snapshots_within(read_config(BlendConfig, args)), read_config(BlendInputs, args)
     sources = [load_image(path) for path in inputs.sources]
     target = load_image(inputs.target)
-    adapter = _model(args)
+    adapter = model_adapter(args)
     name, generator = _generator(args, adapter, config.seed)
     print_notes([f"generator: {name}"])
     metrics = blend(adapter, generator, sources, target, inputs.out, config)

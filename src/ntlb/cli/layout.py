@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ModelChoice
-from ..config.guidance import GeneratorChoice
+from ..config.guidance import GeneratorChoice, snapshots_within
 from ..config.layout import EvaluateInputs, LayoutConfig, LayoutInputs
 from ..errors import NtlbError
-from .common import add_command, add_model_arguments, load_adapter, print_notes
+from .common import add_command, add_model_arguments, model_adapter, print_notes
 from .fields import add_config, read_config
 
 
@@ -32,15 +31,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..tasks.guidance.optimisation import default_generator
     from ..tasks.layouts.generation import run_layout
 
-    inputs, choice, model = read_config(LayoutInputs, args), read_config(GeneratorChoice, args), \
-        read_config(ModelChoice, args)
+    inputs, choice = read_config(LayoutInputs, args), read_config(GeneratorChoice, args)
     layout = _layout(inputs)
-    config = read_config(LayoutConfig, args)
-    config.snapshot_every = max(1, min(config.snapshot_every, config.steps))
+    config = snapshots_within(read_config(LayoutConfig, args))
     detector = inputs.detector or ("world" if inputs.world_seed is not None else "none")
     detector_options = {"model": inputs.detector_model, "weights": inputs.detector_weights} \
         if detector == "torchvision" else {}
-    adapter = load_adapter(model.model, model.pretrained, args.device, tokenizer=model.tokenizer)
+    adapter = model_adapter(args)
     generator = choice.generator or default_generator(adapter, (layout.height, layout.width))
     print_notes(model_notes(adapter) + [f"generator: {generator}"])
     init_image = load_image(inputs.init_image) if inputs.init_image else None

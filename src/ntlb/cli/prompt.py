@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import ModelChoice
 from ..config.prompts import EvalInputs, PromptConfig, PromptExplainInputs, TrainInputs, TrainResources
-from .common import add_command, add_device_argument, add_model_arguments, load_adapter, print_notes
+from .common import add_command, add_device_argument, add_model_arguments, load_adapter, model_adapter, print_notes
 from .fields import add_config, read_config
 
 
@@ -23,8 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resources = read_config(TrainResources, args)
     data = read_image_folder(inputs.data, inputs.classnames)
     world = current_world(resources.device)
-    adapter = load_adapter(model.model, model.pretrained, process_device(resources.device, world),
-                           tokenizer=model.tokenizer)
+    adapter = model_adapter(args, process_device(resources.device, world))
     if world.main:
         print_notes(model_notes(adapter))
     out = train_prompts(adapter, data, inputs.out, config, workers=resources.workers,
@@ -40,12 +39,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_prompts(path: str, device: str):
+    """The model a prompts file was trained with, its learned prompts on it, and its settings (the file read once)."""
     from ..tasks.prompting.training import load_learner, read_prompts
 
-    settings = read_prompts(path)["settings"]
-    adapter = load_adapter(settings["model"], settings["pretrained"], device)
-    learner, _ = load_learner(adapter, path)
-    return adapter, learner
+    state = read_prompts(path)
+    adapter = load_adapter(state["settings"]["model"], state["settings"]["pretrained"], device)
+    learner, _ = load_learner(adapter, path, state)
+    return adapter, learner, state["settings"]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -55,8 +55,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     inputs = read_config(EvalInputs, args)
     out = check_output(inputs.out or Path(inputs.prompts).with_suffix(".eval"))
-    adapter, learner = _load_prompts(inputs.prompts, args.device)
-    results = evaluate_prompts(adapter, learner, inputs.data, out, inputs.prompts)
+    adapter, learner, settings = _load_prompts(inputs.prompts, args.device)
+    results = evaluate_prompts(adapter, learner, inputs.data, out, inputs.prompts, settings)
     print_notes(model_notes(adapter))
     for folder, result in results.items():
         print(f"{folder}: accuracy {100 * result['accuracy']:.2f}% ({result['images']} images, "
@@ -69,7 +69,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..viz import words_terminal
 
     inputs = read_config(PromptExplainInputs, args)
-    adapter, learner = _load_prompts(inputs.prompts, args.device)
+    adapter, learner, _ = _load_prompts(inputs.prompts, args.device)
     data = explain_prompt_files(adapter, learner, inputs.images, inputs.label, inputs.out)
     for record in data["pairs"]:
         print(f"{Path(record['image']).name} {record['class']} [{record['role']}] p={record['probability']:.2f} "

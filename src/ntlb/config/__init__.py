@@ -40,6 +40,20 @@ class Choices:
         return len(self.names)
 
 
+class LibraryText:
+    """A help's text naming a constant of the library (`ntlb.<module>.<name>`, written into `text`), read when the
+    help is shown rather than when declared: a help refers to the library's default instead of restating it, and
+    `ntlb --help` still imports no torch."""
+
+    def __init__(self, module: str, name: str, text: str = "{}"):
+        self.module, self.name, self.text = module, name, text
+
+    def __str__(self) -> str:
+        from importlib import import_module
+
+        return self.text.format(getattr(import_module(f"ntlb.{self.module}"), self.name))
+
+
 def library_names(module: str, name: str) -> Choices:
     """Choices read from `ntlb.<module>.<name>` (a sequence of names, or a registry) when first needed."""
 
@@ -58,8 +72,9 @@ def option(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any]
     meta (all optional): choices (a list or `Choices`), flag (the option's name when not the field's, e.g.
     "--ctx"), old (hidden old spellings that still work), positional, nargs, repeat (--text A --text B), metavar,
     required, parse (a function str -> value for argparse), default_help (what the help says the default is when
-    it is None), cli=False (a library-only setting: no flag), app (the widget's overrides: widget, label,
-    minimum, maximum, step, value - a value other than the default says why in `app_reason`).
+    it is None; a `LibraryText` when that is a library constant), cli=False (a library-only setting: no flag), app
+    (the widget's overrides: widget, label, minimum, maximum, step, value - a value other than the default says why
+    in `app_reason`).
     """
     metadata = {"help": help, **meta}
     if factory is not None:
@@ -82,6 +97,19 @@ def default_of(item: dataclasses.Field) -> Any:
     if item.default_factory is not MISSING:
         return item.default_factory()
     return item.default
+
+
+def check_choices(config: Any) -> None:
+    """Refuse, in one line naming them, a value outside its field's declared choices (the same choices the command
+    line and the app offer), so a config made in code is checked as a parsed one is."""
+    from ..errors import NtlbError
+
+    for item in dataclasses.fields(config):
+        choices, value = item.metadata.get("choices"), getattr(config, item.name)
+        if choices is None or "explainer" in item.metadata or value is None or value in choices:
+            continue
+        name = item.metadata.get("flag", item.name).lstrip("-").replace("-", " ").replace("_", " ")
+        raise NtlbError(f"unknown {name} '{value}': use one of {', '.join(choices)}")
 
 
 def settings(config: Any) -> dict:
@@ -127,4 +155,5 @@ class ModelChoice:
                                                                                                 "trained at")
 
 
-__all__ = ["Choices", "ModelChoice", "Resources", "default_of", "library_names", "option", "same_as", "settings"]
+__all__ = ["Choices", "LibraryText", "ModelChoice", "Resources", "check_choices", "default_of", "library_names",
+           "option", "same_as", "settings"]

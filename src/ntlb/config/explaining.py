@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import Resources, option, same_as
+from . import LibraryText, Resources, option, same_as
 from .explainer import ExplainerOptions, explainer_option
 
 if TYPE_CHECKING:
     from ..explain.spec import ExplainerSpec
 
 EXPLAIN_OFFERS = ("start_layer_image", "start_layer_text", "logit_mode", "empty_templates", "steps", "rule")
+CLASSES_TOP_K = 5  # the best-scoring classes explained per image of a dataset (when they are classes)
 
 
 @dataclass
@@ -28,9 +29,10 @@ class ExplainConfig:
                                         "world): explain each image's zero-shot class among the texts by at most "
                                         "--k concepts, each with its share of the score and its map (concepts.png, "
                                         "concepts.json)", default_help="none")
-    k: int | None = option(None, "with --concepts: at most this many concepts", default_help="5")
+    k: int | None = option(None, "with --concepts: at most this many concepts",
+                           default_help=LibraryText("explain.concepts", "CONCEPTS_K"))
     template: str | None = option(None, "with --concepts: prompt template of the classes and concepts",
-                                  default_help="'a photo of a {}.'")
+                                  default_help=LibraryText("explain.concepts", "CLASS_TEMPLATE", "'{}'"))
     box: list[float] | None = option(None, "with --explainer interactions: print the words that the region x0 y0 "
                                            "x1 y1 (pixels of each image) matches", nargs=4,
                                      metavar=("X0", "Y0", "X1", "Y1"), default_help="no box")
@@ -107,10 +109,11 @@ class DatasetInputs:
     classes: str | None = option(None, "file of class names, one per line",
                                  default_help="the folder's classes, unless --text")
     text: list[str] = option(help="a text to explain; repeat for more", factory=list, repeat=True)
-    template: str | None = option(None, "prompt template", default_help="'a photo of a {}.' for classes, '{}' for "
-                                                                       "texts")
+    template: str | None = option(None, "prompt template",
+                                  default_help=LibraryText("explain.concepts", "CLASS_TEMPLATE",
+                                                           "'{}' for classes, '{{}}' for texts"))
     top_k: int | None = option(None, "explain each image's k best-scoring texts",
-                               default_help="5 for classes, every --text")
+                               default_help=f"{CLASSES_TOP_K} for classes, every --text")
     out: str = option(None, "output folder (shards/, index.json, settings.json)", required=True)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import NtlbError
-from . import Choices, library_names, option
+from . import Choices, LibraryText, check_choices, library_names, option
 from .explainer import explainer_option
 
 if TYPE_CHECKING:
@@ -38,15 +38,19 @@ def parse_expl_weight(value: str) -> float | None:
         raise argparse.ArgumentTypeError(f"--expl-weight {value!r}: use 'auto' or a number >= 0") from None
 
 
-def _check_common(steps: int, lr: float, snapshot_every: int, word_score: str) -> None:
-    from ..losses.semantic_words import WORD_SCORES
+def snapshots_within(config, every: int | None = None):
+    """`config` (of edit, generate, blend or layout generation) with snapshots and checkpoints every `every` steps
+    (None: its own `snapshot_every`), but no rarer than its steps: a run shorter than the cadence still snapshots at
+    its end (the app passes its steps: one snapshot, at the end)."""
+    config.snapshot_every = max(1, min(config.snapshot_every if every is None else every, config.steps))
+    return config
 
+
+def _check_common(steps: int, lr: float, snapshot_every: int) -> None:
     if steps < 1 or snapshot_every < 1:
         raise NtlbError(f"--steps {steps}, --snapshot-every {snapshot_every}: use at least 1")
     if lr <= 0:
         raise NtlbError(f"--lr {lr}: use a positive learning rate")
-    if word_score not in WORD_SCORES:
-        raise NtlbError(f"unknown word score '{word_score}': use one of {', '.join(WORD_SCORES)}")
 
 
 def _spec(value):
@@ -78,8 +82,9 @@ class EditConfig:
                                          "why": "a page answers in about a minute on a CPU"})
     lr: float = option(0.1, ADAM)
     l2: float | None = option(None, "weight of ||z - z0||^2",
-                              default_help="the generator's own: world-vqgan's is derived from its latent, other "
-                                           "generators use StyleCLIP's 0.008")
+                              default_help=LibraryText("generators", "STYLECLIP_L2",
+                                                       "the generator's own: world-vqgan's is derived from its latent, "
+                                                       "other generators use StyleCLIP's {}"))
     identity_weight: float = option(0.0, "weight of 1 - CLIP image-image cosine to the input (0: off, as "
                                          "StyleCLIP's default)")
     expl_weight: float | None = option(None, "lambda of the word term: 'auto' (the paper's sweep) or a number",
@@ -95,7 +100,8 @@ class EditConfig:
 
     def __post_init__(self) -> None:
         self.explainer = _spec(self.explainer)
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
+        _check_common(self.steps, self.lr, self.snapshot_every)
+        check_choices(self)
         if self.expl_weight is not None and self.expl_weight < 0:
             raise NtlbError(f"--expl-weight {self.expl_weight}: use 'auto' or a weight >= 0")
         if (self.l2 is not None and self.l2 < 0) or self.identity_weight < 0:
@@ -127,9 +133,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         self.explainer = _spec(self.explainer)
-        _check_common(self.steps, self.lr, self.snapshot_every, self.word_score)
-        if self.method not in GUIDANCE:
-            raise NtlbError(f"unknown method '{self.method}': use ntlb (CLIP + word loss) or clip (CLIP alone)")
+        _check_common(self.steps, self.lr, self.snapshot_every)
+        check_choices(self)
         if self.views < 1 or self.candidates < 1:
             raise NtlbError("--views and --candidates must be at least 1")
         if self.expl_weight < 0:

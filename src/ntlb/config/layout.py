@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import NtlbError
-from . import library_names, option
+from . import check_choices, library_names, option
 from .explainer import explainer_option
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ class LayoutConfig:
 
     def __post_init__(self) -> None:
         from ..explain.spec import ExplainerSpec
-        from ..losses.layout import DICE_VARIANTS
 
         self.explainer = ExplainerSpec.of(self.explainer)
         for name in ("steps", "views", "snapshot_every"):
@@ -49,10 +48,7 @@ class LayoutConfig:
                 raise NtlbError(f"{name.replace('_', '-')} = {getattr(self, name)}: use at least 1")
         if self.lr <= 0:
             raise NtlbError(f"lr = {self.lr}: use a positive learning rate")
-        if self.method not in METHODS:
-            raise NtlbError(f"unknown layout method '{self.method}': use one of {', '.join(METHODS)}")
-        if self.dice not in DICE_VARIANTS:
-            raise NtlbError(f"unknown Dice variant '{self.dice}': use one of {', '.join(DICE_VARIANTS)}")
+        check_choices(self)
 
 
 @dataclass

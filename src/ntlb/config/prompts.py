@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NtlbError
-from . import Resources, library_names, option
+from . import Resources, check_choices, library_names, option
 from .explainer import explainer_option
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         from ..explain.spec import ExplainerSpec
-        from ..losses import REDUCTIONS, SCORES
 
         self.explainer = ExplainerSpec.of(self.explainer)
         for name, flag in (("n_ctx", "--ctx"), ("shots", "--shots"), ("epochs", "--epochs"),
@@ -65,10 +64,7 @@ class PromptConfig:
             raise NtlbError(f"--lr {self.lr}: use a learning rate above 0")
         if self.expl_weight < 0:
             raise NtlbError(f"--expl-weight {self.expl_weight}: use a weight of 0 or more")
-        for name, value, allowed in (("position", self.position, POSITIONS), ("score", self.score, SCORES),
-                                     ("reduction", self.reduction, REDUCTIONS)):
-            if value not in allowed:
-                raise NtlbError(f"unknown {name} '{value}': use one of {', '.join(allowed)}")
+        check_choices(self)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> PromptConfig:

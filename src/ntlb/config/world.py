@@ -46,6 +46,9 @@ class WorldTrainConfig:
     steps: int = option(2000, "training steps")
     batch_size: int = option(128, "captioned scenes per step")
     lr: float = option(5e-4, "peak AdamW learning rate (warm-up, then cosine)")
+    warmup: int = option(150, "learning-rate warm-up steps", cli=False)
+    weight_decay: float = option(0.05, "AdamW weight decay of the matrices (not of embeddings, norms, biases)",
+                                 cli=False)
     init: str | None = option(None, "weights to start from (.safetensors/.pt)",
                               default_help="random initialisation")
 

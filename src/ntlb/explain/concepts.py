@@ -27,6 +27,9 @@ from .explanation import Explanation
 from .registry import create
 from .relevance import clip_scores
 
+CLASS_TEMPLATE = "a photo of a {}."  # CLIP's prompt of a class name (and of a concept)
+CONCEPTS_K = 5  # the concepts that explain an image's class, at most
+
 
 def concept_weights(targets: Tensor, concepts: Tensor, k: int) -> Tensor:
     """(C, K) non-negative weights, at most k non-zero per row, with targets[c] ~ sum_k w[c, k] concepts[k]: greedy
@@ -73,7 +76,7 @@ class ConceptExplanation:
 
 
 def explain_with_concepts(model, images: ImageInput, classes: Sequence[str], concepts: Sequence[str], *,
-                          template: str = "a photo of a {}.", k: int = 5, method: str | None = "chefer2021",
+                          template: str = CLASS_TEMPLATE, k: int = CONCEPTS_K, method: str | None = "chefer2021",
                           explained: Tensor | None = None, logit_mode: str = "scaled",
                           **options) -> ConceptExplanation:
     """Explain each image's zero-shot prediction among `classes` (or the class index in `explained`) by at most `k`

@@ -166,9 +166,7 @@ class Interactions(Explainer):
         image_reference = adapter.encode_image(pixels).features.to(u.dtype)
         image_features, text_features = batch.image.features.to(u.dtype), batch.text.features.to(u.dtype)
         columns = batch.columns.to(u.device)
-        factor = 1 / (image_features.norm(dim=-1)[:, None] * text_features.norm(dim=-1)[columns])
-        if self.logit_mode == "scaled":
-            factor = factor * adapter.logit_scale.to(u.dtype)
+        factor = self._score_unit(adapter, image_features, text_features, columns)
         return torch.einsum("bkdl,bd->bkl", u[columns], image_features - image_reference) * factor[..., None]
 
     def _interactions(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -193,14 +191,20 @@ class Interactions(Explainer):
         image_features = batch.image.features.to(dtype)
         text_features = batch.text.features.to(dtype)
         columns = batch.columns.to(v.device)
-        norms = image_features.norm(dim=-1)[:, None] * text_features.norm(dim=-1)[columns]  # (B, K)
-        factor = 1 / norms
-        if self.logit_mode == "scaled":
-            factor = factor * adapter.logit_scale.to(dtype)
+        factor = self._score_unit(adapter, image_features, text_features, columns)
         pairs = torch.einsum("bkdl,bdn->bkln", u[columns], v) * factor[..., None, None]
         expected = torch.einsum("bd,bkd->bk", image_features - image_end.to(dtype),
                                 (text_features - text_end.to(dtype))[columns]) * factor
         return pairs, torch.stack([pairs.sum(dim=(-1, -2)), expected], dim=-1)
+
+    def _score_unit(self, adapter: ClipAdapter, image_features: Tensor, text_features: Tensor,
+                    columns: Tensor) -> Tensor:
+        """(B, K) what a unit of e_t . e_i is worth in the explained score: 1 / (|e_i| |e_t|) for the cosine, times
+        CLIP's logit scale for the scaled score."""
+        factor = 1 / (image_features.norm(dim=-1)[:, None] * text_features.norm(dim=-1)[columns])
+        if self.logit_mode == "scaled":
+            factor = factor * adapter.logit_scale.to(image_features.dtype)
+        return factor
 
     def _image_side(self, adapter: ClipAdapter, layer: int, batch: Batch):
         blocks = adapter.image_blocks[layer:]

@@ -39,43 +39,35 @@ def _template(shape: str, angle: float, resolution: int = 96) -> tuple[np.ndarra
                            axis[xs.max()] + step / 2, axis[ys.max()] + step / 2])
 
 
+def _placements(component: np.ndarray, shape: str, angles, size: int = 1):
+    """(IoU, cx, cy, radius, angle) of the shape's template at each of `angles`, scaled and placed to fill the box of
+    the boolean mask `component`; centre and radius in units of `size` pixels (1: pixels of the array)."""
+    height, width = component.shape
+    ys, xs = np.nonzero(component)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    across = (np.arange(width, dtype=np.float32) + 0.5) / size
+    down = (np.arange(height, dtype=np.float32) + 0.5) / size
+    for angle in angles:
+        _, (tx0, ty0, tx1, ty1) = _template(shape, float(angle))
+        radius = max((x1 - x0) / (tx1 - tx0), (y1 - y0) / (ty1 - ty0)) / size
+        cx = x0 / size - tx0 * radius + ((x1 - x0) / size - (tx1 - tx0) * radius) / 2  # template box on the box
+        cy = y0 / size - ty0 * radius + ((y1 - y0) / size - (ty1 - ty0) * radius) / 2
+        drawn = shape_mask(shape, across[None, :] - cx, down[:, None] - cy, radius, float(angle))
+        iou = float((drawn & component).sum() / max((drawn | component).sum(), 1))
+        yield iou, float(cx), float(cy), float(radius), float(angle)
+
+
 def _fit(component: np.ndarray, shape: str) -> float:
     """Best IoU of `component` (its own box crop) with the shape's template scaled and placed to fill that box."""
-    height, width = component.shape
-    best = 0.0
-    for angle in ANGLES:
-        _, (tx0, ty0, tx1, ty1) = _template(shape, float(angle))
-        radius = max(width / (tx1 - tx0), height / (ty1 - ty0))
-        cx = -tx0 * radius + (width - (tx1 - tx0) * radius) / 2  # centre the template's box on the crop
-        cy = -ty0 * radius + (height - (ty1 - ty0) * radius) / 2
-        xs = np.arange(width, dtype=np.float32) + 0.5 - cx
-        ys = np.arange(height, dtype=np.float32) + 0.5 - cy
-        drawn = shape_mask(shape, xs[None, :], ys[:, None], radius, float(angle))
-        union = (drawn | component).sum()
-        best = max(best, float((drawn & component).sum() / union) if union else 0.0)
-    return best
+    return max(iou for iou, *_ in _placements(component, shape, ANGLES))
 
 
 def fit_object(component: np.ndarray, shape: str, angles: int = 25) -> tuple[float, float, float, float]:
     """(cx, cy, radius, angle), centre and radius as shares of the side, of the shape whose rendering covers the
     boolean mask `component` (the whole square picture) best: the template fitted to the component's box at each of
     `angles` rotations over the renderer's range, the best IoU kept -- the inverse of the renderer for one object."""
-    size = component.shape[0]
-    ys, xs = np.nonzero(component)
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
-    best, found = -1.0, (0.5, 0.5, 0.1, 0.0)
-    for angle in np.linspace(ANGLES[0], ANGLES[-1], angles):
-        _, (tx0, ty0, tx1, ty1) = _template(shape, float(angle))
-        radius = max((x1 - x0) / (tx1 - tx0), (y1 - y0) / (ty1 - ty0)) / size
-        cx = x0 / size - tx0 * radius + ((x1 - x0) / size - (tx1 - tx0) * radius) / 2
-        cy = y0 / size - ty0 * radius + ((y1 - y0) / size - (ty1 - ty0) * radius) / 2
-        drawn = shape_mask(shape, grid[None, :] - np.float32(cx), grid[:, None] - np.float32(cy), radius,
-                           float(angle))
-        iou = float((drawn & component).sum() / max((drawn | component).sum(), 1))
-        if iou > best:
-            best, found = iou, (float(cx), float(cy), float(radius), float(angle))
-    return found
+    placements = _placements(component, shape, np.linspace(ANGLES[0], ANGLES[-1], angles), component.shape[0])
+    return max(placements, key=lambda placement: placement[0])[1:]
 
 
 class WorldDetector:

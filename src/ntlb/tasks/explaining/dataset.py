@@ -31,7 +31,7 @@ from ...io import load_image, write_bytes_atomic, write_json_atomic, write_recor
 from ...models.adapter import ClipAdapter
 from ...models.features import text_features
 from ...models.inputs import prepare_texts
-from ...training import interrupted_line, read_checkpoint, resuming_line
+from ...training import interrupted_line, read_checkpoint, refuse_other_settings, resuming_line
 from .folders import EXTENSIONS, read_image_folder
 
 WEBDATASET_IMAGES = "jpg;jpeg;png;webp"
@@ -265,11 +265,7 @@ def _claim(out: Path, settings: DatasetSettings, world: World) -> None:
     path = out / "settings.json"
     wanted = settings_of(settings)
     if path.is_file():
-        held = json.loads(path.read_text())
-        if held != wanted:
-            changed = sorted(k for k in {*held, *wanted} if held.get(k) != wanted.get(k))
-            raise NtlbError(f"{out} holds a dataset explanation with other settings ({', '.join(changed)}): use a "
-                            "new --out, or the same options to resume")
+        refuse_other_settings(json.loads(path.read_text()), wanted, f"{out} holds a dataset explanation", "a new --out")
     elif world.main:
         write_json_atomic(path, wanted)
     barrier(world)

@@ -226,13 +226,15 @@ def explain_pair_files(adapter: ClipAdapter, query: str | Path, others: Sequence
 
 
 def explain_concept_files(adapter: ClipAdapter, images: Sequence[str | Path], classes: Sequence[str],
-                          concepts: Sequence[str], out: str | Path, k: int = 5, template: str = "a photo of a {}.",
-                          method: ExplainerSpec | str = "chefer2021", **options) -> dict:
+                          concepts: Sequence[str], out: str | Path, k: int | None = None,
+                          template: str | None = None, method: ExplainerSpec | str = "chefer2021", **options) -> dict:
     """Explain each image's zero-shot class by its top concepts: concepts.png (per image, the predicted class and
     one overlay per concept with its share of the score) and concepts.json (contributions, residual, maps).
-    `method`: an explainer name or spec (its options and `options` go to it)."""
-    from ...explain.concepts import explain_with_concepts
+    `method`: an explainer name or spec (its options and `options` go to it); `k` and `template` None:
+    `explain_with_concepts`' own."""
+    from ...explain.concepts import CLASS_TEMPLATE, CONCEPTS_K, explain_with_concepts
 
+    k, template = CONCEPTS_K if k is None else k, template or CLASS_TEMPLATE
     spec = ExplainerSpec.of(method)
     method, options = spec.name, {**spec.given(), **options}
     result = explain_with_concepts(adapter, list(images), classes, concepts, template=template, k=k, method=method,

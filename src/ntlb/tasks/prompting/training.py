@@ -129,9 +129,10 @@ def read_prompts(path: str | Path, finished: bool = True) -> dict:
     return read_checkpoint(path, KIND, fix="give the prompts file that 'ntlb prompt train' wrote", finished=finished)
 
 
-def load_learner(adapter: ClipAdapter, path: str | Path) -> tuple[PromptLearner, PromptConfig]:
-    """The learned prompts of a file, on `adapter`."""
-    state = read_prompts(path)
+def load_learner(adapter: ClipAdapter, path: str | Path,
+                 state: dict | None = None) -> tuple[PromptLearner, PromptConfig]:
+    """The learned prompts of a file, on `adapter` (`state`: the file as `read_prompts` gave it, when already read)."""
+    state = read_prompts(path) if state is None else state
     config = PromptConfig.from_settings(state["settings"])
     learner = build_learner(adapter, config)
     if learner.ctx.shape != state["ctx"].shape:
@@ -298,13 +299,15 @@ def class_name_shares(adapter: ClipAdapter, learner: PromptLearner, features: to
 
 
 def evaluate_prompts(adapter: ClipAdapter, learner: PromptLearner, folders: list[str | Path], out: str | Path,
-                     prompts: str | Path = "") -> dict[str, dict]:
+                     prompts: str | Path = "", settings: dict | None = None) -> dict[str, dict]:
     """Accuracy of learned prompts on each image-folder dataset (a dataset may use a subset of the classes); one
-    JSON per dataset in `out`, named after its folder. Returns {folder: result}."""
+    JSON per dataset in `out`, named after its folder, recording the prompts file's `settings` (what defines the
+    prompts evaluated; read from `prompts` when not given). Returns {folder: result}."""
     from ...io import write_record
     from ..explaining.folders import read_image_folder
 
-    settings = read_prompts(prompts)["settings"] if prompts else None  # what defines the prompts evaluated
+    if settings is None and prompts:
+        settings = read_prompts(prompts)["settings"]
     classifier = prompt_classifier(adapter, learner)
     results, used = {}, set()
     for folder in folders:
