@@ -150,3 +150,22 @@ def test_world_detector_finds_rendered_objects():
 def test_layout_labels_drop_the_prompt():
     layout = Layout(64, 64, [(0, 0, 9, 9)] * 3, ["a photo of a red star", "a photo of an apple.", "dog"])
     assert layout.labels() == ["red star", "apple", "dog"]
+
+
+def test_per_object_counts_by_hand():
+    """The benchmark's per-object counts (benchmarks/layout_results.py): a detection counts for a box only at IoU
+    >= 0.5, and colour, shape and both separately."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from layout_results import per_object_counts
+
+    run = {"objects": [{"label": "red star", "box": [0, 0, 10, 10]}, {"label": "blue circle", "box": [20, 20, 30, 30]},
+                       {"label": "pink cross", "box": [40, 40, 50, 50]}],
+           "detections": [{"label": "red circle", "box": [0, 0, 10, 8]},  # IoU 0.8: right colour, wrong shape
+                          {"label": "cyan circle", "box": [20, 20, 30, 30]},  # right shape only
+                          {"label": "blue circle", "box": [20, 25, 30, 35]},  # IoU 1/3: not in the box
+                          {"label": "pink cross", "box": [42, 40, 52, 50]}]}  # IoU 80 / 120: both right
+    assert per_object_counts([run, run]) == {"objects": 6, "object": 6, "colour": 4, "shape": 4, "both": 2}
