@@ -149,19 +149,25 @@ def _hard_case(family: str, index: int, rng: np.random.Generator) -> dict:
             "changed": changed, "family": family}
 
 
-def binding_confusion(world, layouts: int = 2) -> list[tuple]:
-    """How the bundled CLIP tells "a c1 s1 and a c2 s2" on its scene from the colour-swapped scene (c2 s1, c1 s2),
-    for every colour pair and ordered shape pair (two large objects at the colour-swap family's places, angle 0, on
-    `layouts` selection backgrounds): (mean margin in cos, c1, s1, c2, s2), smallest (most confused) first."""
+def swap_cases() -> list[tuple]:
+    """Every colour pair and ordered shape pair (c1, s1, c2, s2) of the colour-swap selection."""
     import itertools
 
+    return [(c1, s1, c2, s2) for c1, c2 in itertools.combinations(COLOURS, 2)
+            for s1, s2 in itertools.permutations(SHAPES, 2)]
+
+
+def binding_confusion(world, layouts: int = 2, cases: list[tuple] | None = None) -> list[tuple]:
+    """How the bundled CLIP tells "a c1 s1 and a c2 s2" on its scene from the colour-swapped scene (c2 s1, c1 s2),
+    for `cases` (default: every colour pair and ordered shape pair, `swap_cases`; two large objects at the
+    colour-swap family's places, angle 0, on `layouts` selection backgrounds): (mean margin in cos, c1, s1, c2, s2),
+    smallest (most confused) first."""
     import torch
 
     from ntlb.models.features import image_features, text_features
     from ntlb.world.scene import render
 
-    cases = [(c1, s1, c2, s2) for c1, c2 in itertools.combinations(COLOURS, 2)
-             for s1, s2 in itertools.permutations(SHAPES, 2)]
+    cases = swap_cases() if cases is None else list(cases)
 
     def picture(left: tuple, right: tuple, seed: int):
         objects = [SceneObject(left[1], left[0], "large", 0.3, 0.5, 0.19),
