@@ -1,7 +1,7 @@
 """Paper Table 3 and Fig. 4 on the world: objects placed in boxes by ntlb's Dice loss against the masked baselines.
 
     python benchmarks/layout_results.py [--generator world-render|world-vqgan|pixels] [--layouts 50] [--seeds 0 1 2 3]
-                                       [--steps 200] [--views 2] [--decay 1.5] [--refine 2] [--jobs 2]
+                                       [--steps 200] [--views 2] [--decay 1.5] [--refine N] [--jobs 2]
                                        [--quick]
 
 Random world layouts (1-3 boxes, "a photo of a {colour} {shape}") generated with the world's differentiable
@@ -187,8 +187,9 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=2, help="augmented views per step")
     parser.add_argument("--generator", default="world-render", choices=["world-render", "world-vqgan", "pixels"])
     parser.add_argument("--decay", type=float, default=1.5, help="spectrum decay of the pixels generator")
-    parser.add_argument("--refine", type=int, default=2,
-                        help="passes of world-render's discrete refinement after the steps (0: off)")
+    parser.add_argument("--refine", type=int, default=None,
+                        help="passes of world-render's discrete refinement after the steps (0: off; default: the "
+                             "generator's own)")
     parser.add_argument("--released-seeds", type=int, nargs="*", default=[0],
                         help="seeds of an extra ntlb row with the released code's Dice (none: skip it)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each")
@@ -199,6 +200,12 @@ def main() -> None:
     parser.add_argument("--figure", default=None, help="examples figure (default: beside --out, -examples.png)")
     parser.add_argument("--quick", action="store_true", help="2 layouts, 1 seed, 10 steps: a smoke run")
     args = parser.parse_args()
+    if args.refine is None:  # world-render's own default, declared once in its constructor
+        import inspect
+
+        from ntlb.generators.world_render import WorldRender
+
+        args.refine = inspect.signature(WorldRender).parameters["refine"].default
     if args.quick:
         args.layouts, args.seeds, args.released_seeds, args.steps = 2, [0], [0], 10
     suffix = {"world-render": "-world-render", "world-vqgan": "", "pixels": "-pixels"}[args.generator]

@@ -132,6 +132,15 @@ class WordTerm:
         words = deletion_word_scores(cosine[:, 0], cosine[:, slots.clamp_min(0)], chosen)
         return logits[:, 0], -words
 
+    def evaluate(self, explainer: Explainer, features: Tensor, tokens) -> tuple[Tensor, Tensor]:
+        """(the text's score (B,), -word score (B,)) of images whose features are `features`: through `explainer`
+        where the score reads relevance, else from the features alone (`scores`: no explainer, no second-order
+        graph)."""
+        if not self.explains:
+            return self.scores(features)
+        explanation = explainer(self.adapter, ImageFeatures(features), tokens)
+        return explanation.logits[:, 0], self(explanation, features)[:, 0]
+
 
 def _features(adapter: ClipAdapter, images: Tensor) -> Tensor:
     return adapter.encode_image(adapter.normalize(images.to(adapter.dtype))).features
@@ -223,11 +232,7 @@ def edit(adapter: ClipAdapter, generator: nn.Module, picture: Image.Image | Tens
 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         features = _features(adapter, images)
-        if term.explains:
-            explanation = explainer(adapter, ImageFeatures(features), tokens)
-            clip, words = explanation.logits[:, 0], term(explanation, features)[:, 0]
-        else:  # a score from the features alone: no explainer, no second-order graph
-            clip, words = term.scores(features)
+        clip, words = term.evaluate(explainer, features, tokens)
         total = (1 - clip / adapter.logit_scale) + per_picture(lambdas, len(images)) * words  # 1 - cos
         keep = generator.keep_cost(generator.latent, z0) if hasattr(generator, "keep_cost") else \
             l2 * (generator.latent - z0).pow(2).flatten(1).sum(dim=1)  # the generator's own, or l2
@@ -294,10 +299,7 @@ def generate_from_text(adapter: ClipAdapter, generator: nn.Module, text: str, ou
         if not weight:
             cosine = clip_scores(features, text_embedding, adapter.logit_scale, "cosine")[:, 0]
             return cosine, torch.zeros_like(cosine)
-        if not term.explains:  # a score from the features alone: no explainer
-            return term.scores(features)
-        explanation = explainer(adapter, ImageFeatures(features), tokens)
-        return explanation.logits[:, 0], term(explanation, features)[:, 0]
+        return term.evaluate(explainer, features, tokens)
 
     settings = {**settings_of(config), "text": text, "words": chosen}
     generator.latent.data = _best_start(adapter, generator, guidance, weight, config)  # seeded
