@@ -173,3 +173,34 @@ def test_optimisation_ends_with_the_refinement_and_a_resume_ends_where_a_straigh
     resumed, _ = run("b")
     assert torch.equal(resumed.latent, straight.latent)
     assert resumed.refined == straight.refined
+
+
+def _binding_loss(noise: float = 0.0):
+    """Per picture: 0 for the two colours exchanged (a green circle and a red square), 1 for the start (the colours
+    bound the other way), 2 for any scene without exactly red and green: every one-colour move from the start is
+    worse, so only an exchange reaches the best scene."""
+
+    def loss(images):
+        drawn = [PALETTE[(_pixel(images, centre)[:, None] - PALETTE).norm(dim=2).argmin(1)] for centre in CENTRES]
+        red, green = PALETTE[list(COLOURS).index("red")], PALETTE[list(COLOURS).index("green")]
+        first_red, first_green = (drawn[0] == red).all(1), (drawn[0] == green).all(1)
+        second_red, second_green = (drawn[1] == red).all(1), (drawn[1] == green).all(1)
+        bound = (first_red & second_green) | (first_green & second_red)
+        return torch.where(bound, (first_red & second_green).float(), torch.full((len(images),), 2.0)) \
+            + noise * torch.rand(len(images))
+
+    return loss
+
+
+def test_an_exchange_of_two_objects_colours_undoes_a_binding_error_no_single_move_can():
+    generator = _generator()
+    record = generator.refine_discrete(_binding_loss(noise=0.3), seed=5)
+    assert (_colour(generator, 0, 0), _colour(generator, 0, 1)) == ("green", "red")
+    assert [(c["slot"], c["attribute"], c["from"], c["to"]) for c in record["latents"][0]["changes"]] == \
+        [([0, 1], "colour", "red/green", "green/red")]
+    scene = generator.scenes(generator.latent.detach())[0]
+    assert [o.shape for o in scene] == ["circle", "square"]  # the shapes stay where they were
+    pinned = _generator()
+    pinned.pinned[1, :N_COLOURS] = True  # the second object's colour kept: no exchange may touch it
+    assert pinned.refine_discrete(_binding_loss(noise=0.3), seed=5)["latents"][0]["changes"] == []
+    assert (_colour(pinned, 0, 0), _colour(pinned, 0, 1)) == ("red", "green")

@@ -12,7 +12,8 @@ most likely scene, one per latent. `encode(image)` reads a world scene with the 
 
 The optimisation's last stage (`refine_discrete`, called by `optimise`) is a coordinate search over the discrete
 choices of the most likely scene on the run's own loss: the sampled gradients of colour and shape are noisy, and a
-scene the loss prefers (a shape with the other colour) can lie one choice away from where Adam stops.
+scene the loss prefers (a shape with the other colour) can lie one choice away from where Adam stops, or one
+exchange away (two objects' colours or shapes swapped).
 """
 
 from __future__ import annotations
@@ -325,6 +326,9 @@ class WorldRender(nn.Module):
         attribute at a time -- for a drawn object its colour (every palette colour) and its shape (every shape),
         then its presence (on / off) -- every option is scored with the others at their most likely values and
         the lowest kept where it beats the current choice (the latent's logits then make it the most likely);
+        then, for each pair of drawn objects, the exchange of their colours and of their shapes (a binding error,
+        a red square and a blue circle drawn for a blue square and a red circle, is two choices away, through
+        scenes with one object wrong either way, which one-attribute moves do not cross);
         `refine` passes, or fewer when a pass changes nothing. Pinned attributes (`pin_for_edit`) stay. Every
         evaluation draws the same random numbers (the torch seed `seed` is set before each: common random
         numbers, so each copy's loss difference between two options is what the options draw, not the
@@ -394,6 +398,29 @@ class WorldRender(nn.Module):
                                                "loss": round(float(best[b].mean()), 6)})
                             changed = True
                         current = best
+                for first_slot, second_slot in _pairs(self.slots):  # exchanges: two choices at once
+                    for attribute in ("colour", "shape"):
+                        span = _SPANS[attribute]
+                        if bool(self.pinned[[first_slot, second_slot], span].any()):
+                            continue
+                        slots = latent[:, : self.slots * SLOT].reshape(count, self.slots, SLOT)
+                        ours, theirs = slots[:, first_slot, span].argmax(-1), slots[:, second_slot, span].argmax(-1)
+                        both = (slots[:, first_slot, PRESENCE] > 0) & (slots[:, second_slot, PRESENCE] > 0)
+                        if not bool((both & (ours != theirs)).any()):
+                            continue  # an exchange of equal choices, or with an empty slot, draws nothing new
+                        exchanged = _exchange(latent, self.slots, first_slot, second_slot, attribute)
+                        value = score(exchanged, copies)
+                        gain = current - value
+                        noise = gain.std(dim=1) / copies**0.5 if copies > 1 else torch.zeros(count)
+                        better = (gain.mean(dim=1) > EVIDENCE * noise) & both & (ours != theirs)
+                        for b in torch.nonzero(better)[:, 0].tolist():
+                            latent[b] = exchanged[b]
+                            pair = (_option_name(attribute, int(ours[b])), _option_name(attribute, int(theirs[b])))
+                            changes[b].append({"slot": [first_slot, second_slot], "attribute": attribute,
+                                               "from": "/".join(pair), "to": "/".join(pair[::-1]),
+                                               "loss": round(float(value[b].mean()), 6)})
+                            changed = True
+                        current = torch.where(better[:, None], value, current)
                 if not changed:
                     break
         self.latent.data.copy_(latent)
@@ -410,6 +437,20 @@ _SPANS = {"presence": slice(PRESENCE, PRESENCE + 1), "colour": slice(0, N_COLOUR
 def _option_name(attribute: str, option: int) -> str:
     return ("off", "on")[option] if attribute == "presence" else \
         list(COLOURS)[option] if attribute == "colour" else SHAPES[option]
+
+
+def _pairs(slots: int) -> list[tuple[int, int]]:
+    return [(first, second) for first in range(slots) for second in range(first + 1, slots)]
+
+
+def _exchange(latent: Tensor, slots: int, first: int, second: int, attribute: str) -> Tensor:
+    """Latents (B, D) with the `attribute` logits (colour or shape) of two slots exchanged: each object takes the
+    other's choice and confidence, everything else stays where it is."""
+    latent = latent.clone()
+    view = latent[:, : slots * SLOT].reshape(len(latent), slots, SLOT)
+    span = _SPANS[attribute]
+    view[:, [first, second], span] = view[:, [second, first], span].clone()
+    return latent
 
 
 def _choose(latent: Tensor, slots: int, slot: int, attribute: str, option: int) -> Tensor:
