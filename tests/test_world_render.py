@@ -3,6 +3,8 @@ scenes, its score-function gradient is the gradient of the expected loss, and an
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -158,6 +160,22 @@ def test_edit_pins_what_the_text_does_not_ask_to_change():
     latent = z0.clone()
     latent[0, SLOT + N_COLOURS + len(SHAPES)] += 1.0  # the edited object moves: it costs
     assert float(generator.keep_cost(latent, z0)) > 0 and float(generator.keep_cost(z0, z0)) == 0
+
+
+def test_an_edit_that_swaps_two_objects_colours_frees_their_colours_not_their_shapes():
+    generator = create_generator("world-render", (64, 64))
+    orders = ((("circle", "red"), ("square", "blue")), (("square", "blue"), ("circle", "red")))  # left to right
+    texts = ("a blue circle and a red square", "a red square and a blue circle")
+    for objects, text in itertools.product(orders, texts):
+        scene = Scene([SceneObject(shape, colour, "large", x, 0.5, 0.2, 0.0)
+                       for (shape, colour), x in zip(objects, (0.3, 0.72))], 5)
+        z0 = generator.encode(torch.from_numpy(render(scene, 64)[0]).permute(2, 0, 1)[None].float() / 255)
+        roles = generator.pin_for_edit(z0, text)
+        free = ~generator.pinned[:2]
+        assert free[:, :N_COLOURS].all() and not free[:, N_COLOURS:N_COLOURS + len(SHAPES)].any(), roles
+        wanted = {"circle": "edited to blue circle", "square": "edited to red square"}
+        encoded = generator.scenes(z0)[0]  # the slots in the encoder's order
+        assert [r["role"] for r in roles] == [wanted[o.shape] for o in encoded]
 
 
 def test_layout_with_more_boxes_than_slots_is_refused(tmp_path, world_model):

@@ -268,7 +268,8 @@ class WorldRender(nn.Module):
 
     def pin_for_edit(self, z0: Tensor, text: str) -> list[dict]:
         """Pin what an edit towards `text` must keep. Every encoded object the text names as it is, and every object
-        it does not name, stays as it was. Each other request edits the unnamed object most like it: of that object
+        it does not name, stays as it was. Each other request edits the unnamed object most like it (its shape first,
+        the noun that names it, then its colour): of that object
         only what the text asks to change is free (its colour where the text names another, its shape where it
         names another, its radius where it names another size), its centre moves at `keep_cost`, its angle and
         presence stay; empty slots stay empty unless the text asks for more objects than the scene has. Returns
@@ -289,7 +290,9 @@ class WorldRender(nn.Module):
         for want in list(wanted):
             if not free:
                 break
-            best = max(free, key=lambda i: (objects[i].shape == want.shape) + (objects[i].colour == want.colour))
+            # the shape word is the phrase's noun, what names the object: "a blue circle" said of a red circle and a
+            # blue square recolours the circle (a tie on the count of shared words went to encoding order)
+            best = max(free, key=lambda i: (objects[i].shape == want.shape, objects[i].colour == want.colour))
             obj = objects[best]
             free.remove(best)
             wanted.remove(want)
