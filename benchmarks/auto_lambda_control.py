@@ -20,7 +20,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from editing_results import HARD_FAMILIES, _edit, edit_records  # noqa: E402
+from editing_results import ALL_FAMILIES, HARD_FAMILIES, _edit, edit_records  # noqa: E402
 
 from ntlb.io import write_json_atomic  # noqa: E402
 
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=10, help="scenes per family")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--families", nargs="+", default=list(HARD_FAMILIES), choices=list(HARD_FAMILIES))
+    parser.add_argument("--families", nargs="+", default=list(HARD_FAMILIES), choices=list(ALL_FAMILIES))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", default=str(ROOT / "runs" / "editing-results" / "control-zero-sweep"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results-editing-families-control.json"))

@@ -96,3 +96,18 @@ def test_swap_pairs_are_the_bundled_clips_most_confused(world_model):
     assert sorted(tuple(row[1:]) for row in ranking[:10]) == sorted(SWAP_PAIRS)
     margins = [row[0] for row in ranking]
     assert margins[0] < 0 < margins[len(margins) // 2] and margins[9] < 0.05
+
+
+def test_refinement_effect_reads_a_snapshot_back_picture_by_picture(tmp_path):
+    """The snapshot lays a sweep's pictures side by side (`to_picture`); the refinement-effect benchmark splits it back
+    into the same pictures, in order (to the PNG's 1/255)."""
+    from edit_refinement_effect import snapshot_images
+
+    from ntlb.tasks.guidance.optimisation import to_picture
+
+    images = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "snapshots").mkdir()
+    to_picture(images).save(tmp_path / "snapshots" / "step_00100.png")
+    back = snapshot_images(tmp_path)
+    assert back.shape == images.shape
+    assert (back - images).abs().max() <= 0.5 / 255 + 1e-6

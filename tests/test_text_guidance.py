@@ -362,3 +362,19 @@ def test_edit_l2_default_is_the_generators(tmp_path, world):
     assert final[None] == pytest.approx(final[0.0] + WORLD_VQGAN_L2 * distance, rel=1e-4)
     with pytest.raises(NtlbError, match="--l2 and --identity-weight must be >= 0"):
         EditConfig(l2=-1.0)
+
+
+def test_essence_loss_matches_a_hand_computed_case():
+    """Two sources (e2, e3) both turned into the target (e1): transfer 0, closeness to the source 1 - 0 = 1, the
+    shifts e1 - e2 and e1 - e3 meet at cos 1/2 (consistency 1/2 for each); per picture (0 + 0.5 x 0.5 + 0.5 x 1) / 2
+    with the default weights, plus 0.001 x ||b||^2 / 2 for a direction b = (1, 2, 2)."""
+    from ntlb.config.guidance import BlendConfig
+    from ntlb.tasks.guidance.blending import essence_loss
+
+    eye = torch.eye(3)
+    goal, own, results = eye[:1], eye[1:], eye[[0, 0]]
+    total, parts = essence_loss(results, goal, own, BlendConfig())
+    assert torch.allclose(total, torch.tensor([0.375, 0.375]))
+    assert parts == pytest.approx({"transfer": 0.0, "identity": 1.0, "consistency": 0.5})
+    with_l2, _ = essence_loss(results, goal, own, BlendConfig(), torch.tensor([[1.0, 2.0, 2.0]]))
+    assert torch.allclose(with_l2 - total, torch.full((2,), 0.001 * 9 / 2))

@@ -52,6 +52,26 @@ def blend_figure(sources: list, target, results: Tensor, found: dict, path: str 
     picture_grid(cells, 2, path, title="essence transfer: each source (left) and its result (right)")
 
 
+def essence_loss(features: Tensor, goal: Tensor, own: Tensor, config: BlendConfig,
+                 direction: Tensor | None = None) -> tuple[Tensor, dict]:
+    """Essence transfer's loss per picture (the module's formula, each term divided by the number of sources so
+    that the sum is the mean over sources) and its parts' means: `features` (N, D) of the results, N a multiple of
+    the sources' count (a sampling generator draws k per source, source-major), `goal` (1, D) the target's and
+    `own` (S, D) the sources' unit features; the l2 on `direction` is left out where it is None. Public so that a
+    benchmark can score hand-made outcomes under the very loss the optimisation descends."""
+    transfer = 1 - (features @ goal.T)[:, 0]
+    source = own.repeat_interleave(len(features) // len(own), dim=0)
+    keep = 1 - (features * source).sum(dim=-1)
+    shifts = F.normalize(features - source, dim=-1)
+    pairs = shifts @ shifts.T
+    count = len(features)
+    consistency = (1 - pairs).sum(dim=1) / max(count - 1, 1)  # each picture's disagreement with the others
+    l2 = config.l2 * direction.pow(2).sum() if direction is not None else 0.0
+    total = (transfer + config.consistency * consistency + config.identity * keep + l2) / len(own)
+    return total, {"transfer": float(transfer.detach().mean()), "identity": float(keep.detach().mean()),
+                   "consistency": float(consistency.detach().mean())}
+
+
 class ShiftedLatents(nn.Module):
     """G(z_s + b) for fixed source latents z_s and one learned direction b."""
 
@@ -96,16 +116,7 @@ def blend(adapter: ClipAdapter, generator: nn.Module, sources: list[Image.Image 
 
     def loss(images: Tensor, step: int) -> tuple[Tensor, dict]:
         features = F.normalize(_features(adapter, images), dim=-1)
-        transfer = 1 - (features @ goal.T)[:, 0]
-        source = own.repeat_interleave(len(images) // len(own), dim=0)  # a sampling generator: k per source
-        keep = 1 - (features * source).sum(dim=-1)
-        shifts = F.normalize(features - source, dim=-1)
-        pairs = shifts @ shifts.T
-        count = len(images)
-        consistency = (1 - pairs).sum(dim=1) / max(count - 1, 1)  # each picture's disagreement with the others
-        total = (transfer + config.consistency * consistency + config.identity * keep
-                 + config.l2 * shifted.direction.pow(2).sum()) / len(own)  # summed: the means over sources
-        return total, {"transfer": float(transfer.detach().mean()), "identity": float(keep.detach().mean())}
+        return essence_loss(features, goal, own, config, shifted.direction)
 
     images, _ = optimise(shifted, loss, out, "blend", {**asdict(config), "sources": len(sources)}, config.steps,
                          config.lr, config.seed, config.snapshot_every, desc="essence transfer", progress=progress)
