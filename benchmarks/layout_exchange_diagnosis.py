@@ -9,7 +9,8 @@ refinement's exchange move tries) is rendered and read by the world detector. Wh
 layout's objects in their boxes (label and IoU >= 0.5), its paired loss gain is measured on the run's own loss:
 on the refinement's own 8 pictures (its decision: taken where the mean gain is 2 standard errors above 0) and on
 `draws` x 8 pictures. If the loss prefers the exchange, the search is what fails; if not, the loss does not see
-the binding.
+the binding. (`benchmarks/refinement_exchanges.py` logs every exchange the refinement evaluates in editing and
+generation runs, on its own draws.)
 """
 
 from __future__ import annotations
