@@ -169,3 +169,45 @@ def test_per_object_counts_by_hand():
                           {"label": "blue circle", "box": [20, 25, 30, 35]},  # IoU 1/3: not in the box
                           {"label": "pink cross", "box": [42, 40, 52, 50]}]}  # IoU 80 / 120: both right
     assert per_object_counts([run, run]) == {"objects": 6, "object": 6, "colour": 4, "shape": 4, "both": 2}
+
+
+@pytest.mark.parametrize("binding", [False, True])
+def test_exchange_diagnosis_replays_the_refinement(binding):
+    """benchmarks/layout_exchange_diagnosis.py rebuilds a run's refined scene from its step-100 latent and the
+    recorded changes: bit for bit the latent the refinement ended with, after one-colour moves (the first centre
+    wanted cyan) or after an exchange (the two colours wanted bound the other way, which no single move reaches)."""
+    import sys
+
+    from conftest import ROOT
+
+    from ntlb.generators import create_generator
+    from ntlb.world.scene import COLOURS, SceneObject
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from layout_exchange_diagnosis import refined_latent
+
+    side, centres = 32, ((0.3, 0.3), (0.7, 0.7))
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 255
+    generator = create_generator("world-render", (side, side), slots=3)
+    objects = [SceneObject("circle", "red", "large", *centres[0], 0.2, 0.0),
+               SceneObject("square", "green", "large", *centres[1], 0.2, 0.0)]
+    generator.latent = torch.nn.Parameter(generator.latent_of(objects, np.full((side, side, 3), 128.0)))
+    checkpoint = create_generator("world-render", (side, side), slots=3)
+    checkpoint.latent = torch.nn.Parameter(generator.latent.detach().clone())
+
+    def drawn(images, centre):  # the palette index nearest each picture's pixel at `centre`
+        pixel = images[:, :, int(centre[1] * side), int(centre[0] * side)]
+        return (pixel[:, None] - palette).norm(dim=2).argmin(1)
+
+    def loss(images):
+        first, second = (drawn(images, c) for c in centres)
+        if binding:  # 0: green then red; 1: red then green (the start); 2: anything else
+            red, green = list(COLOURS).index("red"), list(COLOURS).index("green")
+            return torch.where((first == green) & (second == red), 0.0,
+                               torch.where((first == red) & (second == green), 1.0, 2.0))
+        return (palette[first] - palette[list(COLOURS).index("cyan")]).norm(dim=1)
+
+    record = generator.refine_discrete(loss, seed=0)
+    kinds = [isinstance(c["slot"], list) for c in record["latents"][0]["changes"]]
+    assert kinds == ([True] if binding else [False])  # the case exercises the move it names
+    assert torch.equal(refined_latent(checkpoint, record), generator.latent.detach())
