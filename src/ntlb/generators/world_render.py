@@ -358,6 +358,13 @@ class WorldRender(nn.Module):
                                 f"{tuple(value.shape)} for {count} latents x {copies} pictures")
             return value.reshape(count, -1)
 
+        def beats(value: Tensor, current: Tensor) -> Tensor:
+            """Per latent: the paired loss gain (copy j of both saw the same draws) lies `EVIDENCE` standard
+            errors above 0."""
+            gain = current - value
+            noise = gain.std(dim=1) / gain.shape[1] ** 0.5 if gain.shape[1] > 1 else torch.zeros(len(gain))
+            return gain.mean(dim=1) > EVIDENCE * noise
+
         with torch.random.fork_rng(devices=[]):
             first = score(latent, copies)
             if copies > 1 and bool((first - first[:, :1]).abs().max() <= 1e-6 * (1 + first.abs().max())):
@@ -384,9 +391,7 @@ class WorldRender(nn.Module):
                             if bool((now == option).all()):
                                 continue
                             value = score(_choose(latent, self.slots, slot, attribute, option), copies)
-                            gain = current - value  # paired: copy j of both saw the same draws
-                            noise = gain.std(dim=1) / copies**0.5 if copies > 1 else torch.zeros(count)
-                            better = (gain.mean(dim=1) > EVIDENCE * noise) & (value.mean(dim=1) < best.mean(dim=1))
+                            better = beats(value, current) & (value.mean(dim=1) < best.mean(dim=1))
                             better &= now != option
                             if attribute != "presence":
                                 better &= drawn  # an empty slot's colour and shape change nothing
@@ -413,9 +418,7 @@ class WorldRender(nn.Module):
                             continue  # an exchange of equal choices, or with an empty slot, draws nothing new
                         exchanged = _exchange(latent, self.slots, first_slot, second_slot, attribute)
                         value = score(exchanged, copies)
-                        gain = current - value
-                        noise = gain.std(dim=1) / copies**0.5 if copies > 1 else torch.zeros(count)
-                        better = (gain.mean(dim=1) > EVIDENCE * noise) & both & (ours != theirs)
+                        better = beats(value, current) & both & (ours != theirs)
                         for b in torch.nonzero(better)[:, 0].tolist():
                             latent[b] = exchanged[b]
                             pair = (_option_name(attribute, int(ours[b])), _option_name(attribute, int(theirs[b])))
