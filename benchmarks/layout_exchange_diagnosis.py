@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ntlb.generators.world_render import EVIDENCE
 from ntlb.io import write_json_atomic
 from ntlb.metrics.boxes import box_iou
 from ntlb.tasks.layouts.layout import random_world_layout
@@ -111,8 +112,9 @@ def diagnose(folder: Path, adapter, draws: int) -> dict:
                              "from": f"{_option_name(attribute, ours)}/{_option_name(attribute, theirs)}",
                              "right_before": right, "right_after": after,
                              "own_gain": float(own.mean()), "own_se": float(own.std() / copies**0.5),
-                             "taken": bool(own.mean() > 2 * own.std() / copies**0.5),
+                             "taken": bool(own.mean() > EVIDENCE * own.std() / copies**0.5),
                              "gain": float(gain.mean()), "se": float(gain.std() / len(gain) ** 0.5),
+                             "pictures": len(gain),
                              "positive_share": float((gain > 0).float().mean())})
     return {"run": folder.name, "replayed": found == metrics["detections"], "exchanges": rows}
 
@@ -134,14 +136,14 @@ def main() -> None:
     rows = [(run["run"], row) for run in runs for row in run["exchanges"]]
     for name, row in rows:
         print(f"{name} slots {row['slots']} {row['attribute']} {row['from']}: right objects {row['right_before']} -> "
-              f"{row['right_after']}; gain on the refinement's draws {row['own_gain']:+.4f} (2 SE "
-              f"{2 * row['own_se']:.4f}, taken {row['taken']}), on {8 * args.draws} pictures {row['gain']:+.4f} "
-              f"+- {row['se']:.4f} (SE), lower loss on {100 * row['positive_share']:.0f}%")
+              f"{row['right_after']}; gain on the refinement's draws {row['own_gain']:+.4f} ({EVIDENCE:g} SE "
+              f"{EVIDENCE * row['own_se']:.4f}, taken {row['taken']}), on {row['pictures']} pictures "
+              f"{row['gain']:+.4f} +- {row['se']:.4f} (SE), lower loss on {100 * row['positive_share']:.0f}%")
     summary = {"runs": len(runs), "replayed": sum(run["replayed"] for run in runs),
                "runs_with_a_helpful_exchange": sum(bool(run["exchanges"]) for run in runs),
                "helpful_exchanges": len(rows), "taken": sum(row["taken"] for _, row in rows),
-               "loss_prefers": sum(row["gain"] > 2 * row["se"] for _, row in rows),
-               "loss_opposes": sum(row["gain"] < -2 * row["se"] for _, row in rows)}
+               "loss_prefers": sum(row["gain"] > EVIDENCE * row["se"] for _, row in rows),
+               "loss_opposes": sum(row["gain"] < -EVIDENCE * row["se"] for _, row in rows)}
     print(json.dumps(summary))
     if args.out:
         write_json_atomic(args.out, {"settings": vars(args), "summary": summary, "runs": runs})
