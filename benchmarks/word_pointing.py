@@ -1,5 +1,6 @@
-"""Which region each word matches, on the bundled world model: per-word maps of token x patch interactions against
-one caption per object explained by chefer2021, on held-out two-object scenes (docs/results-explainers.md).
+"""Which region each word matches, on the bundled world model: per-word maps of token x patch interactions and the
+library's maps of what each word adds to the score (`word_contribution_maps`, shift-averaged) against one caption
+per object explained by chefer2021, on held-out two-object scenes (docs/results-explainers.md).
 
     python benchmarks/word_pointing.py [--count 30] [--layers -1 -3] [--device cpu]
 

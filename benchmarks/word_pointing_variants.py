@@ -32,6 +32,11 @@ direction" (against v / |v|, as `TextFeatures` scores by default; the same map u
 the score, not for chefer2021, whose rule multiplies gradient-weighted attentions over layers), "difference of
 maps" (max(map(T) - map(T without the word), 0)), "caption map" (map(T), one map for every word) and, the baseline,
 "object's own caption" (the map of "a {colour} {shape}" of the word's object, the same for its two words).
+
+**Finer than the patch grid** (--shift-step N): the same maps averaged over copies of the image shifted by
+multiples of N pixels below one patch (`ntlb.explain.shift_averaged`): with --contribution, the library's
+`word_contribution_maps` (against v / |v|) and the object's own caption; without, each word's span sum of the
+shift-averaged interactions.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import ntlb
+from ntlb.explain import shift_averaged
 from ntlb.explain.interactions import Interactions
 from ntlb.explain.normalize import upsample
 from ntlb.io import write_json_atomic
@@ -165,8 +171,8 @@ def per_object(world, offset: int, count: int, layers: list[int], steps: int, ru
                 explanation = explainer(world, pixels[[owners[i] for i in chunk]], [texts[i] for i in chunk],
                                         pairs="diagonal")
             for b, i in enumerate(chunk):
-                rows = explanation.interactions[explanation.key(b, b)].float()
-                spans = explanation.tokens.words[explanation.text_index(b, b)]
+                rows = explanation.interactions[explanation.key(b)].float()
+                spans = explanation.tokens.words[explanation.text_index(b)]
                 for name, word_map in (("colour", rows[spans[1].start : spans[1].end].sum(0)),
                                        ("shape", rows[spans[2].start : spans[2].end].sum(0)),
                                        ("caption", rows.sum(0))):
@@ -177,12 +183,12 @@ def per_object(world, offset: int, count: int, layers: list[int], steps: int, ru
     return results
 
 
-def contribution(world, offset: int, count: int, methods: list[str]) -> dict:
+def contribution(world, offset: int, count: int, methods: list[str], shift_step: int | None = None) -> dict:
     """Pointing of each colour and shape word's map of what it adds to the score (see the module docstring), per
     explainer and read-out, on the word_pointing scenes from `offset`."""
-    from ntlb.explain import TextFeatures, create
-    from ntlb.losses.semantic_words import without_words
+    from ntlb.explain import TextFeatures, create, shift_averaged, word_contribution_maps
     from ntlb.models.features import text_features
+    from ntlb.models.tokenizer import without_words
 
     scenes = [random_scene(scene_seed("multi-test", offset + i), 2) for i in range(count)]
     rendered = [render(scene, 64) for scene in scenes]
@@ -212,6 +218,12 @@ def contribution(world, offset: int, count: int, methods: list[str]) -> dict:
             exact = scaled_scores(explainer, norms)(world, pixels[owner], TextFeatures(directions.to(world.dtype)),
                                                    pairs="diagonal").image[:, 0].double()
             alone = explainer(world, pixels.repeat_interleave(2, 0), objects, pairs="diagonal").image[:, 0].double()
+            if shift_step is not None:  # the library's read-out: shift-averaged, against v / |v|
+                averaged = torch.cat(word_contribution_maps(explainer, world, pixels, [c.text for c in captions],
+                                                            [[words[i][k][0] for k in ks] for i, ks in
+                                                             enumerate(content)], shift_step=shift_step))
+                alone_averaged = shift_averaged(explainer, world, pixels.repeat_interleave(2, 0), objects,
+                                                pairs="diagonal", step=shift_step)[:, 0]
         maps: list[dict] = [{} for _ in scenes]
         row = 0
         for i, ks in enumerate(content):
@@ -224,6 +236,10 @@ def contribution(world, offset: int, count: int, methods: list[str]) -> dict:
                 maps[i]["difference of maps"][k] = (full[i] - without[row]).clamp(min=0)
                 maps[i]["caption map"][k] = full[i]
                 maps[i]["object's own caption"][k] = alone[2 * i + words[i][k][2]]
+                if shift_step is not None:
+                    maps[i].setdefault(f"contribution, shift-averaged (step {shift_step} px)", {})[k] = averaged[row]
+                    maps[i].setdefault(f"object's own caption, shift-averaged (step {shift_step} px)", {})[k] = \
+                        alone_averaged[2 * i + words[i][k][2]]
                 row += 1
         results[method] = score(maps, words, masks) | {"seconds": time.perf_counter() - started}
         for size in ("small", "large"):  # the contribution's pointing by the size of the word's object
@@ -268,13 +284,18 @@ def main() -> None:
                         help="only one caption per object ('a {colour} {shape}'), --count scenes from --offset")
     parser.add_argument("--contribution", nargs="+", default=[],
                         help="only the maps of what each word adds to the score, by these explainers")
+    parser.add_argument("--shift-step", type=int, default=None,
+                        help="also the shift-averaged maps (ntlb.explain.shift_averaged; with --contribution, "
+                             "word_contribution_maps) with this many pixels between shifts (zero reference only)")
     args = parser.parse_args()
     world = ntlb.load_model(device=args.device)
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.exists() else {}
     if args.contribution:
-        found = contribution(world, args.offset, args.count, args.contribution)
-        existing.setdefault("contribution", {})[f"offset {args.offset}"] = found
+        found = contribution(world, args.offset, args.count, args.contribution, args.shift_step)
+        kept = existing.setdefault("contribution", {}).setdefault(f"offset {args.offset}", {})
+        for key, value in found.items():  # a method's read-outs of an earlier run (another step) stay
+            kept[key] = kept[key] | value if isinstance(value, dict) and isinstance(kept.get(key), dict) else value
         write_json_atomic(out, existing)
         return
     if args.binding:
@@ -296,6 +317,8 @@ def main() -> None:
     words = [[(w.text, w.role, w.obj) for w in caption.words] for caption in captions]
     pixels = world.normalize(images).to(world.dtype)
     results: dict = {"scenes": args.count, "steps": args.steps, "rule": args.rule, "settings": {}}
+    if args.shift_step is not None and args.references != ["zero"]:
+        raise SystemExit("--shift-step moves the image, not its reference: use it with --references zero")
     for reference in args.references:
         all_references = reference_pixels(world, images, reference)
         per_layer = {}
@@ -309,17 +332,23 @@ def main() -> None:
                 with torch.no_grad():
                     explanation = explainer(world, pixels[chunk], [captions[i].text for i in chunk],
                                             pairs="diagonal")
+                    averaged = None if args.shift_step is None else shift_averaged(
+                        explainer, world, pixels[chunk], [captions[i].text for i in chunk], "diagonal",
+                        args.shift_step, read=lambda e: e.interactions)[:, 0]
                 for b, i in enumerate(chunk):
-                    rows = explanation.interactions[explanation.key(b, b)].float()
-                    spans = [(w.start, w.end) for w in explanation.tokens.words[explanation.text_index(b, b)]]
+                    rows = explanation.interactions[explanation.key(b)].float()
+                    spans = [(w.start, w.end) for w in explanation.tokens.words[explanation.text_index(b)]]
                     content = [k for k, w in enumerate(words[i]) if w[1] in ROLES]
                     maps.append(word_readouts(rows, spans, content))
-                    eot = int(explanation.tokens.eot[explanation.text_index(b, b)])
+                    if averaged is not None:  # the span sum of the shift-averaged rows, at pixel resolution
+                        maps[-1][f"sum, shift-averaged (step {args.shift_step} px)"] = {
+                            k: averaged[b, spans[k][0] : spans[k][1]].sum(0) for k in content}
+                    eot = int(explanation.tokens.eot[explanation.text_index(b)])
                     size = rows.abs().sum((1, 2))
                     total = float(size.sum())
                     part = [sum(float(size[spans[k][0] : spans[k][1]].sum()) for k, w in enumerate(words[i])
                                 if (w[1] in ROLES) == wanted) for wanted in (True, False)]
-                    whole = float(explanation.completeness[explanation.key(b, b)][0])
+                    whole = float(explanation.completeness[explanation.key(b)][0])
                     shares.append([(whole - float(rows.sum())) / whole, float(size[0]) / total, part[0] / total,
                                    part[1] / total, float(size[eot]) / total])
             per_layer[layer] = maps

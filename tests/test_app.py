@@ -83,7 +83,9 @@ def test_edit_and_generate_tabs(running):
 def test_words_tab_shows_each_words_region_and_the_words_of_a_box(running):
     model, client = running
     text = "a red circle and a blue square"
-    choices, gallery, region = client.predict(handle_file(str(EXAMPLE)), text, 2, api_name="/words")
+    choices, gallery, region = client.predict(handle_file(str(EXAMPLE)), text, 2, True, api_name="/words")
+    assert [g["caption"] for g in gallery] == [f"{text} (the whole text)", "red", "circle", "blue", "square"]
+    choices, gallery, region = client.predict(handle_file(str(EXAMPLE)), text, 2, False, api_name="/words")
     with torch.no_grad():
         direct = ntlb.explain(model, EXAMPLE, [text], method="interactions", steps=2)
     assert [g["caption"] for g in gallery] == [f"{text} (the whole text)", *text.split()]

@@ -20,9 +20,9 @@ from ntlb.losses.semantic_words import (
     SOFTMIN_TEMPERATURE,
     semantic_word_scores,
     soft_minimum,
-    without_words,
     word_token_masks,
 )
+from ntlb.models.tokenizer import without_words
 
 TEXT = "a red circle and a blue square"
 WORDS = ["red", "circle", "blue", "square"]
@@ -236,29 +236,3 @@ def test_guidance_word_term_equals_a_direct_recomputation_and_finite_differences
             direct = semantic_word_scores(explanation, masks, variant, normalize, reference=reference)[:, 0].tolist()
         assert (-value[:, 0]).tolist() == pytest.approx(direct, rel=1e-6, abs=1e-9)
         assert matches_finite_differences(loss, features)
-
-
-def test_what_a_word_adds_is_explained_against_the_difference_of_text_features(world):
-    """s(I, T) - s(I, T without w) = scale <f/|f|, v>, v the difference of the two normalised text features, is linear
-    in v: decomposition (linear in the text) explained against v (`TextFeatures`, scored against v / |v|), times
-    |v|, equals the difference of its maps of the two texts, and so do the scores (docs/results-explainers.md, "What a
-    word adds")."""
-    from ntlb.explain import TextFeatures
-    from ntlb.models.features import text_features
-    from ntlb.world import random_scene, render
-    from ntlb.world.datasets import scene_seed
-
-    image, _ = render(random_scene(scene_seed("multi-test", 9 * 10**6), 2), 64)
-    pixels = world.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
-    texts, index = without_words([TEXT], [WORDS], world.tokenizer)
-    with torch.no_grad():
-        features = text_features(world, texts)
-        directions = features[0] - features[index[0]]  # (W, D): what each word adds
-        explainer = create("decomposition")
-        both = explainer(world, pixels, texts, pairs="all")
-        along = explainer(world, pixels, TextFeatures(directions), pairs="all")
-    norms = directions.norm(dim=-1)
-    difference = both.image[0, 0] - both.image[0, index[0]]
-    assert difference.abs().amax() > 0.1 * both.image[0, 0].abs().amax()  # the words move the map
-    assert torch.allclose(along.image[0] * norms[:, None, None], difference, atol=1e-5 * float(difference.abs().max()))
-    assert torch.allclose(along.logits[0] * norms, both.logits[0, 0] - both.logits[0, index[0]], atol=1e-5)

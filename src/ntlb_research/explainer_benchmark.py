@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ntlb.errors import NtlbError
-from ntlb.explain import create
+from ntlb.explain import create, shift_averaged, word_contribution_maps
 from ntlb.explain.explanation import Explanation
 from ntlb.explain.normalize import minmax, upsample
 from ntlb.metrics.faithfulness import curve_area, patch_perturbation_curve, token_perturbation_curve
@@ -197,8 +197,10 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
                   layers: tuple[int, ...] = (-1,), batch_size: int = 16) -> dict:
     """Which region each word matches, where the truth is known: two-object scenes captioned "a {colour} {shape}
     and a {colour} {shape}"; the word map (token x patch interactions) of each colour and shape word should peak
-    inside its own object. Beside it, one caption per object explained by chefer2021 ("a {shape}", "a {colour}
-    {shape}"), whose single map is the whole caption's. Shares of the 2 * count words of each role."""
+    inside its own object, as should the library's map of what the word adds to the score (`word_contribution_maps`,
+    shift-averaged, by chefer2021 and decomposition). Beside them, one caption per object explained by chefer2021
+    ("a {shape}", "a {colour} {shape}", the latter also shift-averaged), whose single map is the whole caption's.
+    Shares of the 2 * count words of each role."""
     scenes = [random_scene(scene_seed("multi-test", offset + i), 2) for i in range(count)]
     rendered = [render(scene, size) for scene in scenes]
     pictures = [Image.fromarray(image) for image, _ in rendered]
@@ -235,6 +237,24 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
         maps = upsample(explanation.image[:, 0].float(), tuple(object_masks[0].shape))
         hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
         results[name] = {"colour": hit if "colour" in template else None, "shape": hit}
+        if "colour" in template:  # the same baseline at the resolution of the shift-averaged word maps
+            with torch.no_grad():
+                maps = shift_averaged(create("chefer2021"), adapter, images, texts, pairs="diagonal")[:, 0]
+            hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
+            results[name + ", shift-averaged"] = {"colour": hit, "shape": hit}
+    for method in ("chefer2021", "decomposition"):  # the library's read-out: what each word adds to the score
+        content = [[w for w in caption.words if w.role in ("colour", "shape")] for caption in captions]
+        started = time.perf_counter()
+        with torch.no_grad():
+            maps = word_contribution_maps(create(method), adapter, pictures, [c.text for c in captions],
+                                          [[w.text for w in words] for words in content])
+        hits = {"colour": [], "shape": []}
+        for i, words in enumerate(content):
+            for k, word in enumerate(words):
+                hits[word.role].append(bool(_points_into(maps[i][k][None], masks[i][word.obj][None])[0]))
+        results[f"{method}, what the word adds, shift-averaged"] = {
+            role: sum(values) / len(values) for role, values in hits.items()} | {
+            "seconds_per_pair": (time.perf_counter() - started) / count}
     return results
 
 
@@ -366,7 +386,8 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
     without text relevance are skipped with the reason; "deletion" reads scores only and has one row."""
     from ntlb.explain import available
     from ntlb.explain.registry import has
-    from ntlb.losses.semantic_words import WORD_SCORES, deletion_word_scores, without_words
+    from ntlb.losses.semantic_words import WORD_SCORES, deletion_word_scores
+    from ntlb.models.tokenizer import without_words
 
     scores = tuple(scores or WORD_SCORES)
     explainers = list(explainers or available())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.explainer import ExplainerOptions
+from ..config.explaining import ExplainConfig
 from ..errors import NtlbError
 from ..explain import create
 from ..explain.spec import ExplainerSpec
@@ -13,9 +14,11 @@ from .common import Session
 from .widgets import Widgets, number
 
 
-def words(session: Session, image, text: str, steps) -> tuple[dict, list[str], list[tuple[str, str]]]:
+def words(session: Session, image, text: str, steps, contributions: bool = False,
+          ) -> tuple[dict, list[str], list[tuple[str, str]]]:
     """(state for the other handlers, the text's words, the caption's map and each word's region as captioned
-    overlays)."""
+    overlays): from the token x patch interactions, or with `contributions` from what each semantic word adds to
+    the score (the default explainer's shift-averaged maps; no words of a box then)."""
     from ..tasks.explaining.files import explain_files
 
     try:
@@ -24,15 +27,16 @@ def words(session: Session, image, text: str, steps) -> tuple[dict, list[str], l
             raise NtlbError(f"{len(lines)} texts: this tab explains one text, write it on one line")
         out = Path(path).parent / "words"
         kept = []
-        explainer = create(ExplainerSpec("interactions", {"steps": number(steps)}))
-        data = explain_files(session.adapter, [path], lines, explainer, out, keep=kept)
+        explainer = create("chefer2021") if contributions else create(
+            ExplainerSpec("interactions", {"steps": number(steps)}))
+        data = explain_files(session.adapter, [path], lines, explainer, out, keep=kept, word_maps=contributions)
     except NtlbError as error:
         raise session.fail(error) from None
     record = data["pairs"][0]
     gallery = [(str(out / record["overlay"]), f"{record['text']} (the whole text)")]
-    gallery += [(str(out / entry["overlay"]), entry["word"]) for entry in record["word_maps"]]
+    gallery += [(str(out / entry["overlay"]), entry["word"]) for entry in record.get("word_maps", [])]
     state = {"explanation": kept[0], "folder": str(out), "record": record}
-    return state, [entry["word"] for entry in record["word_maps"]], gallery
+    return state, [entry["word"] for entry in record.get("word_maps", [])], gallery
 
 
 def word_region(state: dict | None, word: str | None) -> str | None:
@@ -59,14 +63,19 @@ def build(gradio, session: Session, widgets: Widgets, examples: list[tuple[str, 
     own = create("interactions")
     with gradio.Tab("Words and regions"):
         gradio.Markdown("Which region does each word match, and which words does a region match? Token x patch "
-                        "interactions (second order, exact up to the path integral). Pick a word to see its "
-                        "region; click two corners on the picture (or type them) for the words of a box.")
+                        "interactions (second order, exact up to the path integral), or the map of what each word "
+                        "adds to the score (points each word into its own object more often on the bundled model). "
+                        "Pick a word to see its region; click two corners on the picture (or type them) for the "
+                        "words of a box (interactions only).")
         with gradio.Row():
             with gradio.Column(scale=1):
                 image = gradio.Image(type="pil", label="image (click two corners for a box)",
                                      value=examples[0][0] if preload else None)
                 text = gradio.Textbox(label="one text", value="a red circle and a blue square")
                 steps = widgets("words", ExplainerOptions, "steps", value=own.steps)
+                contributions = widgets("words", ExplainConfig, "word_maps",
+                                        label="regions from what each word adds to the score (chefer2021, "
+                                              "shift-averaged) instead of the interactions")
                 run_words = gradio.Button("Explain words", variant="primary")
                 word = gradio.Radio([], label="word")
                 with gradio.Row():
@@ -79,8 +88,8 @@ def build(gradio, session: Session, widgets: Widgets, examples: list[tuple[str, 
         state = gradio.State(None)
         clicks = gradio.State([])
 
-        def explain_words(image, text, steps):
-            found, choices, gallery = words(session, image, text, steps)
+        def explain_words(image, text, steps, contributions):
+            found, choices, gallery = words(session, image, text, steps, contributions)
             return found, gradio.update(choices=choices, value=None), gallery, gallery[0][0]
 
         def corner(points, event):
@@ -95,7 +104,8 @@ def build(gradio, session: Session, widgets: Widgets, examples: list[tuple[str, 
         def words_in_box(state, x0, y0, x1, y1):
             return box_words(session, state, x0, y0, x1, y1)
 
-        run_words.click(explain_words, [image, text, steps], [state, word, word_gallery, region], api_name="words")
+        run_words.click(explain_words, [image, text, steps, contributions], [state, word, word_gallery, region],
+                        api_name="words")
         word.change(word_region, [state, word], region)
         image.select(corner, [clicks], [clicks, *corners])
         run_box.click(words_in_box, [state, *corners], box_result, api_name="box_words")

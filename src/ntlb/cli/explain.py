@@ -32,7 +32,8 @@ def _explain_and_print(args: argparse.Namespace, config: ExplainConfig | DemoCon
     adapter = model_adapter(args)
     explainer = create(config.explainer, max_memory=resources.max_memory)
     data = explain_files(adapter, images, texts, explainer, config.out, resources.batch_size,
-                         box=getattr(config, "box", None))
+                         box=getattr(config, "box", None), word_maps=getattr(config, "word_maps", False),
+                         shift_step=getattr(config, "shift_step", None))
     if not config.quiet:
         for record in data["pairs"]:
             words = words_terminal([tuple(w) for w in record["words"]]) if record["words"] else record["text"]

@@ -36,6 +36,12 @@ class ExplainConfig:
     box: list[float] | None = option(None, "with --explainer interactions: print the words that the region x0 y0 "
                                            "x1 y1 (pixels of each image) matches", nargs=4,
                                      metavar=("X0", "Y0", "X1", "Y1"), default_help="no box")
+    word_maps: bool = option(False, "also one overlay per semantic word of each text: the region the word matches, "
+                                    "mapped by the explainer from what the word adds to the score (--explainer "
+                                    "interactions always writes its own word maps)")
+    shift_step: int | None = option(None, "with --word-maps: pixels between the sub-patch shifts the word maps are "
+                                          "averaged over (a patch or more: no shifts)",
+                                    default_help=LibraryText("explain.shifts", "SHIFT_STEP"))
     out: str = option("out/explain", "output folder (files of an earlier run there are replaced)")
     quiet: bool = option(False, "do not print the highlighted words")
 

@@ -18,8 +18,10 @@ from .explanation import Explanation
 from .gradient import GradientExplainer
 from .normalize import minmax, normalize_text, upsample, word_relevance
 from .registry import available, create, register
+from .shifts import shift_averaged
 from .spec import ExplainerSpec
 from .targets import AllPairs, ByScores, Columns, Diagonal, Pairs, Targets, TopK, top_k
+from .word_contributions import word_contribution_maps
 
 
 def explain(
@@ -53,5 +55,6 @@ def explain(
 __all__ = [
     "AllPairs", "ByScores", "Columns", "Diagonal", "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer",
     "ImageFeatures", "Pairs", "Prompts", "Targets", "TextFeatures", "TopK", "available", "create", "explain",
-    "minmax", "normalize_text", "register", "top_k", "upsample", "word_relevance",
+    "minmax", "normalize_text", "register", "shift_averaged", "top_k", "upsample", "word_contribution_maps",
+    "word_relevance",
 ]

@@ -178,20 +178,6 @@ def reference_word_shares(explainer, model, pictures, texts, masks: Tensor, norm
         return mean_word_shares(explainer(model, pictures, texts, pairs="all"), masks, normalize)
 
 
-def without_words(texts: Sequence[str], words: Sequence[Sequence[str]], tokenizer) -> tuple[list[str], Tensor]:
-    """Each text with each of its chosen words deleted (every occurrence), for "deletion": (the texts followed by
-    the shortened ones, (T, W) index of text t without word w in that list; -1 in unused slots)."""
-    if len(words) != len(texts):
-        raise NtlbError(f"{len(words)} word lists for {len(texts)} texts: give one list of semantic words per text")
-    out, index = list(texts), torch.full((len(texts), max(map(len, words), default=1)), -1, dtype=torch.long)
-    for t, (text, chosen) in enumerate(zip(texts, words)):
-        spans = [span.text for span in tokenizer([text]).words[0]]
-        for w, word in enumerate(chosen):
-            index[t, w] = len(out)
-            out.append(" ".join(span for span in spans if span.lower() != word.lower()))
-    return out, index
-
-
 def deletion_word_scores(full: Tensor, dropped: Tensor, chosen: Tensor,
                          temperature: float = DELETION_TEMPERATURE) -> Tensor:
     """Soft minimum over the words of (score of the text - score of the text without the word), scores in cosine

@@ -7,7 +7,7 @@ the same whether the text came in as a string or as token ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -133,3 +133,21 @@ class ClipTokenizer:
                 spans.append(Word(text, start, position + 1))
                 start = position + 1
         return spans
+
+
+def without_words(texts: Sequence[str], words: Sequence[Sequence[str]], tokenizer) -> tuple[list[str], Tensor]:
+    """Each text with each of its chosen words deleted (every occurrence; matching ignores case): the texts followed
+    by the shortened ones, and the (T, W) index of text t without word w in that list (-1 in unused slots). What a
+    word adds to a score is the score of the text minus that of the text without it (the "deletion" word score, a
+    word's contribution map)."""
+    if len(words) != len(texts):
+        raise NtlbError(f"{len(words)} word lists for {len(texts)} texts: give one list of semantic words per text")
+    out, index = list(texts), torch.full((len(texts), max(map(len, words), default=1)), -1, dtype=torch.long)
+    for t, (text, chosen) in enumerate(zip(texts, words)):
+        spans = [span.text for span in tokenizer([text]).words[0]]
+        for w, word in enumerate(chosen):
+            if word.lower() not in (span.lower() for span in spans):
+                raise NtlbError(f"'{word}' is not a word of '{text}': choose among {', '.join(spans)}")
+            index[t, w] = len(out)
+            out.append(" ".join(span for span in spans if span.lower() != word.lower()))
+    return out, index

@@ -31,11 +31,11 @@ def embedded(picture: Image.Image) -> str:
 
 
 def _word_picker(record: dict, pictures: dict[str, Image.Image]) -> str:
-    """A menu that shows, in the pair's picture, the region each word of the text matches (its interactions)."""
+    """A menu that shows, in the pair's picture, the region each word of the text matches."""
     options = [f"<option value='{embedded(pictures[record['overlay']])}'>the whole text</option>"] if record.get(
         "overlay") in pictures else []
-    options += [f"<option value='{embedded(pictures[entry['overlay']])}'>{html.escape(entry['word'])} "
-                f"({entry['interaction']:+.3g})</option>"
+    options += [f"<option value='{embedded(pictures[entry['overlay']])}'>{html.escape(entry['word'])}"
+                + (f" ({entry['interaction']:+.3g})" if "interaction" in entry else "") + "</option>"
                 for entry in record["word_maps"] if entry["overlay"] in pictures]
     return ("<p class='meta'>region of word: <select onchange=\"this.closest('.pair').querySelector('img').src="
             f"this.value\">{''.join(options)}</select></p>")

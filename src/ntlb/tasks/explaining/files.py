@@ -18,8 +18,11 @@ from ...explain import available, create
 from ...explain.base import Explainer
 from ...explain.explanation import Explanation
 from ...explain.registry import capable
+from ...explain.shifts import SHIFT_STEP
 from ...explain.spec import ExplainerSpec
+from ...explain.word_contributions import word_contribution_maps
 from ...io import OutputFolder, save_image_atomic, write_record
+from ...losses.semantic_words import content_words
 from ...models.adapter import ClipAdapter
 from ...models.inputs import prepare_texts
 from ...models.loading import DEFAULT_MODEL
@@ -62,26 +65,50 @@ def pair_record(explanation: Explanation, b: int, t: int, image: str, text: str)
     return record
 
 
-def word_overlays(explanation: Explanation, b: int, t: int, stem: str) -> tuple[list[dict], dict[str, Image.Image]]:
-    """Per word of the pair's text (explainers with token x patch interactions): the region that word matches,
-    as a captioned overlay of its positive interactions, and its total interaction with the picture."""
+def word_overlays(explanation: Explanation, b: int, t: int, stem: str,
+                  maps: Sequence[tuple[str, torch.Tensor]] | None = None) -> tuple[list[dict], dict[str, Image.Image]]:
+    """Per word of the pair's text, the region that word matches as a captioned overlay of the positive part of its
+    map: its token x patch interactions (the record keeps its total interaction with the picture), or `maps`,
+    (word, map) pairs of what each word adds to the score (`word_contribution_maps`)."""
     records, pictures = [], {}
     text = explanation.tokens.words[explanation.text_index(b, t)]
-    for index, (word, patches) in enumerate(explanation.word_maps(b, t)):
+    for index, (word, patches) in enumerate(explanation.word_maps(b, t) if maps is None else maps):
         name = f"{stem}__w{index:02d}_{_slug(word, 16)}.png"
         picture = overlay(explanation.originals[b], patches.clamp(min=0), explanation.preprocess)
         pictures[name] = captioned(picture, f'"{word}" in "{" ".join(w.text for w in text)}"')
-        records.append({"word": word, "overlay": name, "interaction": round(float(patches.sum()), 6)})
+        records.append({"word": word, "overlay": name}
+                       | ({"interaction": round(float(patches.sum()), 6)} if maps is None else {}))
     return records, pictures
+
+
+def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequence[str | Path],
+                      texts: Sequence[str], shift_step: int | None) -> list[list[tuple[str, torch.Tensor]]]:
+    """For image i and text i: (word, map) of what each semantic word of the text adds to the score (texts
+    without one are left without maps)."""
+    words = []
+    for text in texts:
+        try:
+            words.append(content_words(text, tokenizer=adapter.tokenizer))
+        except NtlbError:  # only stop words: nothing to map
+            words.append([])
+    if not any(words):
+        return [[] for _ in texts]
+    with torch.no_grad():
+        maps = word_contribution_maps(explainer, adapter, list(images), list(texts), words,
+                                      SHIFT_STEP if shift_step is None else shift_step)
+    return [list(zip(chosen, stack)) for chosen, stack in zip(words, maps)]
 
 
 def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
                   out: str | Path, batch_size: int = 8, title: str | None = None,
-                  box: Sequence[float] | None = None, keep: list[Explanation] | None = None) -> dict:
+                  box: Sequence[float] | None = None, keep: list[Explanation] | None = None,
+                  word_maps: bool = False, shift_step: int | None = None) -> dict:
     """Explain every image with every text, in batches of images (each image encoded once for all texts), and
     write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Explainers with
     token x patch interactions also write one overlay per word, and with `box` (x0, y0, x1, y1 in each picture's
-    pixels) record how much each word interacts with the patches inside it. `keep`: a list that receives each
+    pixels) record how much each word interacts with the patches inside it; other explainers do with `word_maps`,
+    each semantic word's map of what it adds to the score, shift-averaged with `shift_step` pixels between shifts
+    (None: `SHIFT_STEP`; a patch or more: the plain map). `keep`: a list that receives each
     batch's Explanation (for callers that ask more of it). Files an earlier run wrote to `out` are removed first.
     Returns what explanations.json holds."""
     if box is not None and not explainer.gives_interactions:
@@ -105,6 +132,12 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
         if keep is not None:
             keep.append(explanation)
         notes += [n for n in (explanation.image_note, explanation.text_note) if n and n not in notes]
+        contributions = {}
+        if word_maps and explanation.interactions is None:
+            pairs = explanation.pair_indices()
+            found = contribution_maps(explainer, adapter, [chunk[b] for b, _ in pairs],
+                                      [texts[explanation.text_index(b, t)] for b, t in pairs], shift_step)
+            contributions = dict(zip(pairs, found))
         for b, t in explanation.pair_indices():
             text = texts[explanation.text_index(b, t)]
             record = pair_record(explanation, b, t, str(chunk[b]), text)
@@ -116,8 +149,8 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
                 pictures[f"{stem}.png"] = captioned(picture, f"{text}  (p {record['probability']:.2f})")
                 save_image_atomic(folder / f"{stem}.png", pictures[f"{stem}.png"])
                 record["overlay"] = f"{stem}.png"
-            if explanation.interactions is not None:
-                record["word_maps"], word_pictures = word_overlays(explanation, b, t, stem)
+            if explanation.interactions is not None or contributions.get((b, t)):
+                record["word_maps"], word_pictures = word_overlays(explanation, b, t, stem, contributions.get((b, t)))
                 for name, word_picture in word_pictures.items():
                     save_image_atomic(folder / name, word_picture)
                 pictures.update(word_pictures)

@@ -44,12 +44,12 @@ from ...losses.semantic_words import (
     neglected_words,
     reference_word_shares,
     semantic_word_loss,
-    without_words,
     word_token_masks,
 )
 from ...models.adapter import ClipAdapter
 from ...models.features import text_features
 from ...models.inputs import ImageFeatures, prepare_texts
+from ...models.tokenizer import without_words
 from ...training import descend
 from ...world.detector import found_objects
 from .optimisation import optimise, styleclip_lr, to_picture

@@ -1,0 +1,67 @@
+"""Image maps finer than the patch grid: the mean of an explainer's maps over copies of the image shifted by a
+fraction of a patch, each map upsampled to the input and shifted back.
+
+A ViT's map has one value per patch (8 x 8 pixels on the bundled model, 32 x 32 on ViT-B/32), so where inside a
+patch the evidence lies is lost, and a bilinear upsampling peaks at the centre of the best patch whatever part of
+it the object covers. Shifting the image by `step` pixels moves the patch borders across the object; the aligned
+average resolves the map to `step` pixels (test-time augmentation, as pytorch-grad-cam's `aug_smooth` averages over
+flips and scales). It costs one explanation per shift: (patch / step)^2 of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from ..errors import NtlbError
+from ..models.inputs import ImageFeatures, ImageInput, TextInput, prepare_images
+from ..models.loading import wrap
+from .explanation import Explanation
+from .normalize import upsample
+from .targets import Pairs
+
+SHIFT_STEP = 2  # pixels between shifts: 16 explanations per image on the bundled model's 8-pixel patches
+
+
+def shifted(pixels: Tensor, dy: int, dx: int, margin: int) -> Tensor:
+    """(..., H, W) moved down by dy and right by dx pixels (|dy|, |dx| <= margin; negative: up, left), edges
+    replicated."""
+    height, width = pixels.shape[-2:]
+    padded = F.pad(pixels.reshape(-1, 1, height, width), (margin,) * 4, mode="replicate")
+    moved = padded[..., margin - dy : margin - dy + height, margin - dx : margin - dx + width]
+    return moved.reshape(pixels.shape)
+
+
+def image_maps(explanation: Explanation) -> Tensor:
+    """The explanation's (B, K, h, w) image maps."""
+    return explanation.image
+
+
+def shift_averaged(explainer, model, images: ImageInput, texts: TextInput, pairs: Pairs = "all",
+                   step: int = SHIFT_STEP, read: Callable[[Explanation], Tensor] = image_maps) -> Tensor:
+    """Maps at the input's size ((B, K, H, W) float32 for image maps): the mean over shifts (dy, dx) in 0, step,
+    ... below one patch of the explainer's maps of the shifted image, aligned back to the original pixels. A step
+    of a patch or more gives the plain upsampled map. `read`: which patch maps of an explanation, (..., h, w) (for
+    instance `lambda e: e.interactions`, every token's row)."""
+    if isinstance(images, ImageFeatures):
+        raise NtlbError("shift averaging moves the pixels: pass images (paths, PIL images or tensors), "
+                        "not ImageFeatures")
+    if not isinstance(step, int) or step < 1:
+        raise NtlbError(f"shift step {step!r}: use a whole number of pixels, at least 1")
+    if not explainer.gives_image_maps:
+        raise NtlbError(f"{explainer.name} gives no image maps: shift averaging needs an explainer that does")
+    adapter = wrap(model)
+    pixels, _ = prepare_images(adapter, images)
+    size = tuple(pixels.shape[-2:])
+    first = read(explainer(adapter, pixels, texts, pairs=pairs))
+    cell = (size[0] // first.shape[-2], size[1] // first.shape[-1])  # one patch, in pixels
+    shifts = [(dy, dx) for dy in range(0, cell[0], step) for dx in range(0, cell[1], step)]
+    margin = max(cell)
+    total = upsample(first.float(), size)
+    for dy, dx in tqdm(shifts[1:], desc="shifts", unit="shift", leave=False, disable=len(shifts) < 8):
+        maps = read(explainer(adapter, shifted(pixels, dy, dx, margin), texts, pairs=pairs))
+        total = total + shifted(upsample(maps.float(), size), -dy, -dx, margin)
+    return total / len(shifts)

@@ -1,0 +1,52 @@
+"""Which region each word matches, read from what the word adds to the score.
+
+Deleting a word w from a text T changes the score by s(I, T) - s(I, T \\ w) = scale <f(I)/|f(I)|, v>, with v the
+difference of the two normalised text features: a linear functional of the image feature. Any image explainer run
+against the direction v (as `TextFeatures`, scored against v / |v|: a positive scale per word) maps where the image
+supports that word *in this caption*. On two-object world scenes these maps point each colour and shape word into
+its own object; the token x patch interactions' word maps do so less often (docs/results-explainers.md, "Word maps
+on the world"). By default the maps are shift-averaged (`shifts.py`): a shape word's evidence peaks in a patch its
+object only partly covers, which a patch-grid map cannot place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import NtlbError
+from ..models.features import text_features
+from ..models.inputs import ImageInput, TextFeatures, prepare_images
+from ..models.loading import wrap
+from ..models.tokenizer import without_words
+from .normalize import upsample
+from .shifts import SHIFT_STEP, shift_averaged
+
+
+def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence[str],
+                           words: Sequence[Sequence[str]], shift_step: int | None = SHIFT_STEP) -> list[Tensor]:
+    """For image b and its text texts[b]: a (len(words[b]), H, W) float32 stack, the map of what each chosen word
+    adds to the pair's score, at the input's size. shift_step: pixels between the shifts of the shift-averaged map,
+    or None for the explainer's plain (upsampled) map."""
+    adapter = wrap(model)
+    pixels, _ = prepare_images(adapter, images)
+    if isinstance(texts, str) or len(texts) != len(pixels):
+        count = 1 if isinstance(texts, str) else len(texts)
+        raise NtlbError(f"{count} text(s) for {len(pixels)} image(s): give one text per image")
+    if not explainer.gives_image_maps:
+        raise NtlbError(f"{explainer.name} gives no image maps: a word's region needs an explainer that does")
+    shortened, index = without_words(list(texts), words, adapter.tokenizer)
+    owners = [b for b, chosen in enumerate(words) for _ in chosen]
+    if not owners:
+        raise NtlbError("no words given: choose at least one word of a text")
+    with torch.no_grad():
+        features = text_features(adapter, shortened)
+    directions = TextFeatures(features[owners] - features[index[index >= 0]])  # v: T minus T without the word
+    if shift_step is None:
+        maps = upsample(explainer(adapter, pixels[owners], directions, pairs="diagonal").image.float(),
+                        tuple(pixels.shape[-2:]))
+    else:
+        maps = shift_averaged(explainer, adapter, pixels[owners], directions, pairs="diagonal", step=shift_step)
+    return list(maps[:, 0].split([len(chosen) for chosen in words]))
