@@ -47,15 +47,15 @@ def main() -> None:
     words = [[w for w in caption.words if w.role in ROLES] for caption in captions]
     explainer = create("chefer2021")
     with torch.no_grad():
-        maps = {step: word_contribution_maps(explainer, world, [Image.fromarray(image) for image, _ in rendered],
+        maps = {shifts: word_contribution_maps(explainer, world, [Image.fromarray(image) for image, _ in rendered],
                                              [c.text for c in captions], [[w.text for w in ws] for ws in words],
-                                             shift_step=step) for step in (None, 2)}
+                                             shifts=shifts) for shifts in (1, 4)}
     cells = []
     for i, caption in enumerate(captions):
-        for step, label in ((None, "patch grid"), (2, "shift-averaged")):
-            cells.append((pictures[i], caption.text if step is None else ""))
+        for shifts, label in ((1, "patch grid"), (4, "shift-averaged")):
+            cells.append((pictures[i], caption.text if shifts == 1 else ""))
             for k, word in enumerate(words[i]):
-                picture = overlay(pictures[i], maps[step][i][k].clamp(min=0))
+                picture = overlay(pictures[i], maps[shifts][i][k].clamp(min=0))
                 cells.append((outlined(picture, rendered[i][1][word.obj].astype(bool)), f'"{word.text}", {label}'))
     written = picture_grid(cells, 5, args.out, "What each word adds to the score, mapped by chefer2021 "
                                                "(green: the word's own object)")

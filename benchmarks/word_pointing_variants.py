@@ -33,8 +33,8 @@ the score, not for chefer2021, whose rule multiplies gradient-weighted attention
 maps" (max(map(T) - map(T without the word), 0)), "caption map" (map(T), one map for every word) and, the baseline,
 "object's own caption" (the map of "a {colour} {shape}" of the word's object, the same for its two words).
 
-**Finer than the patch grid** (--shift-step N): the same maps averaged over copies of the image shifted by
-multiples of N pixels below one patch (`ntlb.explain.shift_averaged`): with --contribution, the library's
+**Finer than the patch grid** (--shifts N): the same maps averaged over copies of the image shifted by N x N
+offsets spread evenly below one patch (`ntlb.explain.shift_averaged`): with --contribution, the library's
 `word_contribution_maps` (against v / |v|) and the object's own caption; without, each word's span sum of the
 shift-averaged interactions.
 """
@@ -183,7 +183,7 @@ def per_object(world, offset: int, count: int, layers: list[int], steps: int, ru
     return results
 
 
-def contribution(world, offset: int, count: int, methods: list[str], shift_step: int | None = None) -> dict:
+def contribution(world, offset: int, count: int, methods: list[str], shifts: int | None = None) -> dict:
     """Pointing of each colour and shape word's map of what it adds to the score (see the module docstring), per
     explainer and read-out, on the word_pointing scenes from `offset`."""
     from ntlb.explain import TextFeatures, create, shift_averaged, word_contribution_maps
@@ -218,12 +218,12 @@ def contribution(world, offset: int, count: int, methods: list[str], shift_step:
             exact = scaled_scores(explainer, norms)(world, pixels[owner], TextFeatures(directions.to(world.dtype)),
                                                    pairs="diagonal").image[:, 0].double()
             alone = explainer(world, pixels.repeat_interleave(2, 0), objects, pairs="diagonal").image[:, 0].double()
-            if shift_step is not None:  # the library's read-out: shift-averaged, against v / |v|
+            if shifts is not None:  # the library's read-out: shift-averaged, against v / |v|
                 averaged = torch.cat(word_contribution_maps(explainer, world, pixels, [c.text for c in captions],
                                                             [[words[i][k][0] for k in ks] for i, ks in
-                                                             enumerate(content)], shift_step=shift_step))
+                                                             enumerate(content)], shifts=shifts))
                 alone_averaged = shift_averaged(explainer, world, pixels.repeat_interleave(2, 0), objects,
-                                                pairs="diagonal", step=shift_step)[:, 0]
+                                                pairs="diagonal", shifts=shifts)[:, 0]
         maps: list[dict] = [{} for _ in scenes]
         row = 0
         for i, ks in enumerate(content):
@@ -236,10 +236,10 @@ def contribution(world, offset: int, count: int, methods: list[str], shift_step:
                 maps[i]["difference of maps"][k] = (full[i] - without[row]).clamp(min=0)
                 maps[i]["caption map"][k] = full[i]
                 maps[i]["object's own caption"][k] = alone[2 * i + words[i][k][2]]
-                if shift_step is not None:
-                    maps[i].setdefault(f"contribution, shift-averaged (step {shift_step} px)", {})[k] = averaged[row]
-                    maps[i].setdefault(f"object's own caption, shift-averaged (step {shift_step} px)", {})[k] = \
-                        alone_averaged[2 * i + words[i][k][2]]
+                if shifts is not None:
+                    label = f"shift-averaged ({shifts} x {shifts} shifts)"
+                    maps[i].setdefault(f"contribution, {label}", {})[k] = averaged[row]
+                    maps[i].setdefault(f"object's own caption, {label}", {})[k] = alone_averaged[2 * i + words[i][k][2]]
                 row += 1
         results[method] = score(maps, words, masks) | {"seconds": time.perf_counter() - started}
         for size in ("small", "large"):  # the contribution's pointing by the size of the word's object
@@ -284,15 +284,15 @@ def main() -> None:
                         help="only one caption per object ('a {colour} {shape}'), --count scenes from --offset")
     parser.add_argument("--contribution", nargs="+", default=[],
                         help="only the maps of what each word adds to the score, by these explainers")
-    parser.add_argument("--shift-step", type=int, default=None,
+    parser.add_argument("--shifts", type=int, default=None,
                         help="also the shift-averaged maps (ntlb.explain.shift_averaged; with --contribution, "
-                             "word_contribution_maps) with this many pixels between shifts (zero reference only)")
+                             "word_contribution_maps) with this many shifts per side of a patch (zero reference only)")
     args = parser.parse_args()
     world = ntlb.load_model(device=args.device)
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.exists() else {}
     if args.contribution:
-        found = contribution(world, args.offset, args.count, args.contribution, args.shift_step)
+        found = contribution(world, args.offset, args.count, args.contribution, args.shifts)
         kept = existing.setdefault("contribution", {}).setdefault(f"offset {args.offset}", {})
         for key, value in found.items():  # a method's read-outs of an earlier run (another step) stay
             kept[key] = kept[key] | value if isinstance(value, dict) and isinstance(kept.get(key), dict) else value
@@ -317,8 +317,8 @@ def main() -> None:
     words = [[(w.text, w.role, w.obj) for w in caption.words] for caption in captions]
     pixels = world.normalize(images).to(world.dtype)
     results: dict = {"scenes": args.count, "steps": args.steps, "rule": args.rule, "settings": {}}
-    if args.shift_step is not None and args.references != ["zero"]:
-        raise SystemExit("--shift-step moves the image, not its reference: use it with --references zero")
+    if args.shifts is not None and args.references != ["zero"]:
+        raise SystemExit("--shifts moves the image, not its reference: use it with --references zero")
     for reference in args.references:
         all_references = reference_pixels(world, images, reference)
         per_layer = {}
@@ -332,16 +332,16 @@ def main() -> None:
                 with torch.no_grad():
                     explanation = explainer(world, pixels[chunk], [captions[i].text for i in chunk],
                                             pairs="diagonal")
-                    averaged = None if args.shift_step is None else shift_averaged(
+                    averaged = None if args.shifts is None else shift_averaged(
                         explainer, world, pixels[chunk], [captions[i].text for i in chunk], "diagonal",
-                        args.shift_step, read=lambda e: e.interactions)[:, 0]
+                        args.shifts, read=lambda e: e.interactions)[:, 0]
                 for b, i in enumerate(chunk):
                     rows = explanation.interactions[explanation.key(b)].float()
                     spans = [(w.start, w.end) for w in explanation.tokens.words[explanation.text_index(b)]]
                     content = [k for k, w in enumerate(words[i]) if w[1] in ROLES]
                     maps.append(word_readouts(rows, spans, content))
                     if averaged is not None:  # the span sum of the shift-averaged rows, at pixel resolution
-                        maps[-1][f"sum, shift-averaged (step {args.shift_step} px)"] = {
+                        maps[-1][f"sum, shift-averaged ({args.shifts} x {args.shifts} shifts)"] = {
                             k: averaged[b, spans[k][0] : spans[k][1]].sum(0) for k in content}
                     eot = int(explanation.tokens.eot[explanation.text_index(b)])
                     size = rows.abs().sum((1, 2))

@@ -8,7 +8,7 @@ import torch
 import ntlb
 from ntlb.errors import NtlbError
 from ntlb.explain import ImageFeatures, create, upsample
-from ntlb.explain.shifts import shift_averaged
+from ntlb.explain.shifts import offsets, shift_averaged
 from ntlb.explain.word_contributions import word_contribution_maps
 from ntlb.models.features import text_features
 from ntlb.models.tokenizer import without_words
@@ -36,9 +36,9 @@ def test_shift_averaged_equals_the_mean_of_shifted_maps_written_from_the_definit
     pixels = world.normalize(images)
     explainer = create("chefer2021")
     with torch.no_grad():
-        fast = shift_averaged(explainer, world, pixels, [TEXT, "a green triangle"], step=4)
+        fast = shift_averaged(explainer, world, pixels, [TEXT, "a green triangle"], shifts=2)
         plain = explainer(world, pixels, [TEXT, "a green triangle"]).image
-        coarse = shift_averaged(explainer, world, pixels, [TEXT, "a green triangle"], step=8)
+        coarse = shift_averaged(explainer, world, pixels, [TEXT, "a green triangle"], shifts=1)
         slow = torch.zeros_like(fast)
         rows = torch.arange(64)
         for dy in (0, 4):
@@ -48,8 +48,16 @@ def test_shift_averaged_equals_the_mean_of_shifted_maps_written_from_the_definit
                 slow += maps[:, :, (rows + dy).clamp(0, 63)][:, :, :, (rows + dx).clamp(0, 63)] / 4
     assert fast.shape == (2, 2, 64, 64)
     assert torch.allclose(fast, slow, atol=1e-6 * float(slow.abs().max()))
-    assert torch.allclose(coarse, upsample(plain.float(), (64, 64)))  # a step of a patch: no shift
+    assert torch.allclose(coarse, upsample(plain.float(), (64, 64)))  # one shift per side: none
     assert (fast - coarse).abs().max() > 0.05 * coarse.abs().max()  # the shifts move the map
+
+
+def test_shifts_are_spread_evenly_below_one_patch():
+    assert offsets(8, 4) == [0, 2, 4, 6]  # the bundled model: 2 pixels apart
+    assert offsets(14, 4) == [0, 3, 7, 10]  # ViT-L/14: whole pixels, a quarter patch apart rounded down
+    assert offsets(32, 4) == [0, 8, 16, 24]  # ViT-B/32
+    assert offsets(8, 16) == list(range(8))  # more shifts than pixels: each pixel once
+    assert offsets(8, 1) == [0]
 
 
 def test_a_words_map_is_the_explainer_against_the_difference_of_text_features(world):
@@ -59,7 +67,7 @@ def test_a_words_map_is_the_explainer_against_the_difference_of_text_features(wo
     pixels = world.normalize(images)
     explainer = create("decomposition")
     with torch.no_grad():
-        maps = word_contribution_maps(explainer, world, pixels, [TEXT], [WORDS], shift_step=None)[0]
+        maps = word_contribution_maps(explainer, world, pixels, [TEXT], [WORDS], shifts=1)[0]
         texts, index = without_words([TEXT], [WORDS], world.tokenizer)
         features = text_features(world, texts)
         norms = (features[0] - features[index[0]]).norm(dim=-1)
@@ -79,18 +87,18 @@ def test_word_maps_point_each_colour_and_shape_word_into_its_own_object(world):
     captions = [relate(scene, 0, 1, "and") for scene in chosen]
     content = [[w for w in caption.words if w.role in ("colour", "shape")] for caption in captions]
     hits = {}
-    for step in (2, None):
+    for shifts in (4, 1):
         with torch.no_grad():
             maps = word_contribution_maps(create("chefer2021"), world, world.normalize(images),
                                           [c.text for c in captions], [[w.text for w in ws] for ws in content],
-                                          shift_step=step)
+                                          shifts=shifts)
         for i, ws in enumerate(content):
             for k, w in enumerate(ws):
-                hits.setdefault((step, w.role), []).append(bool(masks[i][w.obj].flatten()[maps[i][k].argmax()]))
+                hits.setdefault((shifts, w.role), []).append(bool(masks[i][w.obj].flatten()[maps[i][k].argmax()]))
     rate = {key: sum(v) / len(v) for key, v in hits.items()}
-    assert len(hits[(2, "shape")]) == 24
-    assert rate[(2, "colour")] >= 0.75 and rate[(2, "shape")] >= 0.75, rate
-    assert rate[(2, "shape")] > rate[(None, "shape")], rate
+    assert len(hits[(4, "shape")]) == 24
+    assert rate[(4, "colour")] >= 0.75 and rate[(4, "shape")] >= 0.75, rate
+    assert rate[(4, "shape")] > rate[(1, "shape")], rate
 
 
 def test_bad_word_requests_get_one_line(world):
@@ -103,8 +111,8 @@ def test_bad_word_requests_get_one_line(world):
         word_contribution_maps(explainer, world, pixels, [TEXT, TEXT], [WORDS, WORDS])
     with pytest.raises(NtlbError, match="no words given"):
         word_contribution_maps(explainer, world, pixels, [TEXT], [[]])
-    with pytest.raises(NtlbError, match="shift step 0"):
-        shift_averaged(explainer, world, pixels, [TEXT], step=0)
+    with pytest.raises(NtlbError, match="shifts 0: use a whole number"):
+        shift_averaged(explainer, world, pixels, [TEXT], shifts=0)
     with pytest.raises(NtlbError, match="not ImageFeatures"):
         shift_averaged(explainer, world, ImageFeatures(torch.randn(1, 64)), [TEXT])
 
@@ -124,6 +132,6 @@ def test_explain_command_writes_each_semantic_words_region(tmp_path, capsys):
     assert "word_maps" not in records[1]  # only stop words: no word to map
     assert "region of word: <select" in (out / "report.html").read_text()
     capsys.readouterr()
-    assert main(["explain", str(EXAMPLE), "--text", TEXT, "--word-maps", "--shift-step", "0", "--out", str(out)]) == 2
+    assert main(["explain", str(EXAMPLE), "--text", TEXT, "--word-maps", "--shifts", "0", "--out", str(out)]) == 2
     error = capsys.readouterr().err
-    assert "shift step 0" in error and error.count("\n") == 1
+    assert "shifts 0" in error and error.count("\n") == 1

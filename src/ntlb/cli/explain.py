@@ -33,7 +33,7 @@ def _explain_and_print(args: argparse.Namespace, config: ExplainConfig | DemoCon
     explainer = create(config.explainer, max_memory=resources.max_memory)
     data = explain_files(adapter, images, texts, explainer, config.out, resources.batch_size,
                          box=getattr(config, "box", None), word_maps=getattr(config, "word_maps", False),
-                         shift_step=getattr(config, "shift_step", None))
+                         shifts=getattr(config, "shifts", None))
     if not config.quiet:
         for record in data["pairs"]:
             words = words_terminal([tuple(w) for w in record["words"]]) if record["words"] else record["text"]

@@ -39,9 +39,9 @@ class ExplainConfig:
     word_maps: bool = option(False, "also one overlay per semantic word of each text: the region the word matches, "
                                     "mapped by the explainer from what the word adds to the score (--explainer "
                                     "interactions always writes its own word maps)")
-    shift_step: int | None = option(None, "with --word-maps: pixels between the sub-patch shifts the word maps are "
-                                          "averaged over (a patch or more: no shifts)",
-                                    default_help=LibraryText("explain.shifts", "SHIFT_STEP"))
+    shifts: int | None = option(None, "with --word-maps: shifts per side of a patch that the word maps are averaged "
+                                      "over, evenly spread below one patch (1: none)",
+                                default_help=LibraryText("explain.shifts", "SHIFTS"))
     out: str = option("out/explain", "output folder (files of an earlier run there are replaced)")
     quiet: bool = option(False, "do not print the highlighted words")
 

@@ -3,9 +3,10 @@ fraction of a patch, each map upsampled to the input and shifted back.
 
 A ViT's map has one value per patch (8 x 8 pixels on the bundled model, 32 x 32 on ViT-B/32), so where inside a
 patch the evidence lies is lost, and a bilinear upsampling peaks at the centre of the best patch whatever part of
-it the object covers. Shifting the image by `step` pixels moves the patch borders across the object; the aligned
-average resolves the map to `step` pixels (test-time augmentation, as pytorch-grad-cam's `aug_smooth` averages over
-flips and scales). It costs one explanation per shift: (patch / step)^2 of them.
+it the object covers. Shifting the image by fractions of a patch moves the patch borders across the object; the
+aligned average resolves the map to patch / shifts pixels (test-time augmentation, as pytorch-grad-cam's
+`aug_smooth` averages over flips and scales). It costs one explanation per shift, shifts^2 of them, whatever the
+patch size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .explanation import Explanation
 from .normalize import upsample
 from .targets import Pairs
 
-SHIFT_STEP = 2  # pixels between shifts: 16 explanations per image on the bundled model's 8-pixel patches
+SHIFTS = 4  # per side of a patch: 16 explanations, a quarter patch apart (2 pixels on the bundled model)
 
 
 def shifted(pixels: Tensor, dy: int, dx: int, margin: int) -> Tensor:
@@ -40,17 +41,22 @@ def image_maps(explanation: Explanation) -> Tensor:
     return explanation.image
 
 
+def offsets(cell: int, shifts: int) -> list[int]:
+    """The shifts along one side of a `cell`-pixel patch: `shifts` whole pixels evenly spread below one patch."""
+    return sorted({i * cell // shifts for i in range(shifts)})
+
+
 def shift_averaged(explainer, model, images: ImageInput, texts: TextInput, pairs: Pairs = "all",
-                   step: int = SHIFT_STEP, read: Callable[[Explanation], Tensor] = image_maps) -> Tensor:
-    """Maps at the input's size ((B, K, H, W) float32 for image maps): the mean over shifts (dy, dx) in 0, step,
-    ... below one patch of the explainer's maps of the shifted image, aligned back to the original pixels. A step
-    of a patch or more gives the plain upsampled map. `read`: which patch maps of an explanation, (..., h, w) (for
-    instance `lambda e: e.interactions`, every token's row)."""
+                   shifts: int = SHIFTS, read: Callable[[Explanation], Tensor] = image_maps) -> Tensor:
+    """Maps at the input's size ((B, K, H, W) float32 for image maps): the mean over shifts (dy, dx), `shifts` per
+    side of a patch, of the explainer's maps of the shifted image, aligned back to the original pixels. One shift
+    gives the plain upsampled map. `read`: which patch maps of an explanation, (..., h, w) (for instance
+    `lambda e: e.interactions`, every token's row)."""
     if isinstance(images, ImageFeatures):
         raise NtlbError("shift averaging moves the pixels: pass images (paths, PIL images or tensors), "
                         "not ImageFeatures")
-    if not isinstance(step, int) or step < 1:
-        raise NtlbError(f"shift step {step!r}: use a whole number of pixels, at least 1")
+    if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 1:
+        raise NtlbError(f"shifts {shifts!r}: use a whole number of shifts per side of a patch, at least 1 (1: none)")
     if not explainer.gives_image_maps:
         raise NtlbError(f"{explainer.name} gives no image maps: shift averaging needs an explainer that does")
     adapter = wrap(model)
@@ -58,10 +64,10 @@ def shift_averaged(explainer, model, images: ImageInput, texts: TextInput, pairs
     size = tuple(pixels.shape[-2:])
     first = read(explainer(adapter, pixels, texts, pairs=pairs))
     cell = (size[0] // first.shape[-2], size[1] // first.shape[-1])  # one patch, in pixels
-    shifts = [(dy, dx) for dy in range(0, cell[0], step) for dx in range(0, cell[1], step)]
+    moves = [(dy, dx) for dy in offsets(cell[0], shifts) for dx in offsets(cell[1], shifts)]
     margin = max(cell)
     total = upsample(first.float(), size)
-    for dy, dx in tqdm(shifts[1:], desc="shifts", unit="shift", leave=False, disable=len(shifts) < 8):
+    for dy, dx in tqdm(moves[1:], desc="shifts", unit="shift", leave=False, disable=len(moves) < 8):
         maps = read(explainer(adapter, shifted(pixels, dy, dx, margin), texts, pairs=pairs))
         total = total + shifted(upsample(maps.float(), size), -dy, -dx, margin)
-    return total / len(shifts)
+    return total / len(moves)

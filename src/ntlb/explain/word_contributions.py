@@ -21,15 +21,14 @@ from ..models.features import text_features
 from ..models.inputs import ImageInput, TextFeatures, prepare_images
 from ..models.loading import wrap
 from ..models.tokenizer import without_words
-from .normalize import upsample
-from .shifts import SHIFT_STEP, shift_averaged
+from .shifts import SHIFTS, shift_averaged
 
 
 def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence[str],
-                           words: Sequence[Sequence[str]], shift_step: int | None = SHIFT_STEP) -> list[Tensor]:
+                           words: Sequence[Sequence[str]], shifts: int = SHIFTS) -> list[Tensor]:
     """For image b and its text texts[b]: a (len(words[b]), H, W) float32 stack, the map of what each chosen word
-    adds to the pair's score, at the input's size. shift_step: pixels between the shifts of the shift-averaged map,
-    or None for the explainer's plain (upsampled) map."""
+    adds to the pair's score, at the input's size. shifts: per side of a patch, of the shift-averaged map (1: the
+    explainer's plain map, upsampled)."""
     adapter = wrap(model)
     pixels, _ = prepare_images(adapter, images)
     if isinstance(texts, str) or len(texts) != len(pixels):
@@ -44,9 +43,5 @@ def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence
     with torch.no_grad():
         features = text_features(adapter, shortened)
     directions = TextFeatures(features[owners] - features[index[index >= 0]])  # v: T minus T without the word
-    if shift_step is None:
-        maps = upsample(explainer(adapter, pixels[owners], directions, pairs="diagonal").image.float(),
-                        tuple(pixels.shape[-2:]))
-    else:
-        maps = shift_averaged(explainer, adapter, pixels[owners], directions, pairs="diagonal", step=shift_step)
+    maps = shift_averaged(explainer, adapter, pixels[owners], directions, pairs="diagonal", shifts=shifts)
     return list(maps[:, 0].split([len(chosen) for chosen in words]))

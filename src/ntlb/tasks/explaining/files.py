@@ -18,7 +18,6 @@ from ...explain import available, create
 from ...explain.base import Explainer
 from ...explain.explanation import Explanation
 from ...explain.registry import capable
-from ...explain.shifts import SHIFT_STEP
 from ...explain.spec import ExplainerSpec
 from ...explain.word_contributions import word_contribution_maps
 from ...io import OutputFolder, save_image_atomic, write_record
@@ -82,7 +81,7 @@ def word_overlays(explanation: Explanation, b: int, t: int, stem: str,
 
 
 def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequence[str | Path],
-                      texts: Sequence[str], shift_step: int | None) -> list[list[tuple[str, torch.Tensor]]]:
+                      texts: Sequence[str], shifts: int | None) -> list[list[tuple[str, torch.Tensor]]]:
     """For image i and text i: (word, map) of what each semantic word of the text adds to the score (texts
     without one are left without maps)."""
     words = []
@@ -95,20 +94,20 @@ def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequen
         return [[] for _ in texts]
     with torch.no_grad():
         maps = word_contribution_maps(explainer, adapter, list(images), list(texts), words,
-                                      SHIFT_STEP if shift_step is None else shift_step)
+                                      **({} if shifts is None else {"shifts": shifts}))
     return [list(zip(chosen, stack)) for chosen, stack in zip(words, maps)]
 
 
 def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
                   out: str | Path, batch_size: int = 8, title: str | None = None,
                   box: Sequence[float] | None = None, keep: list[Explanation] | None = None,
-                  word_maps: bool = False, shift_step: int | None = None) -> dict:
+                  word_maps: bool = False, shifts: int | None = None) -> dict:
     """Explain every image with every text, in batches of images (each image encoded once for all texts), and
     write overlays, explanations.json, report.html and grid.png (paged above 64 pairs) to `out`. Explainers with
     token x patch interactions also write one overlay per word, and with `box` (x0, y0, x1, y1 in each picture's
     pixels) record how much each word interacts with the patches inside it; other explainers do with `word_maps`,
-    each semantic word's map of what it adds to the score, shift-averaged with `shift_step` pixels between shifts
-    (None: `SHIFT_STEP`; a patch or more: the plain map). `keep`: a list that receives each
+    each semantic word's map of what it adds to the score, averaged over `shifts` shifts per side of a patch
+    (None: the library's `SHIFTS`; 1: the plain map). `keep`: a list that receives each
     batch's Explanation (for callers that ask more of it). Files an earlier run wrote to `out` are removed first.
     Returns what explanations.json holds."""
     if box is not None and not explainer.gives_interactions:
@@ -136,7 +135,7 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
         if word_maps and explanation.interactions is None:
             pairs = explanation.pair_indices()
             found = contribution_maps(explainer, adapter, [chunk[b] for b, _ in pairs],
-                                      [texts[explanation.text_index(b, t)] for b, t in pairs], shift_step)
+                                      [texts[explanation.text_index(b, t)] for b, t in pairs], shifts)
             contributions = dict(zip(pairs, found))
         for b, t in explanation.pair_indices():
             text = texts[explanation.text_index(b, t)]
