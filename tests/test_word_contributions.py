@@ -109,6 +109,8 @@ def test_bad_word_requests_get_one_line(world):
         word_contribution_maps(explainer, world, pixels, [TEXT], [["hexagon"]])
     with pytest.raises(NtlbError, match="give one text per image"):
         word_contribution_maps(explainer, world, pixels, [TEXT, TEXT], [WORDS, WORDS])
+    with pytest.raises(NtlbError, match="texts is one string: give a list of texts"):
+        word_contribution_maps(explainer, world, pixels, TEXT, [WORDS])
     with pytest.raises(NtlbError, match="no words given"):
         word_contribution_maps(explainer, world, pixels, [TEXT], [[]])
     with pytest.raises(NtlbError, match="shifts 0: use a whole number"):
@@ -129,9 +131,13 @@ def test_explain_command_writes_each_semantic_words_region(tmp_path, capsys):
     records = json.loads((out / "explanations.json").read_text())["pairs"]
     assert [entry["word"] for entry in records[0]["word_maps"]] == WORDS  # the stop word "and", "a" left out
     assert all((out / entry["overlay"]).is_file() for entry in records[0]["word_maps"])
-    assert "word_maps" not in records[1]  # only stop words: no word to map
+    assert "word_maps" not in records[1]  # only stop words: no word to map, and a note says so
+    assert "no word maps for 'a the': it has only stop words" in json.loads((out / "explanations.json").read_text())[
+        "notes"]
     assert "region of word: <select" in (out / "report.html").read_text()
     capsys.readouterr()
     assert main(["explain", str(EXAMPLE), "--text", TEXT, "--word-maps", "--shifts", "0", "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "shifts 0" in error and error.count("\n") == 1
+    assert main(["explain", str(EXAMPLE), "--text", TEXT, "--shifts", "2", "--out", str(out)]) == 2
+    assert "--shifts is an option of --word-maps" in capsys.readouterr().err

@@ -59,6 +59,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain_concepts(args, config, texts)
     if config.k is not None or config.template is not None:
         raise NtlbError("--k and --template are options of --concepts FILE")
+    if config.shifts is not None and not config.word_maps:
+        raise NtlbError("--shifts is an option of --word-maps: add --word-maps, or leave --shifts out")
     return _explain_and_print(args, config, config.images, texts)
 
 

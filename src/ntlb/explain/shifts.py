@@ -67,7 +67,9 @@ def shift_averaged(explainer, model, images: ImageInput, texts: TextInput, pairs
     moves = [(dy, dx) for dy in offsets(cell[0], shifts) for dx in offsets(cell[1], shifts)]
     margin = max(cell)
     total = upsample(first.float(), size)
-    for dy, dx in tqdm(moves[1:], desc="shifts", unit="shift", leave=False, disable=len(moves) < 8):
-        maps = read(explainer(adapter, shifted(pixels, dy, dx, margin), texts, pairs=pairs))
-        total = total + shifted(upsample(maps.float(), size), -dy, -dx, margin)
+    with tqdm(total=len(moves), initial=1, desc="shifts", unit="shift", leave=False, disable=len(moves) < 8) as bar:
+        for dy, dx in moves[1:]:
+            maps = read(explainer(adapter, shifted(pixels, dy, dx, margin), texts, pairs=pairs))
+            total = total + shifted(upsample(maps.float(), size), -dy, -dx, margin)
+            bar.update()
     return total / len(moves)

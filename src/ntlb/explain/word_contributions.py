@@ -31,9 +31,10 @@ def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence
     explainer's plain map, upsampled)."""
     adapter = wrap(model)
     pixels, _ = prepare_images(adapter, images)
-    if isinstance(texts, str) or len(texts) != len(pixels):
-        count = 1 if isinstance(texts, str) else len(texts)
-        raise NtlbError(f"{count} text(s) for {len(pixels)} image(s): give one text per image")
+    if isinstance(texts, str):
+        raise NtlbError(f"texts is one string: give a list of texts, one per image ([{texts!r}] for one image)")
+    if len(texts) != len(pixels):
+        raise NtlbError(f"{len(texts)} text(s) for {len(pixels)} image(s): give one text per image")
     if not explainer.gives_image_maps:
         raise NtlbError(f"{explainer.name} gives no image maps: a word's region needs an explainer that does")
     shortened, index = without_words(list(texts), words, adapter.tokenizer)

@@ -82,8 +82,8 @@ def word_overlays(explanation: Explanation, b: int, t: int, stem: str,
 
 def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequence[str | Path],
                       texts: Sequence[str], shifts: int | None) -> list[list[tuple[str, torch.Tensor]]]:
-    """For image i and text i: (word, map) of what each semantic word of the text adds to the score (texts
-    without one are left without maps)."""
+    """For image i and text i: (word, map) of what each semantic word of the text adds to the score (texts made of
+    stop words only are left without maps)."""
     words = []
     for text in texts:
         try:
@@ -137,6 +137,10 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
             found = contribution_maps(explainer, adapter, [chunk[b] for b, _ in pairs],
                                       [texts[explanation.text_index(b, t)] for b, t in pairs], shifts)
             contributions = dict(zip(pairs, found))
+            for (b, t), maps in contributions.items():
+                note = f"no word maps for '{texts[explanation.text_index(b, t)]}': it has only stop words"
+                if not maps and note not in notes:
+                    notes.append(note)
         for b, t in explanation.pair_indices():
             text = texts[explanation.text_index(b, t)]
             record = pair_record(explanation, b, t, str(chunk[b]), text)
