@@ -27,8 +27,8 @@ def words(session: Session, image, text: str, steps, contributions: bool = False
             raise NtlbError(f"{len(lines)} texts: this tab explains one text, write it on one line")
         out = Path(path).parent / "words"
         kept = []
-        explainer = create("chefer2021") if contributions else create(
-            ExplainerSpec("interactions", {"steps": number(steps)}))
+        explainer = create(ExplainerSpec() if contributions else ExplainerSpec("interactions",
+                                                                               {"steps": number(steps)}))
         data = explain_files(session.adapter, [path], lines, explainer, out, keep=kept, word_maps=contributions)
     except NtlbError as error:
         raise session.fail(error) from None
@@ -74,8 +74,8 @@ def build(gradio, session: Session, widgets: Widgets, examples: list[tuple[str, 
                 text = gradio.Textbox(label="one text", value="a red circle and a blue square")
                 steps = widgets("words", ExplainerOptions, "steps", value=own.steps)
                 contributions = widgets("words", ExplainConfig, "word_maps",
-                                        label="regions from what each word adds to the score (chefer2021, "
-                                              "shift-averaged) instead of the interactions")
+                                        label="regions from what each word adds to the score (the default "
+                                              "explainer, shift-averaged) instead of the interactions")
                 run_words = gradio.Button("Explain words", variant="primary")
                 word = gradio.Radio([], label="word")
                 with gradio.Row():
