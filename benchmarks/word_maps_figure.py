@@ -16,6 +16,7 @@ from PIL import Image
 
 import ntlb
 from ntlb.explain import create, word_contribution_maps
+from ntlb.explain.shifts import SHIFTS
 from ntlb.viz import overlay, picture_grid
 from ntlb.world import random_scene, relate, render
 from ntlb.world.datasets import scene_seed
@@ -49,10 +50,10 @@ def main() -> None:
     with torch.no_grad():
         maps = {shifts: word_contribution_maps(explainer, world, [Image.fromarray(image) for image, _ in rendered],
                                              [c.text for c in captions], [[w.text for w in ws] for ws in words],
-                                             shifts=shifts) for shifts in (1, 4)}
+                                             shifts=shifts) for shifts in (1, SHIFTS)}
     cells = []
     for i, caption in enumerate(captions):
-        for shifts, label in ((1, "patch grid"), (4, "shift-averaged")):
+        for shifts, label in ((1, "patch grid"), (SHIFTS, "shift-averaged")):
             cells.append((pictures[i], caption.text if shifts == 1 else ""))
             for k, word in enumerate(words[i]):
                 picture = overlay(pictures[i], maps[shifts][i][k].clamp(min=0))

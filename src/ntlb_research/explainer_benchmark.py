@@ -242,8 +242,8 @@ def word_pointing(adapter: ClipAdapter, count: int = 30, offset: int = 7 * 10**6
                 maps = shift_averaged(create("chefer2021"), adapter, images, texts, pairs="diagonal")[:, 0]
             hit = float(_points_into(maps, torch.stack(object_masks)).float().mean())
             results[name + ", shift-averaged"] = {"colour": hit, "shape": hit}
+    content = [[w for w in caption.words if w.role in ("colour", "shape")] for caption in captions]
     for method in ("chefer2021", "decomposition"):  # the library's read-out: what each word adds to the score
-        content = [[w for w in caption.words if w.role in ("colour", "shape")] for caption in captions]
         started = time.perf_counter()
         with torch.no_grad():
             maps = word_contribution_maps(create(method), adapter, pictures, [c.text for c in captions],
