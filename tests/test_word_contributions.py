@@ -9,7 +9,7 @@ import ntlb
 from ntlb.errors import NtlbError
 from ntlb.explain import ImageFeatures, create, upsample
 from ntlb.explain.shifts import offsets, shift_averaged
-from ntlb.explain.word_contributions import word_contribution_maps
+from ntlb.explain.word_contributions import word_contribution_maps, word_score_drops
 from ntlb.models.features import text_features
 from ntlb.models.tokenizer import without_words
 from ntlb.world import random_scene, relate, render
@@ -78,6 +78,24 @@ def test_a_words_map_is_the_explainer_against_the_difference_of_text_features(wo
     assert torch.allclose(maps * norms[:, None, None], difference, atol=1e-5 * float(difference.abs().max()))
 
 
+def test_a_words_score_drop_is_the_score_lost_without_it_and_negative_for_a_word_the_picture_lacks(world):
+    """word_score_drops against the explained pairs' own scores of the text and of the text without each word; on
+    the example scene (a red circle and a blue square) a wrong colour or shape lowers the score."""
+    from conftest import EXAMPLE
+
+    texts, index = without_words([TEXT], [WORDS], world.tokenizer)
+    with torch.no_grad():
+        explanation = create("chefer2021")(world, [str(EXAMPLE)], texts)
+    assert explanation.logit_mode == "scaled"
+    cosine = explanation.logits[0].double() / explanation.logit_scale
+    drops = word_score_drops(world, [str(EXAMPLE)], [TEXT], [WORDS])[0]
+    assert torch.allclose(drops.double(), cosine[0] - cosine[index[0]], atol=1e-5)
+    assert (drops > 0.05).all(), drops
+    wrong = word_score_drops(world, [str(EXAMPLE)] * 2, ["a green circle and a blue square",
+                                                        "a red triangle and a blue square"], [["green"], ["triangle"]])
+    assert float(wrong[0][0]) < 0 and float(wrong[1][0]) < 0, wrong
+
+
 def test_word_maps_point_each_colour_and_shape_word_into_its_own_object(world):
     """The bundled model on 12 two-object scenes (24 words per role): the shift-averaged map of what a word adds
     peaks inside that word's object for at least 75% of colour words and of shape words (the results doc reports
@@ -130,6 +148,7 @@ def test_explain_command_writes_each_semantic_words_region(tmp_path, capsys):
     assert main(["explain", str(EXAMPLE), "--text", TEXT, "--text", "a the", "--word-maps", "--out", str(out)]) == 0
     records = json.loads((out / "explanations.json").read_text())["pairs"]
     assert [entry["word"] for entry in records[0]["word_maps"]] == WORDS  # the stop word "and", "a" left out
+    assert all(entry["score_drop"] > 0 for entry in records[0]["word_maps"])  # each word is in the picture
     assert all((out / entry["overlay"]).is_file() for entry in records[0]["word_maps"])
     assert "word_maps" not in records[1]  # only stop words: no word to map, and a note says so
     assert "no word maps for 'a the': it has only stop words" in json.loads((out / "explanations.json").read_text())[

@@ -21,7 +21,7 @@ from .registry import available, create, register
 from .shifts import shift_averaged
 from .spec import ExplainerSpec
 from .targets import AllPairs, ByScores, Columns, Diagonal, Pairs, Targets, TopK, top_k
-from .word_contributions import word_contribution_maps
+from .word_contributions import word_contribution_maps, word_score_drops
 
 
 def explain(
@@ -56,5 +56,5 @@ __all__ = [
     "AllPairs", "ByScores", "Columns", "Diagonal", "Explainer", "ExplainerSpec", "Explanation", "GradientExplainer",
     "ImageFeatures", "Pairs", "Prompts", "Targets", "TextFeatures", "TopK", "available", "create", "explain",
     "minmax", "normalize_text", "register", "shift_averaged", "top_k", "upsample", "word_contribution_maps",
-    "word_relevance",
+    "word_relevance", "word_score_drops",
 ]

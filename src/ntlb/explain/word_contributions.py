@@ -17,11 +17,29 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
-from ..models.features import text_features
+from ..models.features import image_features, text_features
 from ..models.inputs import ImageInput, TextFeatures, prepare_images
 from ..models.loading import wrap
 from ..models.tokenizer import without_words
 from .shifts import SHIFTS, shift_averaged
+
+
+def _directions(adapter, images: ImageInput, texts: Sequence[str],
+                words: Sequence[Sequence[str]]) -> tuple[Tensor, list[int], Tensor]:
+    """The checked pixels, the image of each chosen word, and each word's direction v (T minus T without the
+    word, normalised features)."""
+    pixels, _ = prepare_images(adapter, images)
+    if isinstance(texts, str):
+        raise NtlbError(f"texts is one string: give a list of texts, one per image ([{texts!r}] for one image)")
+    if len(texts) != len(pixels):
+        raise NtlbError(f"{len(texts)} text(s) for {len(pixels)} image(s): give one text per image")
+    shortened, index = without_words(list(texts), words, adapter.tokenizer)
+    owners = [b for b, chosen in enumerate(words) for _ in chosen]
+    if not owners:
+        raise NtlbError("no words given: choose at least one word of a text")
+    with torch.no_grad():
+        features = text_features(adapter, shortened)
+    return pixels, owners, features[owners] - features[index[index >= 0]]
 
 
 def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence[str],
@@ -29,20 +47,22 @@ def word_contribution_maps(explainer, model, images: ImageInput, texts: Sequence
     """For image b and its text texts[b]: a (len(words[b]), H, W) float32 stack, the map of what each chosen word
     adds to the pair's score, at the input's size. shifts: per side of a patch, of the shift-averaged map (1: the
     explainer's plain map, upsampled)."""
-    adapter = wrap(model)
-    pixels, _ = prepare_images(adapter, images)
-    if isinstance(texts, str):
-        raise NtlbError(f"texts is one string: give a list of texts, one per image ([{texts!r}] for one image)")
-    if len(texts) != len(pixels):
-        raise NtlbError(f"{len(texts)} text(s) for {len(pixels)} image(s): give one text per image")
     if not explainer.gives_image_maps:
         raise NtlbError(f"{explainer.name} gives no image maps: a word's region needs an explainer that does")
-    shortened, index = without_words(list(texts), words, adapter.tokenizer)
-    owners = [b for b, chosen in enumerate(words) for _ in chosen]
-    if not owners:
-        raise NtlbError("no words given: choose at least one word of a text")
-    with torch.no_grad():
-        features = text_features(adapter, shortened)
-    directions = TextFeatures(features[owners] - features[index[index >= 0]])  # v: T minus T without the word
-    maps = shift_averaged(explainer, adapter, pixels[owners], directions, pairs="diagonal", shifts=shifts)
+    adapter = wrap(model)
+    pixels, owners, directions = _directions(adapter, images, texts, words)
+    maps = shift_averaged(explainer, adapter, pixels[owners], TextFeatures(directions), pairs="diagonal",
+                          shifts=shifts)
     return list(maps[:, 0].split([len(chosen) for chosen in words]))
+
+
+@torch.no_grad()
+def word_score_drops(model, images: ImageInput, texts: Sequence[str],
+                     words: Sequence[Sequence[str]]) -> list[Tensor]:
+    """For image b and its text texts[b]: (len(words[b]),) float32, what each chosen word adds to the pair's cosine
+    score (the score with the text minus without the word): the number the word's map explains. A word the
+    picture lacks adds little or lowers the score."""
+    adapter = wrap(model)
+    pixels, owners, directions = _directions(adapter, images, texts, words)
+    drops = (image_features(adapter, pixels)[owners] * directions).sum(dim=-1)
+    return list(drops.float().split([len(chosen) for chosen in words]))

@@ -19,7 +19,7 @@ from ...explain.base import Explainer
 from ...explain.explanation import Explanation
 from ...explain.registry import capable
 from ...explain.spec import ExplainerSpec
-from ...explain.word_contributions import word_contribution_maps
+from ...explain.word_contributions import word_contribution_maps, word_score_drops
 from ...io import OutputFolder, save_image_atomic, write_record
 from ...losses.semantic_words import content_words
 from ...models.adapter import ClipAdapter
@@ -65,25 +65,30 @@ def pair_record(explanation: Explanation, b: int, t: int, image: str, text: str)
 
 
 def word_overlays(explanation: Explanation, b: int, t: int, stem: str,
-                  maps: Sequence[tuple[str, torch.Tensor]] | None = None) -> tuple[list[dict], dict[str, Image.Image]]:
+                  maps: Sequence[tuple[str, torch.Tensor, float]] | None = None
+                  ) -> tuple[list[dict], dict[str, Image.Image]]:
     """Per word of the pair's text, the region that word matches as a captioned overlay of the positive part of its
     map: its token x patch interactions (the record keeps its total interaction with the picture), or `maps`,
-    (word, map) pairs of what each word adds to the score (`word_contribution_maps`)."""
+    (word, map, score drop) of what each word adds to the score (`word_contribution_maps`; the record keeps the
+    cosine score the word adds, `word_score_drops`)."""
     records, pictures = [], {}
     text = explanation.tokens.words[explanation.text_index(b, t)]
-    for index, (word, patches) in enumerate(explanation.word_maps(b, t) if maps is None else maps):
+    found = [(w, m, None) for w, m in explanation.word_maps(b, t)] if maps is None else maps
+    for index, (word, patches, drop) in enumerate(found):
         name = f"{stem}__w{index:02d}_{_slug(word, 16)}.png"
         picture = overlay(explanation.originals[b], patches.clamp(min=0), explanation.preprocess)
-        pictures[name] = captioned(picture, f'"{word}" in "{" ".join(w.text for w in text)}"')
+        adds = "" if drop is None else f"  (adds {drop:+.3f} to the cosine score)"
+        pictures[name] = captioned(picture, f'"{word}" in "{" ".join(w.text for w in text)}"{adds}')
         records.append({"word": word, "overlay": name}
-                       | ({"interaction": round(float(patches.sum()), 6)} if maps is None else {}))
+                       | ({"interaction": round(float(patches.sum()), 6)} if maps is None
+                          else {"score_drop": round(float(drop), 6)}))
     return records, pictures
 
 
 def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequence[str | Path],
-                      texts: Sequence[str], shifts: int | None) -> list[list[tuple[str, torch.Tensor]]]:
-    """For image i and text i: (word, map) of what each semantic word of the text adds to the score (texts made of
-    stop words only are left without maps)."""
+                      texts: Sequence[str], shifts: int | None) -> list[list[tuple[str, torch.Tensor, float]]]:
+    """For image i and text i: (word, map, cosine score the word adds) for each semantic word of the text (texts
+    made of stop words only are left without maps)."""
     words = []
     for text in texts:
         try:
@@ -95,7 +100,8 @@ def contribution_maps(explainer: Explainer, adapter: ClipAdapter, images: Sequen
     with torch.no_grad():
         maps = word_contribution_maps(explainer, adapter, list(images), list(texts), words,
                                       **({} if shifts is None else {"shifts": shifts}))
-    return [list(zip(chosen, stack)) for chosen, stack in zip(words, maps)]
+        drops = word_score_drops(adapter, list(images), list(texts), words)
+    return [list(zip(chosen, stack, drop.tolist())) for chosen, stack, drop in zip(words, maps, drops)]
 
 
 def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Sequence[str], explainer: Explainer,
