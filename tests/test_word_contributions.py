@@ -11,6 +11,7 @@ from ntlb.explain import ImageFeatures, create, upsample
 from ntlb.explain.shifts import offsets, shift_averaged
 from ntlb.explain.word_contributions import word_contribution_maps, word_score_drops
 from ntlb.models.features import text_features
+from ntlb.models.inputs import prepare_images
 from ntlb.models.tokenizer import without_words
 from ntlb.world import random_scene, relate, render
 from ntlb.world.datasets import scene_seed
@@ -91,6 +92,16 @@ def test_a_words_score_drop_is_the_score_lost_without_it_and_negative_for_a_word
     drops = word_score_drops(world, [str(EXAMPLE)], [TEXT], [WORDS])[0]
     assert torch.allclose(drops.double(), cosine[0] - cosine[index[0]], atol=1e-5)
     assert (drops > 0.05).all(), drops
+    alone = word_score_drops(world, [str(EXAMPLE)], ["circle"], [["circle"]])[0]  # the text without it is empty
+    empty = world.tokenizer([""], allow_empty=True)
+    assert empty.ids[0, :2].tolist() == [world.tokenizer.sot_id, world.tokenizer.eot_id]
+    with torch.no_grad():
+        nothing = torch.nn.functional.normalize(world.encode_text(empty.ids, empty.eot).features.double(), dim=-1)
+        circle = create("chefer2021")(world, [str(EXAMPLE)], ["circle"])
+        image = world.encode_image(prepare_images(world, [str(EXAMPLE)])[0]).features.double()
+    image = torch.nn.functional.normalize(image, dim=-1)
+    expected = circle.logits[0, 0].double() / circle.logit_scale - image @ nothing[0]
+    assert torch.allclose(alone.double(), expected[None], atol=1e-5) and float(alone) > 0, (alone, expected)
     wrong = word_score_drops(world, [str(EXAMPLE)] * 2, ["a green circle and a blue square",
                                                         "a red triangle and a blue square"], [["green"], ["triangle"]])
     assert float(wrong[0][0]) < 0 and float(wrong[1][0]) < 0, wrong
@@ -129,6 +140,8 @@ def test_bad_word_requests_get_one_line(world):
         word_contribution_maps(explainer, world, pixels, [TEXT, TEXT], [WORDS, WORDS])
     with pytest.raises(NtlbError, match="texts is one string: give a list of texts"):
         word_contribution_maps(explainer, world, pixels, TEXT, [WORDS])
+    with pytest.raises(NtlbError, match=r"per text, not \['red', 'blue'\]: use \[\['red', 'blue'\]\] for one text"):
+        word_contribution_maps(explainer, world, pixels, [TEXT], ["red", "blue"])
     with pytest.raises(NtlbError, match="no words given"):
         word_contribution_maps(explainer, world, pixels, [TEXT], [[]])
     with pytest.raises(NtlbError, match="shifts 0: use a whole number"):
@@ -145,12 +158,14 @@ def test_explain_command_writes_each_semantic_words_region(tmp_path, capsys):
     from ntlb.cli import main
 
     out = tmp_path / "words"
-    assert main(["explain", str(EXAMPLE), "--text", TEXT, "--text", "a the", "--word-maps", "--out", str(out)]) == 0
+    assert main(["explain", str(EXAMPLE), "--text", TEXT, "--text", "a the", "--text", "circle", "--word-maps",
+                 "--out", str(out)]) == 0
     records = json.loads((out / "explanations.json").read_text())["pairs"]
     assert [entry["word"] for entry in records[0]["word_maps"]] == WORDS  # the stop word "and", "a" left out
-    assert all(entry["score_drop"] > 0 for entry in records[0]["word_maps"])  # each word is in the picture
+    assert all(entry["cosine_drop"] > 0 for entry in records[0]["word_maps"])  # each word is in the picture
     assert all((out / entry["overlay"]).is_file() for entry in records[0]["word_maps"])
     assert "word_maps" not in records[1]  # only stop words: no word to map, and a note says so
+    assert [entry["word"] for entry in records[2]["word_maps"]] == ["circle"]  # against the empty text
     assert "no word maps for 'a the': it has only stop words" in json.loads((out / "explanations.json").read_text())[
         "notes"]
     assert "region of word: <select" in (out / "report.html").read_text()

@@ -17,10 +17,9 @@ import torch
 from torch import Tensor
 
 from ..errors import NtlbError
-from ..models.features import image_features, text_features
+from ..models.features import features_without_words, image_features
 from ..models.inputs import ImageInput, TextFeatures, prepare_images
 from ..models.loading import wrap
-from ..models.tokenizer import without_words
 from .shifts import SHIFTS, shift_averaged
 
 
@@ -33,12 +32,10 @@ def _directions(adapter, images: ImageInput, texts: Sequence[str],
         raise NtlbError(f"texts is one string: give a list of texts, one per image ([{texts!r}] for one image)")
     if len(texts) != len(pixels):
         raise NtlbError(f"{len(texts)} text(s) for {len(pixels)} image(s): give one text per image")
-    shortened, index = without_words(list(texts), words, adapter.tokenizer)
+    features, index = features_without_words(adapter, texts, words)
     owners = [b for b, chosen in enumerate(words) for _ in chosen]
     if not owners:
         raise NtlbError("no words given: choose at least one word of a text")
-    with torch.no_grad():
-        features = text_features(adapter, shortened)
     return pixels, owners, features[owners] - features[index[index >= 0]]
 
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..errors import NtlbError
 from .adapter import ClipAdapter
+from .tokenizer import without_words
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -26,9 +27,10 @@ def _normalised(features: Tensor) -> Tensor:
 
 @torch.no_grad()
 def text_features(adapter: ClipAdapter, texts: Sequence[str], templates: Sequence[str] = ("{}",),
-                  batch_size: int = 256) -> Tensor:
+                  batch_size: int = 256, allow_empty: bool = False) -> Tensor:
     """(T, D) normalised features of `texts`; with several templates ("a photo of a {}."), the normalised mean
-    of each text's templated features (a prompt ensemble)."""
+    of each text's templated features (a prompt ensemble). `allow_empty`: empty texts are encoded too (start and
+    end tokens only), as a text whose only word was deleted is."""
     if len(texts) == 0:
         raise NtlbError("empty class list: give at least one class name")
     if hasattr(adapter.tokenizer, "refuse"):  # wrapped without its tokenizer: ids only
@@ -37,11 +39,20 @@ def text_features(adapter: ClipAdapter, texts: Sequence[str], templates: Sequenc
     for template in templates:
         chunks = []
         for start in range(0, len(texts), batch_size):
-            tokens = adapter.tokenizer([template.format(t) for t in texts[start : start + batch_size]]).truncated()
+            tokens = adapter.tokenizer([template.format(t) for t in texts[start : start + batch_size]],
+                                       allow_empty=allow_empty).truncated()
             chunks.append(_normalised(adapter.encode_text(tokens.ids, tokens.eot).features))
         per_template.append(torch.cat(chunks))
     features = per_template[0] if len(per_template) == 1 else torch.stack(per_template).mean(dim=0)
     return F.normalize(features, dim=-1)
+
+
+def features_without_words(adapter: ClipAdapter, texts: Sequence[str],
+                           words: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+    """Normalised features of the texts followed by each text without each of its chosen words, and the (T, W)
+    index of text t without word w among them (`without_words`): what a word adds to a score is the difference."""
+    shortened, index = without_words(list(texts), words, adapter.tokenizer)
+    return text_features(adapter, shortened, allow_empty=True), index
 
 
 @torch.no_grad()

@@ -37,10 +37,11 @@ class PieceTokenizer:
         self.special = set(tokenizer.all_special_ids)
         self.vocab_size = len(tokenizer)
 
-    def __call__(self, texts: str | list[str]) -> TokenizedTexts:
-        """Tokenise one text or a list of texts, padded to the context length (the model's own ids where given)."""
+    def __call__(self, texts: str | list[str], allow_empty: bool = False) -> TokenizedTexts:
+        """Tokenise one text or a list of texts (empty ones too with `allow_empty`), padded to the context length
+        (the model's own ids where given)."""
         ids = padded_ids(texts, self.context_length, self.pad_id,
-                         lambda text: self.tokenizer(self.clean(text))["input_ids"])
+                         lambda text: self.tokenizer(self.clean(text))["input_ids"], allow_empty)
         if self.encode is not None:
             ids = self.encode([texts] if isinstance(texts, str) else list(texts)).long()
         return self.from_ids(ids)
@@ -135,7 +136,7 @@ class IdsOnlyTokenizer:
         raise NtlbError("this model was wrapped without its tokenizer, so it reads token ids only (a (T, L) tensor "
                         "from its own tokenizer): pass the ids, or wrap it with tokenizer=DIR to explain strings")
 
-    def __call__(self, texts) -> TokenizedTexts:
+    def __call__(self, texts, allow_empty: bool = False) -> TokenizedTexts:
         """A stand-in of the right shape (padding ids, no words) for the memory planner's cost probe, which tokenises
         a sample text; user texts never get here: the input functions refuse strings first (`refuse`)."""
         count = 1 if isinstance(texts, str) else len(texts)

@@ -57,16 +57,17 @@ class TokenizedTexts:
 
 
 def padded_ids(texts: str | list[str], context_length: int, pad_id: int,
-               encode: Callable[[str], list[int]]) -> Tensor:
+               encode: Callable[[str], list[int]], allow_empty: bool = False) -> Tensor:
     """Ids (T, context_length) of one text or a list of texts, padded with `pad_id`; one-line errors for no texts,
-    an empty text and a text longer than the context (every tokenizer of ntlb checks its input here)."""
+    an empty text (unless `allow_empty`: a text whose only word was deleted, see `without_words`) and a text longer
+    than the context (every tokenizer of ntlb checks its input here)."""
     if isinstance(texts, str):
         texts = [texts]
     if len(texts) == 0:
         raise NtlbError("no texts given: pass at least one text")
     ids = torch.full((len(texts), context_length), pad_id, dtype=torch.long)
     for row, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or not (text.strip() or allow_empty):
             raise NtlbError(f"text {row + 1} of {len(texts)} is empty ({text!r}): give every text some words")
         encoded = encode(text)
         if len(encoded) > context_length:
@@ -100,9 +101,9 @@ class ClipTokenizer:
         """Ids of one text with SOT and EOT."""
         return [self.sot_id, *self.bpe.encode(text), self.eot_id]
 
-    def __call__(self, texts: str | list[str]) -> TokenizedTexts:
-        """Tokenise one text or a list of texts."""
-        return self.from_ids(padded_ids(texts, self.context_length, 0, self.encode_one))
+    def __call__(self, texts: str | list[str], allow_empty: bool = False) -> TokenizedTexts:
+        """Tokenise one text or a list of texts (empty ones too with `allow_empty`)."""
+        return self.from_ids(padded_ids(texts, self.context_length, 0, self.encode_one, allow_empty))
 
     def from_ids(self, ids: Tensor) -> TokenizedTexts:
         """Token strings, EOT positions and word spans of given token ids (T, L)."""
@@ -139,7 +140,10 @@ def without_words(texts: Sequence[str], words: Sequence[Sequence[str]], tokenize
     """Each text with each of its chosen words deleted (every occurrence; matching ignores case): the texts followed
     by the shortened ones, and the (T, W) index of text t without word w in that list (-1 in unused slots). What a
     word adds to a score is the score of the text minus that of the text without it (the "deletion" word score, a
-    word's contribution map)."""
+    word's contribution map). A text of one word leaves the empty text; encode these with `allow_empty`."""
+    if isinstance(words, str) or any(isinstance(chosen, str) for chosen in words):
+        flat = [words] if isinstance(words, str) else list(words)
+        raise NtlbError(f"words should be one list of words per text, not {words!r}: use [{flat!r}] for one text")
     if len(words) != len(texts):
         raise NtlbError(f"{len(words)} word lists for {len(texts)} texts: give one list of semantic words per text")
     out, index = list(texts), torch.full((len(texts), max(map(len, words), default=1)), -1, dtype=torch.long)

@@ -81,7 +81,7 @@ def word_overlays(explanation: Explanation, b: int, t: int, stem: str,
         pictures[name] = captioned(picture, f'"{word}" in "{" ".join(w.text for w in text)}"{adds}')
         records.append({"word": word, "overlay": name}
                        | ({"interaction": round(float(patches.sum()), 6)} if maps is None
-                          else {"score_drop": round(float(drop), 6)}))
+                          else {"cosine_drop": round(float(drop), 6)}))
     return records, pictures
 
 

@@ -47,9 +47,8 @@ from ...losses.semantic_words import (
     word_token_masks,
 )
 from ...models.adapter import ClipAdapter
-from ...models.features import text_features
+from ...models.features import features_without_words
 from ...models.inputs import ImageFeatures, prepare_texts
-from ...models.tokenizer import without_words
 from ...training import descend
 from ...world.detector import found_objects
 from .optimisation import optimise, styleclip_lr, to_picture
@@ -99,9 +98,8 @@ class WordTerm:
             self.reference = reference_word_shares(create(explainer, logit_mode=logit_mode), adapter,
                                                    reference_pictures(), [text], self.masks, normalize)
         if variant == "deletion":
-            texts, self.dropped = without_words([text], [words], adapter.tokenizer)
-            with torch.no_grad():
-                self.texts = text_features(adapter, texts).detach()  # the text, then the text without each word
+            # the text, then the text without each word
+            self.texts, self.dropped = features_without_words(adapter, [text], [words])
 
     @property
     def explains(self) -> bool:
