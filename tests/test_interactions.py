@@ -236,7 +236,7 @@ def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(
     text = "a red circle and a blue square"
     out = tmp_path / "words"
     common = ["explain", str(EXAMPLE), "--text", text, "--explainer", "interactions", "--steps", "2", "--out", str(out)]
-    assert main([*common, "--box", "20", "0", "100", "80"]) == 0
+    assert main([*common, "--box", "20", "0", "100", "80", "--word-maps"]) == 0
     printed = capsys.readouterr().out
     assert "box 20 0 100 80 matches: " in printed
     record = json.loads((out / "explanations.json").read_text())["pairs"][0]
@@ -245,6 +245,8 @@ def test_explain_command_writes_each_words_region_and_prints_the_words_of_a_box(
     ranked = sorted(record["box_words"], key=lambda entry: -entry[1])
     assert printed.split("matches: ")[1].split(",")[0].split()[0] == ranked[0][0]
     assert "region of word: <select" in (out / "report.html").read_text()
+    notes = json.loads((out / "explanations.json").read_text())["notes"]
+    assert any(note.startswith("--word-maps: interactions writes its own word maps") for note in notes), notes
     assert main([*common, "--box", "0", "0", "500", "10"]) == 2
     error = capsys.readouterr().err
     assert "is outside the 200x160 image" in error and error.count("\n") == 1

@@ -168,7 +168,9 @@ def test_explain_command_writes_each_semantic_words_region(tmp_path, capsys):
     assert [entry["word"] for entry in records[2]["word_maps"]] == ["circle"]  # against the empty text
     assert "no word maps for 'a the': it has only stop words" in json.loads((out / "explanations.json").read_text())[
         "notes"]
-    assert "region of word: <select" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "region of word: <select" in report
+    assert f"square (adds {records[0]['word_maps'][3]['cosine_drop']:+.3f} to the cosine)</option>" in report
     capsys.readouterr()
     assert main(["explain", str(EXAMPLE), "--text", TEXT, "--word-maps", "--shifts", "0", "--out", str(out)]) == 2
     error = capsys.readouterr().err

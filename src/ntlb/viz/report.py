@@ -35,7 +35,8 @@ def _word_picker(record: dict, pictures: dict[str, Image.Image]) -> str:
     options = [f"<option value='{embedded(pictures[record['overlay']])}'>the whole text</option>"] if record.get(
         "overlay") in pictures else []
     options += [f"<option value='{embedded(pictures[entry['overlay']])}'>{html.escape(entry['word'])}"
-                + (f" ({entry['interaction']:+.3g})" if "interaction" in entry else "") + "</option>"
+                + (f" ({entry['interaction']:+.3g})" if "interaction" in entry else "")
+                + (f" (adds {entry['cosine_drop']:+.3f} to the cosine)" if "cosine_drop" in entry else "") + "</option>"
                 for entry in record["word_maps"] if entry["overlay"] in pictures]
     return ("<p class='meta'>region of word: <select onchange=\"this.closest('.pair').querySelector('img').src="
             f"this.value\">{''.join(options)}</select></p>")

@@ -126,6 +126,9 @@ def explain_files(adapter: ClipAdapter, images: Sequence[str | Path], texts: Seq
     tokens = prepare_texts(adapter, list(texts))
     folder = OutputFolder(out)
     records, cells, pictures, originals, notes = [], [], {}, {}, []
+    if word_maps and explainer.gives_interactions:
+        notes.append(f"--word-maps: {explainer.name} writes its own word maps (each word's interactions), not what "
+                     "each word adds to the score; use another explainer for those")
     chunks = [list(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     if not chunks:
         raise NtlbError("no images given: pass at least one image")
