@@ -387,7 +387,7 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
     from ntlb.explain import available
     from ntlb.explain.registry import has
     from ntlb.losses.semantic_words import WORD_SCORES, deletion_word_scores
-    from ntlb.models.tokenizer import without_words
+    from ntlb.models.features import features_without_words
 
     scores = tuple(scores or WORD_SCORES)
     explainers = list(explainers or available())
@@ -403,8 +403,8 @@ def word_grounding(adapter: ClipAdapter, explainers: list[str] | None = None, pe
         features = {side: encode_images(adapter, torch.stack(  # normalised by the encoders
             [adapter.preprocess(getattr(p, side)) for p in pairs]).to(adapter.dtype)).float()
             for side in ("right", "wrong")}
-        shortened, index = without_words(texts, words, adapter.tokenizer)
-        text = encode_texts(adapter, shortened).float()
+        text, index = features_without_words(adapter, texts, words)
+        text = text.float()
     cosine = {side: (f * text[: len(pairs)]).sum(-1) for side, f in features.items()}
     results["clip"] = _rate(cosine["right"], cosine["wrong"], kinds)
     if "deletion" in scores:
